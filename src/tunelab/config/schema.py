@@ -1,0 +1,105 @@
+"""The recipe schema: strict pydantic models, one per YAML section.
+
+Unknown keys are errors (`extra="forbid"`), choices are closed sets (`Literal`), and the `train:` section is kept as a
+plain mapping because it is forwarded to TRL's `SFTConfig`, which validates it (see `config/train_args.py`), so upstream
+fields are not declared twice.
+"""
+
+from __future__ import annotations
+
+from typing import Annotated, Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, PositiveInt, field_validator
+
+DataFormat = Literal["auto", "alpaca", "sharegpt", "openai"]
+MetricName = Literal["json_validity", "field_accuracy", "exact_match"]
+
+
+class Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid", validate_default=True)
+
+
+class ModelSection(Strict):
+    name: str = Field(
+        "smollm2-135m-instruct",
+        description="built-in alias, local Hugging Face folder, .gguf file, or hub id",
+    )
+    revision: str | None = None
+    trust_remote_code: bool = False
+
+
+class SourceSection(Strict):
+    path: str
+    format: DataFormat = "auto"
+    columns: dict[str, str] | None = None
+    tags: dict[str, str] | None = None
+    limit: PositiveInt | None = None
+
+
+class DataSection(Strict):
+    sources: list[SourceSection] = Field(default_factory=list)
+    registry: str | None = Field(None, description="a LLaMA-Factory dataset_info.json")
+    datasets: list[str] = Field(default_factory=list, description="names in the registry")
+    validation: Annotated[float, Field(gt=0, lt=1)] | str | None = Field(
+        0.1, description="a fraction of the training records, a file, or null for no validation"
+    )
+    test: str | None = Field(None, description="a held-out test file for evaluation before and after training")
+    max_length: PositiveInt = 1024
+    system: str | None = Field(None, description="a system prompt added to records that have none")
+
+    @field_validator("validation", mode="before")
+    @classmethod
+    def _fraction_or_path(cls, value: Any) -> Any:
+        if isinstance(value, bool):
+            raise ValueError("expected a fraction between 0 and 1, a file path, or null")
+        return value
+
+
+class LoraMethod(Strict):
+    type: Literal["lora"]
+    r: PositiveInt = 16
+    alpha: PositiveInt = 32
+    dropout: Annotated[float, Field(ge=0, lt=1)] = 0.05
+    target_modules: list[str] | Literal["all-linear"] = "all-linear"
+    use_dora: bool = False
+    use_rslora: bool = False
+
+
+class FullMethod(Strict):
+    type: Literal["full"]
+
+
+class FreezeMethod(Strict):
+    type: Literal["freeze"]
+    trainable_layers: PositiveInt = Field(2, description="train only the last N decoder layers")
+    train_embeddings: bool = False
+    train_head: bool = False
+
+
+Method = Annotated[LoraMethod | FullMethod | FreezeMethod, Field(discriminator="type")]
+
+
+class EvalSection(Strict):
+    base: bool = Field(True, description="evaluate the untouched model on the test set before training")
+    metrics: list[MetricName] = Field(default_factory=lambda: ["exact_match"])
+    max_new_tokens: PositiveInt = 256
+    batch_size: PositiveInt = 16
+    limit: PositiveInt | None = None
+
+
+class ExportSection(Strict):
+    merge: bool = True
+    verify_prompts: Annotated[int, Field(ge=0)] = 4
+    dtype: Literal["float32", "bfloat16", "float16"] | None = None
+
+
+class Recipe(Strict):
+    name: str = Field(..., pattern=r"^[A-Za-z0-9][A-Za-z0-9._-]*$")
+    output_dir: str = "runs"
+    seed: int = 42
+    model: ModelSection = Field(default_factory=ModelSection)
+    data: DataSection
+    method: Method = Field(default_factory=lambda: LoraMethod(type="lora"))
+    train: dict[str, Any] = Field(default_factory=dict)
+    eval: EvalSection = Field(default_factory=EvalSection)
+    export: ExportSection = Field(default_factory=ExportSection)

@@ -1,0 +1,125 @@
+"""The `train:` section: TRL's `SFTConfig` fields plus tunelab's defaults and two early-stopping keys.
+
+The section is forwarded to `trl.SFTConfig`; unknown keys and wrong types are reported here with the YAML path before
+TRL sees them, and `SFTConfig` itself is constructed to catch inconsistent combinations.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import difflib
+import types
+import typing
+from functools import cache
+from typing import Any
+
+# Keys tunelab reads itself; they are removed before the section reaches SFTConfig.
+TUNELAB_TRAIN_KEYS = {"early_stopping_patience": int, "early_stopping_threshold": float}
+
+# Set by tunelab, not by the user: the run directory decides where checkpoints go.
+RESERVED = {"output_dir", "logging_dir", "report_to"}
+
+
+def tunelab_defaults() -> dict[str, Any]:
+    """Defaults that suit fine-tuning on one machine; every one can be overridden in the recipe."""
+    from tunelab.hardware import bf16_is_fast, has_cuda
+
+    return {
+        "learning_rate": 2e-4,
+        "num_train_epochs": 1,
+        "per_device_train_batch_size": 8,
+        "per_device_eval_batch_size": 8,
+        "gradient_checkpointing": False,  # recomputation costs ~12% and small models do not need the memory
+        "lr_scheduler_type": "cosine",
+        "warmup_steps": 0.05,
+        "logging_steps": 5,
+        "eval_steps": 50,
+        "save_steps": 50,
+        "save_total_limit": 3,
+        "bf16": bf16_is_fast(),
+        "use_cpu": not has_cuda(),
+        "optim": "adamw_torch",
+        "dataloader_num_workers": 0,
+    }
+
+
+@cache
+def _sft_fields() -> dict[str, Any]:
+    from trl import SFTConfig
+
+    hints = typing.get_type_hints(SFTConfig)
+    return {field.name: hints.get(field.name, Any) for field in dataclasses.fields(SFTConfig) if field.init}
+
+
+def check_train_section(train: dict[str, Any]) -> list[tuple[str, str]]:
+    """Unknown keys (with a did-you-mean) and wrong types, each as (yaml path, problem)."""
+    fields = _sft_fields()
+    problems = []
+    for key, value in train.items():
+        if key in TUNELAB_TRAIN_KEYS:
+            if not _matches(value, TUNELAB_TRAIN_KEYS[key]):
+                problems.append((f"train.{key}", f"expected {TUNELAB_TRAIN_KEYS[key].__name__}, got {value!r}"))
+            continue
+        if key in RESERVED:
+            problems.append((f"train.{key}", "set by tunelab from the run directory; remove it (use output_dir/name)"))
+        elif key not in fields:
+            close = difflib.get_close_matches(key, list(fields) + list(TUNELAB_TRAIN_KEYS), n=1)
+            hint = f" (did you mean {close[0]}?)" if close else " (not a field of trl.SFTConfig)"
+            problems.append((f"train.{key}", "unknown key" + hint))
+        elif not _matches(value, fields[key]):
+            problems.append((f"train.{key}", f"expected {_type_name(fields[key])}, got {value!r}"))
+    return problems
+
+
+def _matches(value: Any, annotation: Any) -> bool:
+    """A shallow type check for the scalar kinds YAML produces; unknown annotations accept anything."""
+    if annotation is Any:
+        return True
+    origin = typing.get_origin(annotation)
+    if origin in (typing.Union, types.UnionType):
+        return any(_matches(value, arg) for arg in typing.get_args(annotation))
+    if annotation is type(None):
+        return value is None
+    if annotation is bool:
+        return isinstance(value, bool)
+    if annotation is int:
+        return isinstance(value, int) and not isinstance(value, bool)
+    if annotation is float:
+        return isinstance(value, int | float) and not isinstance(value, bool)
+    if annotation is str:
+        return isinstance(value, str)
+    if origin in (list, dict):
+        return isinstance(value, origin)
+    if isinstance(annotation, type) and issubclass(annotation, str):  # str enums such as SaveStrategy
+        return isinstance(value, str)
+    return True
+
+
+def _type_name(annotation: Any) -> str:
+    args = typing.get_args(annotation)
+    if args:
+        return " or ".join(_type_name(arg) for arg in args)
+    return "null" if annotation is type(None) else getattr(annotation, "__name__", str(annotation))
+
+
+def build_sft_config(train: dict[str, Any], output_dir: str, seed: int, has_validation: bool, **forced: Any):
+    """Merge defaults, the recipe's train section and tunelab's settings into a `trl.SFTConfig`."""
+    from trl import SFTConfig
+
+    values = tunelab_defaults() | {k: v for k, v in train.items() if k not in TUNELAB_TRAIN_KEYS}
+    values |= {"output_dir": output_dir, "report_to": "none", "seed": values.get("seed", seed)}
+    if has_validation:
+        values.setdefault("eval_strategy", "steps")
+        if values.get("eval_strategy") != "no" and train.get("early_stopping_patience") is not None:
+            values |= {"load_best_model_at_end": True, "metric_for_best_model": "eval_loss", "greater_is_better": False}
+            values["save_strategy"] = values["eval_strategy"]
+            values["save_steps"] = values.get("eval_steps", values["save_steps"])
+    else:
+        values["eval_strategy"] = "no"
+    values |= forced
+    try:
+        return SFTConfig(**values)
+    except (ValueError, TypeError) as error:
+        from tunelab.errors import RecipeError
+
+        raise RecipeError("recipe", [("train", str(error).strip())]) from None

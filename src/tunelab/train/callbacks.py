@@ -1,0 +1,90 @@
+"""Bookkeeping around a trainer: metrics.jsonl, status.json, loss plot, stop file and Ctrl-C.
+
+The stage bodies stay readable because everything a person watches is written here.
+"""
+
+from __future__ import annotations
+
+import signal
+import time
+from typing import Any
+
+from transformers import EarlyStoppingCallback, TrainerCallback
+
+from tunelab.runs import RunDir
+from tunelab.train.plots import plot_loss
+
+LOGGED_KEYS = ("loss", "eval_loss", "learning_rate", "grad_norm")
+
+
+class RunDirCallback(TrainerCallback):
+    """Append one row per log to metrics.jsonl, keep status.json and plots/loss.png current."""
+
+    def __init__(self, run: RunDir):
+        self.run = run
+        self._last = (time.monotonic(), 0)
+
+    def on_train_begin(self, args, state, control, **kwargs):
+        self._last = (time.monotonic(), state.num_input_tokens_seen)
+        self.run.set_status("running", step=state.global_step, max_steps=state.max_steps)
+
+    def on_log(self, args, state, control, logs: dict[str, Any] | None = None, **kwargs):
+        logs = logs or {}
+        row: dict[str, Any] = {"step": state.global_step, "epoch": round(state.epoch or 0.0, 4)}
+        row |= {key: logs[key] for key in LOGGED_KEYS if key in logs}
+        if "loss" in logs:
+            now, seen = time.monotonic(), state.num_input_tokens_seen
+            elapsed = now - self._last[0]
+            row["tokens_per_second"] = round((seen - self._last[1]) / elapsed, 2) if elapsed > 0 else None
+            row["tokens_seen"] = seen
+            self._last = (now, seen)
+        if len(row) > 2:
+            self.run.append_metrics(row)
+            self.run.set_status("running", step=state.global_step, max_steps=state.max_steps)
+        if "eval_loss" in logs or state.global_step % max(1, 4 * int(args.logging_steps or 1)) == 0:
+            plot_loss(self.run.metrics(), self.run.plots / "loss.png", title=self.run.name)
+
+    def on_train_end(self, args, state, control, **kwargs):
+        plot_loss(self.run.metrics(), self.run.plots / "loss.png", title=self.run.name)
+
+
+class GracefulStop(TrainerCallback):
+    """Stop at the end of the current step with a checkpoint, on Ctrl-C or when `<run>/STOP` appears.
+
+    The first Ctrl-C asks for a clean stop; a second one interrupts at once (Python's default behaviour).
+    """
+
+    def __init__(self, run: RunDir):
+        self.run = run
+        self.requested = False
+        self._previous_handler = None
+
+    def install(self) -> None:
+        self._previous_handler = signal.getsignal(signal.SIGINT)
+        signal.signal(signal.SIGINT, self._on_sigint)
+
+    def uninstall(self) -> None:
+        if self._previous_handler is not None:
+            signal.signal(signal.SIGINT, self._previous_handler)
+
+    def _on_sigint(self, signum, frame):
+        if self.requested:
+            raise KeyboardInterrupt
+        self.requested = True
+        print("\nStopping after this step and saving a checkpoint (Ctrl-C again to abort at once)...", flush=True)
+
+    def on_step_end(self, args, state, control, **kwargs):
+        if self.requested or self.run.stop_file.exists():
+            self.requested = True
+            control.should_save = True
+            control.should_training_stop = True
+        return control
+
+
+def standard_callbacks(run: RunDir, train: dict[str, Any]) -> list[TrainerCallback]:
+    callbacks: list[TrainerCallback] = [RunDirCallback(run), GracefulStop(run)]
+    patience = train.get("early_stopping_patience")
+    if patience is not None:
+        threshold = float(train.get("early_stopping_threshold", 0.0))
+        callbacks.append(EarlyStoppingCallback(early_stopping_patience=patience, early_stopping_threshold=threshold))
+    return callbacks

@@ -1,0 +1,43 @@
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import pytest
+
+from tiny_model import build_tiny_model
+
+SHARED_DATA = Path(__file__).resolve().parents[2] / "shared" / "data"
+REPO = Path(__file__).resolve().parents[1]
+
+
+@pytest.fixture(scope="session")
+def tiny_model_dir(tmp_path_factory) -> Path:
+    """A 2-layer llama with a ChatML tokenizer, built offline once per test session."""
+    return build_tiny_model(tmp_path_factory.mktemp("tiny") / "model")
+
+
+@pytest.fixture(scope="session")
+def tiny_model_no_template_dir(tmp_path_factory) -> Path:
+    """The same model with no chat template, to exercise the fallback template."""
+    return build_tiny_model(tmp_path_factory.mktemp("tiny_nt") / "model", chat_template=False)
+
+
+@pytest.fixture(autouse=True)
+def _isolated_home(tmp_path, monkeypatch):
+    """Keep tunelab's cache and the HF hub offline and inside the test's temporary folder."""
+    monkeypatch.setenv("TUNELAB_HOME", str(tmp_path / "tunelab_home"))
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    monkeypatch.setenv("TRANSFORMERS_OFFLINE", "1")
+    yield
+
+
+def shared_data(*parts: str) -> Path:
+    """Path inside ../shared/data; skips the test when it is absent."""
+    path = SHARED_DATA.joinpath(*parts)
+    if not path.exists():
+        pytest.skip(f"shared data not available: {path}")
+    return path
+
+
+os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
