@@ -9,6 +9,7 @@ from __future__ import annotations
 import argparse
 import os
 import sys
+import warnings
 from collections.abc import Callable
 
 
@@ -96,6 +97,9 @@ def _version() -> str:
 
 def main(argv: list[str] | None = None) -> int:
     os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+    # Deprecation notices from upstream libraries are for library authors, not for tunelab's users.
+    warnings.filterwarnings("ignore", category=FutureWarning)
+    warnings.filterwarnings("ignore", category=DeprecationWarning)
     args = build_parser().parse_args(argv)
     func: Callable[[argparse.Namespace], int] = args.func
     from tunelab.errors import TunelabError

@@ -6,8 +6,8 @@ import json
 from pathlib import Path
 
 import pytest
-from conftest import shared_data
 
+from conftest import shared_data
 from tunelab.data.load import load_registry_datasets, load_source
 from tunelab.data.registry import registry_entries
 from tunelab.errors import DataError

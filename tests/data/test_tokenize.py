@@ -6,10 +6,10 @@ import os
 
 import pytest
 from rich.text import Text
-from tiny_model import CHATML_TEMPLATE, build_tokenizer
 from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
 from transformers import AutoTokenizer, PreTrainedTokenizerFast
 
+from tiny_model import CHATML_TEMPLATE, build_tokenizer
 from tunelab.data.tokenize import (
     IGNORE_INDEX,
     TOOLS_PREAMBLE,

@@ -94,6 +94,7 @@ def validate_recipe(raw: dict[str, Any], source: str, base_dir: Path) -> Recipe:
     except ValidationError as error:
         problems = [_describe(e, Recipe) for e in error.errors()]
         problems += check_train_section(raw.get("train") or {}) if isinstance(raw.get("train"), dict) else []
+        problems += _raw_file_problems(raw, base_dir)
         raise RecipeError(source, problems) from None
     _resolve_paths(recipe, base_dir)
     problems = check_files(recipe) + check_combinations(recipe) + check_train_section(recipe.train)
@@ -116,6 +117,21 @@ def _check_sft_config(recipe: Recipe, source: str) -> None:
             raise RecipeError(source, error.problems) from None
 
 
+def _raw_file_problems(raw: dict[str, Any], base_dir: Path) -> list[Problem]:
+    """Missing data files, checked on the raw mapping so they are reported alongside schema problems."""
+    data = raw.get("data") if isinstance(raw.get("data"), dict) else {}
+    named: list[tuple[str, Any]] = [("data.registry", data.get("registry")), ("data.test", data.get("test"))]
+    if isinstance(data.get("validation"), str):
+        named.append(("data.validation", data["validation"]))
+    sources = data.get("sources") if isinstance(data.get("sources"), list) else []
+    named += [(f"data.sources[{i}].path", s.get("path")) for i, s in enumerate(sources) if isinstance(s, dict)]
+    problems = []
+    for where, value in named:
+        if isinstance(value, str) and not (base_dir / Path(value).expanduser()).is_file():
+            problems.append((where, f"file not found: {(base_dir / Path(value).expanduser()).resolve()}"))
+    return problems
+
+
 def _describe(error: dict[str, Any], schema: type[BaseModel]) -> Problem:
     where = ".".join(str(part) for part in error["loc"] if not _is_union_tag(part))
     kind = error["type"]
@@ -124,7 +140,10 @@ def _describe(error: dict[str, Any], schema: type[BaseModel]) -> Problem:
     if kind == "missing":
         return where, "required key is missing"
     if kind == "union_tag_invalid":
-        return where or "method.type", f"unknown choice {error.get('input', {}).get('type')!r}; choose lora, full or freeze"
+        return (
+            where or "method.type",
+            f"unknown choice {error.get('input', {}).get('type')!r}; choose lora, full or freeze",
+        )
     got = error.get("input")
     shown = f"{got!r}" if not isinstance(got, dict | list) else type(got).__name__
     return where, f"{error['msg']}, got {shown}"

@@ -16,8 +16,13 @@ from typing import Any
 # Keys tunelab reads itself; they are removed before the section reaches SFTConfig.
 TUNELAB_TRAIN_KEYS = {"early_stopping_patience": int, "early_stopping_threshold": float}
 
-# Set by tunelab, not by the user: the run directory decides where checkpoints go.
-RESERVED = {"output_dir", "logging_dir", "report_to"}
+# Set by tunelab, not by the user, with what to do instead.
+RESERVED = {
+    "output_dir": "set by tunelab from the run directory; remove it (use output_dir/name at the top level)",
+    "logging_dir": "set by tunelab from the run directory; remove it",
+    "report_to": "tunelab writes metrics.jsonl and plots itself; remove it",
+    "max_length": "tunelab truncates and counts truncation itself; set data.max_length instead",
+}
 
 
 def tunelab_defaults() -> dict[str, Any]:
@@ -29,7 +34,14 @@ def tunelab_defaults() -> dict[str, Any]:
         "num_train_epochs": 1,
         "per_device_train_batch_size": 8,
         "per_device_eval_batch_size": 8,
-        "gradient_checkpointing": False,  # recomputation costs ~12% and small models do not need the memory
+        # recomputation costs ~12% and small models do not need the memory (transformers 5 renamed the switch;
+        # TRL still defaults the old name to True, so both are set)
+        "activation_checkpointing": False,
+        "gradient_checkpointing": None,
+        # Sequences are concatenated without padding; with use_cache=False and no attention mask (TRL does both)
+        # transformers keeps attention inside each sequence (tests/train/test_packing.py checks it).
+        "padding_free": True,
+        "max_length": None,  # records are truncated (and counted) by tunelab before they reach TRL
         "lr_scheduler_type": "cosine",
         "warmup_steps": 0.05,
         "logging_steps": 5,
@@ -61,7 +73,7 @@ def check_train_section(train: dict[str, Any]) -> list[tuple[str, str]]:
                 problems.append((f"train.{key}", f"expected {TUNELAB_TRAIN_KEYS[key].__name__}, got {value!r}"))
             continue
         if key in RESERVED:
-            problems.append((f"train.{key}", "set by tunelab from the run directory; remove it (use output_dir/name)"))
+            problems.append((f"train.{key}", RESERVED[key]))
         elif key not in fields:
             close = difflib.get_close_matches(key, list(fields) + list(TUNELAB_TRAIN_KEYS), n=1)
             hint = f" (did you mean {close[0]}?)" if close else " (not a field of trl.SFTConfig)"
@@ -107,6 +119,8 @@ def build_sft_config(train: dict[str, Any], output_dir: str, seed: int, has_vali
     from trl import SFTConfig
 
     values = tunelab_defaults() | {k: v for k, v in train.items() if k not in TUNELAB_TRAIN_KEYS}
+    if train.get("gradient_checkpointing") is not None and "activation_checkpointing" not in train:
+        values["activation_checkpointing"] = train["gradient_checkpointing"]  # the old name still works
     values |= {"output_dir": output_dir, "report_to": "none", "seed": values.get("seed", seed)}
     if has_validation:
         values.setdefault("eval_strategy", "steps")

@@ -175,3 +175,12 @@ def verify_merge(adapter_model, merged_model, tokenizer, prompts: list[list[int]
         "prompts": len(prompts),
         "examples": examples,
     }
+
+
+def load_merged(folder: Path):
+    """Load a merged model folder with plain transformers, as a user would, in eval mode."""
+    from transformers import AutoModelForCausalLM
+
+    model = AutoModelForCausalLM.from_pretrained(folder)
+    model.eval()
+    return model

@@ -40,7 +40,9 @@ def resolve_model(name: str) -> ModelRef:
     path = Path(name).expanduser()
     if path.is_dir():
         if not (path / "config.json").is_file():
-            raise ModelError(f"{path}: a model folder needs a config.json (a Hugging Face model saved with save_pretrained)")
+            raise ModelError(
+                f"{path}: a model folder needs a config.json (a Hugging Face model saved with save_pretrained)"
+            )
         return ModelRef("folder", name, str(path.resolve()))
     if path.suffix == ".gguf":
         if not path.is_file():

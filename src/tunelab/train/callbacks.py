@@ -10,6 +10,7 @@ import time
 from typing import Any
 
 from transformers import EarlyStoppingCallback, TrainerCallback
+from transformers.trainer_callback import ProgressCallback
 
 from tunelab.runs import RunDir
 from tunelab.train.plots import plot_loss
@@ -79,6 +80,26 @@ class GracefulStop(TrainerCallback):
             control.should_save = True
             control.should_training_stop = True
         return control
+
+
+class ConciseProgress(ProgressCallback):
+    """The trainer's progress bar with ETA, but one short line per log instead of a raw dict."""
+
+    def on_log(self, args, state, control, logs=None, **kwargs):
+        if not state.is_world_process_zero or self.training_bar is None or not logs:
+            return
+        parts = [f"step {state.global_step}/{state.max_steps}"]
+        parts += [f"{key} {logs[key]:.4f}" for key in ("loss", "eval_loss") if isinstance(logs.get(key), float)]
+        if "learning_rate" in logs:
+            parts.append(f"lr {logs['learning_rate']:.2e}")
+        if len(parts) > 1:
+            self.training_bar.write("  ".join(parts))
+
+
+def use_concise_progress(trainer) -> None:
+    if any(isinstance(c, ProgressCallback) for c in trainer.callback_handler.callbacks):
+        trainer.remove_callback(ProgressCallback)
+        trainer.add_callback(ConciseProgress())
 
 
 def standard_callbacks(run: RunDir, train: dict[str, Any]) -> list[TrainerCallback]:

@@ -10,7 +10,7 @@ from tunelab.config.train_args import build_sft_config
 from tunelab.data.pipeline import Splits
 from tunelab.model.adapters import apply_method, count_parameters
 from tunelab.runs import RunDir
-from tunelab.train.callbacks import GracefulStop, standard_callbacks
+from tunelab.train.callbacks import GracefulStop, standard_callbacks, use_concise_progress
 
 
 @dataclass
@@ -33,7 +33,6 @@ def run_sft(recipe: Recipe, run: RunDir, model, tokenizer, splits: Splits, resum
         str(run.checkpoints),
         recipe.seed,
         has_validation=splits.validation is not None,
-        max_length=recipe.data.max_length,
         include_num_input_tokens_seen="non_padding",
     )
     callbacks = standard_callbacks(run, recipe.train)
@@ -45,6 +44,7 @@ def run_sft(recipe: Recipe, run: RunDir, model, tokenizer, splits: Splits, resum
         processing_class=tokenizer,
         callbacks=callbacks,
     )
+    use_concise_progress(trainer)
     checkpoint = run.last_checkpoint() if resume else None
     if checkpoint is not None:
         run.truncate_metrics_after(int(checkpoint.name.split("-")[-1]))

@@ -1,0 +1,31 @@
+"""Slow: the real built-in model (GGUF → cached safetensors) trains a few steps, generates, merges, chats."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+from helpers import QUICKSTART, cli
+
+pytestmark = pytest.mark.slow
+
+
+def test_quickstart_recipe_on_the_builtin_model(tmp_path, capsys):
+    args = [
+        "run", QUICKSTART / "recipe.yaml", f"output_dir={tmp_path}", "name=smoke",
+        "data.sources.0.limit=48", "train.max_steps=3", "train.eval_steps=3", "eval.limit=4", "eval.max_new_tokens=48",
+        "export.verify_prompts=2",
+    ]  # fmt: skip
+    result = cli(args, capsys)
+    assert result.exit_code == 0, result.err
+    run = tmp_path / "smoke"
+    rows = [json.loads(line) for line in (run / "metrics.jsonl").read_text().splitlines()]
+    assert [r["step"] for r in rows if "loss" in r] == [3] or len(rows) >= 1
+    metrics = json.loads((run / "eval" / "metrics.json").read_text())
+    assert set(metrics) == {"base", "tuned"}
+    predictions = (run / "eval" / "predictions_tuned.jsonl").read_text().splitlines()
+    assert len(predictions) == 4 and all(json.loads(p)["prediction"] for p in predictions)
+    check = json.loads((run / "merged" / "verification.json").read_text())
+    assert check["identical_outputs"]
+    answer = cli(["chat", run, "--prompt", "Send 2 red mugs to Lisa Chen in Boston.", "--max-new-tokens", "40"], capsys)
+    assert answer.exit_code == 0 and answer.out.strip()
