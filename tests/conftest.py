@@ -3,9 +3,14 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
-import pytest
+# Before anything imports huggingface_hub (which reads these once): tests never touch the network.
+os.environ["HF_HUB_OFFLINE"] = "1"
+os.environ["TRANSFORMERS_OFFLINE"] = "1"
+os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 
-from tiny_model import build_tiny_model
+import pytest  # noqa: E402
+
+from tiny_model import build_tiny_model  # noqa: E402
 
 SHARED_DATA = Path(__file__).resolve().parents[2] / "shared" / "data"
 REPO = Path(__file__).resolve().parents[1]
@@ -38,6 +43,3 @@ def shared_data(*parts: str) -> Path:
     if not path.exists():
         pytest.skip(f"shared data not available: {path}")
     return path
-
-
-os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")

@@ -100,7 +100,15 @@ def main(argv: list[str] | None = None) -> int:
     # Deprecation notices from upstream libraries are for library authors, not for tunelab's users.
     warnings.filterwarnings("ignore", category=FutureWarning)
     warnings.filterwarnings("ignore", category=DeprecationWarning)
-    args = build_parser().parse_args(argv)
+    parser = build_parser()
+    # Overrides may come before or after flags (`run r.yaml --resume train.max_steps=8`): argparse stops collecting
+    # a `nargs="*"` positional at the first flag, so the rest is gathered here.
+    args, extra = parser.parse_known_args(argv)
+    stray = [item for item in extra if item.startswith("-") or "=" not in item or not hasattr(args, "overrides")]
+    if stray:
+        parser.error(f"unrecognized arguments: {' '.join(stray)}")
+    if extra:
+        args.overrides = [*args.overrides, *extra]
     func: Callable[[argparse.Namespace], int] = args.func
     from tunelab.errors import TunelabError
 

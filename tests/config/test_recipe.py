@@ -102,6 +102,13 @@ def test_overrides_parse_yaml_values_and_reject_garbage():
     assert "section.key=value" in str(error.value) and "not an index" in str(error.value)
 
 
+def test_exponent_floats_without_a_dot_are_numbers(tmp_path, tiny_model_dir):
+    recipe = tiny_recipe(tmp_path, tiny_model_dir)
+    recipe.write_text(recipe.read_text().replace("learning_rate: 0.005", "learning_rate: 5e-3"))
+    assert "5e-3" in recipe.read_text()
+    assert load_recipe(recipe, ["train.weight_decay=1e-2"]).train["learning_rate"] == 0.005
+
+
 def test_malformed_yaml_names_the_line(tmp_path):
     path = write(tmp_path, "name: x\ndata:\n  sources: [\n")
     with pytest.raises(RecipeError) as error:

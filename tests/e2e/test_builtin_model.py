@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 
 import pytest
+
 from helpers import QUICKSTART, cli
 
 pytestmark = pytest.mark.slow

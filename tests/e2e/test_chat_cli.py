@@ -14,7 +14,9 @@ def test_chat_with_a_run_and_a_model_folder(tmp_path, tiny_model_dir, capsys):
     run = tmp_path / "runs" / "tiny"
     from_run = cli(["chat", run, "--prompt", "Send 2 mugs to Anna in Oslo", "--max-new-tokens", "8"], capsys)
     assert from_run.exit_code == 0, from_run.err
-    from_merged = cli(["chat", run / "merged", "--prompt", "Send 2 mugs to Anna in Oslo", "--max-new-tokens", "8"], capsys)
+    from_merged = cli(
+        ["chat", run / "merged", "--prompt", "Send 2 mugs to Anna in Oslo", "--max-new-tokens", "8"], capsys
+    )
     assert from_merged.exit_code == 0
     assert from_run.out == from_merged.out  # the merged model answers like base + adapter
 

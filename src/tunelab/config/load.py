@@ -6,6 +6,7 @@ Every problem is collected and reported at once as a `RecipeError`, each with it
 from __future__ import annotations
 
 import difflib
+import re
 from pathlib import Path
 from typing import Any
 
@@ -17,6 +18,21 @@ from tunelab.config.train_args import check_train_section
 from tunelab.errors import RecipeError
 
 Problem = tuple[str, str]
+
+
+class RecipeLoader(yaml.SafeLoader):
+    """YAML 1.1 reads `2e-4` (no dot) as a string; recipes are full of learning rates written that way."""
+
+
+RecipeLoader.add_implicit_resolver(
+    "tag:yaml.org,2002:float",
+    re.compile(r"^[-+]?(?:[0-9][0-9_]*)(?:\.[0-9_]*)?[eE][-+]?[0-9]+$"),
+    list("-+0123456789"),
+)
+
+
+def parse_yaml(text: str) -> Any:
+    return yaml.load(text, Loader=RecipeLoader)  # noqa: S506 - a SafeLoader subclass
 
 
 def load_recipe(path: str | Path, overrides: list[str] | tuple[str, ...] = ()) -> Recipe:
@@ -32,7 +48,7 @@ def read_yaml(path: Path) -> dict[str, Any]:
     if not path.is_file():
         raise RecipeError(source, [("", f"file not found: {path.resolve()}")])
     try:
-        raw = yaml.safe_load(path.read_text(encoding="utf-8"))
+        raw = parse_yaml(path.read_text(encoding="utf-8"))
     except UnicodeDecodeError:
         raise RecipeError(source, [("", "not UTF-8 text; save the recipe as UTF-8")]) from None
     except yaml.YAMLError as error:
@@ -56,7 +72,7 @@ def apply_overrides(raw: dict[str, Any], overrides: list[str] | tuple[str, ...],
             problems.append((item, "an override must look like section.key=value, e.g. train.max_steps=20"))
             continue
         try:
-            value = yaml.safe_load(text) if text.strip() else None
+            value = parse_yaml(text) if text.strip() else None
         except yaml.YAMLError:
             value = text
         problem = _set_dotted(raw, key.strip().split("."), value)

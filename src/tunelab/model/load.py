@@ -117,6 +117,7 @@ def load_model(name: str, dtype: str | None = None, trust_remote_code: bool = Fa
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
     folder = model_folder(name)
+    quiet_loading()
     torch_dtype = getattr(torch, dtype) if dtype else torch.float32
     try:
         tokenizer = AutoTokenizer.from_pretrained(folder, trust_remote_code=trust_remote_code)
@@ -129,6 +130,13 @@ def load_model(name: str, dtype: str | None = None, trust_remote_code: bool = Fa
             ) from None
         raise ModelError(f"{folder}: cannot load model ({error})") from None
     return model, tokenizer, folder
+
+
+def quiet_loading() -> None:
+    """No per-tensor 'Loading weights' bars: a person watches the training bar, not the loader's."""
+    from transformers.utils import logging
+
+    logging.disable_progress_bar()
 
 
 def load_tokenizer(name: str, trust_remote_code: bool = False):
@@ -148,6 +156,9 @@ def load_for_inference(base: str, adapter: str | None = None, dtype: str | None 
         from peft import PeftModel
 
         model = PeftModel.from_pretrained(model, adapter)
-        tokenizer = load_tokenizer(adapter) if (Path(adapter) / "tokenizer_config.json").is_file() else tokenizer
+        if (Path(adapter) / "tokenizer_config.json").is_file():  # saved with the adapter: the template used in training
+            from transformers import AutoTokenizer
+
+            tokenizer = AutoTokenizer.from_pretrained(adapter)
     model.eval()
     return model, tokenizer

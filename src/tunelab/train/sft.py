@@ -54,9 +54,13 @@ def run_sft(recipe: Recipe, run: RunDir, model, tokenizer, splits: Splits, resum
         trainer.train(resume_from_checkpoint=str(checkpoint) if checkpoint else None)
     finally:
         stopper.uninstall()
-    save_trained(trainer.model, tokenizer, run, recipe)
+    # accelerate wraps forward() in bf16 autocast for mixed precision; unwrap so the returned model (evaluated and
+    # compared with the merged export) computes in full precision like the saved weights.
+    model = trainer.accelerator.unwrap_model(trainer.model, keep_fp32_wrapper=False)
+    model.eval()
+    save_trained(model, tokenizer, run, recipe)
     return TrainResult(
-        model=trainer.model,
+        model=model,
         interrupted=stopper.requested,
         global_step=trainer.state.global_step,
         best_checkpoint=trainer.state.best_model_checkpoint,
