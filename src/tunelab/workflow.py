@@ -61,13 +61,14 @@ def run_recipe(recipe: Recipe, resume: bool = False, overwrite: bool = False, lo
 def _run_stages(recipe: Recipe, run: RunDir, resume: bool, log) -> RunOutcome:
     from tunelab.data.pipeline import build_splits
     from tunelab.data.tokenize import ensure_chat_template
-    from tunelab.model.load import load_model
+    from tunelab.model.load import load_model, sync_generation_eos
     from tunelab.train.sft import run_sft
 
     log(f"[tunelab] loading model {recipe.model.name}")
     model, tokenizer, model_dir = load_model(recipe.model.name, trust_remote_code=recipe.model.trust_remote_code)
     if ensure_chat_template(tokenizer):
         log("[tunelab] the model has no chat template; using tunelab's ChatML fallback")
+    sync_generation_eos(model.generation_config, tokenizer)
     splits = build_splits(recipe.data, tokenizer, recipe.seed, recipe.eval.limit)
     _write_data_summary(run, splits.summary, log)
     results: dict[str, Any] = read_json(run.eval_dir / "metrics.json", {}) if resume else {}
@@ -119,6 +120,16 @@ def _evaluate(model, tokenizer, records, recipe: Recipe, run: RunDir, label: str
     return report["metrics"]
 
 
+def _sync_saved_generation_config(folder: Path, tokenizer) -> None:
+    from transformers import GenerationConfig
+
+    from tunelab.model.load import sync_generation_eos
+
+    config = GenerationConfig.from_pretrained(folder)
+    if sync_generation_eos(config, tokenizer):
+        config.save_pretrained(folder)
+
+
 def _export(recipe: Recipe, run: RunDir, model_dir: str, trained, tokenizer, records, log) -> dict[str, Any] | None:
     """Merge the LoRA adapter into the base model and check the merged model answers like the adapter model."""
     if recipe.method.type != "lora" or not recipe.export.merge:
@@ -128,6 +139,7 @@ def _export(recipe: Recipe, run: RunDir, model_dir: str, trained, tokenizer, rec
 
     log(f"[tunelab] merging the adapter into the base model → {run.merged}")
     merge_adapter_dir(model_dir, run.adapter, run.merged, dtype=recipe.export.dtype)
+    _sync_saved_generation_config(run.merged, tokenizer)
     prompts = [prompt_ids_for_generation(tokenizer, r["messages"]) for r in records[: recipe.export.verify_prompts]]
     if not prompts:
         prompts = [tokenizer.apply_chat_template([{"role": "user", "content": "Hello!"}], add_generation_prompt=True)]

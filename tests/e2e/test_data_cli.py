@@ -51,8 +51,8 @@ def test_registry_toolcall_data_trains(tmp_path, tiny_model_dir, capsys):
 
 def test_unknown_registry_name_suggests_the_close_one(tmp_path, tiny_model_dir, capsys):
     recipe = registry_recipe(tmp_path, tiny_model_dir, ["alpaca_en_dmo"])
-    result = cli(["run", recipe], capsys)
-    assert result.exit_code == 1 and "alpaca_en_demo" in result.err
+    result = cli(["validate", recipe], capsys)  # found by validate, before anything runs
+    assert result.exit_code == 2 and "data.datasets" in result.err and "alpaca_en_demo" in result.err
 
 
 def test_sharegpt_multi_turn_file_trains(tmp_path, tiny_model_dir, capsys):

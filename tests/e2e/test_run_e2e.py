@@ -193,3 +193,15 @@ def test_full_and_freeze_methods(tmp_path, tiny_model_dir, capsys, method):
         assert len(changed) > len(base) // 2
     else:
         assert changed and all(name.startswith("model.layers.1.") for name in changed)
+
+
+def test_model_without_chat_template_uses_the_fallback(tmp_path, tiny_model_no_template_dir, capsys):
+    recipe = tiny_recipe(tmp_path, tiny_model_no_template_dir, eval={"base": False})
+    result = cli(["run", recipe, "train.max_steps=2", "data.validation=null"], capsys)
+    assert result.exit_code == 0, result.err
+    assert "ChatML fallback" in result.out
+    run = tmp_path / "runs" / "tiny"
+    for folder in ("adapter", "merged"):  # the template used in training travels with the model
+        config = json.loads((run / folder / "tokenizer_config.json").read_text())
+        template = config.get("chat_template") or (run / folder / "chat_template.jinja").read_text()
+        assert "<|im_start|>" in template

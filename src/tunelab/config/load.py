@@ -220,7 +220,22 @@ def check_files(recipe: Recipe) -> list[Problem]:
     for where, value in named.items():
         if value is not None and not Path(value).is_file():
             problems.append((where, f"file not found: {value}"))
-    return problems
+    return problems + _registry_problems(recipe)
+
+
+def _registry_problems(recipe: Recipe) -> list[Problem]:
+    """Unknown dataset names and missing data files in a LLaMA-Factory registry, found before anything runs."""
+    data = recipe.data
+    if not (data.registry and data.datasets and Path(data.registry).is_file()):
+        return []
+    from tunelab.data.registry import registry_entries
+    from tunelab.errors import DataError
+
+    try:
+        registry_entries(data.registry, data.datasets)
+    except DataError as error:
+        return [("data.datasets", str(error).replace("\n", " "))]
+    return []
 
 
 def check_combinations(recipe: Recipe) -> list[Problem]:

@@ -10,6 +10,7 @@ import hashlib
 import importlib.util
 import os
 import shutil
+import sys
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -95,6 +96,8 @@ def convert_gguf(gguf_path: Path) -> Path:
 
     scratch = target.with_name(target.name + f".tmp{os.getpid()}")
     shutil.rmtree(scratch, ignore_errors=True)
+    print(f"[tunelab] converting {gguf_path.name} to safetensors once (cached in {target.parent})", file=sys.stderr)
+    quiet_loading()
     try:
         folder, filename = str(gguf_path.parent), gguf_path.name
         tokenizer = AutoTokenizer.from_pretrained(folder, gguf_file=filename)
@@ -162,3 +165,17 @@ def load_for_inference(base: str, adapter: str | None = None, dtype: str | None 
             tokenizer = AutoTokenizer.from_pretrained(adapter)
     model.eval()
     return model, tokenizer
+
+
+def sync_generation_eos(generation_config, tokenizer) -> bool:
+    """Make generation stop at the tokenizer's end-of-turn token (the chat fallback may have changed it)."""
+    eos = generation_config.eos_token_id
+    ids = list(eos) if isinstance(eos, list | tuple) else ([eos] if eos is not None else [])
+    changed = False
+    if tokenizer.eos_token_id is not None and tokenizer.eos_token_id not in ids:
+        generation_config.eos_token_id = [*ids, tokenizer.eos_token_id] if ids else tokenizer.eos_token_id
+        changed = True
+    if generation_config.pad_token_id is None and tokenizer.pad_token_id is not None:
+        generation_config.pad_token_id = tokenizer.pad_token_id
+        changed = True
+    return changed
