@@ -20,7 +20,9 @@ def load_chat_model(target: str, system: str | None = None, max_new_tokens: int 
     from tunelab.runs import RunDir
 
     if RunDir.is_run(target):
-        base, adapter = RunDir.open(target).model_for_inference()
+        run = RunDir.open(target)
+        base, adapter = run.model_for_inference()
+        system = system if system is not None else run.training_system_prompt()
     elif (Path(target) / "adapter_config.json").is_file():
         from peft import PeftConfig
 
@@ -29,7 +31,7 @@ def load_chat_model(target: str, system: str | None = None, max_new_tokens: int 
         base, adapter = target, None
     model, tokenizer = load_for_inference(base, adapter)
     ensure_chat_template(tokenizer)
-    messages = [{"role": "system", "content": system}] if system else []
+    messages = [{"role": "system", "content": system}] if system else []  # --system "" chats without one
     return ChatSession(model, tokenizer, max_new_tokens, messages)
 
 

@@ -75,7 +75,7 @@ def build_parser() -> argparse.ArgumentParser:
     chat = verbs.add_parser("chat", help="talk to a run's model or any model")
     chat.add_argument("target", help="a run directory, a model folder, a .gguf file or a built-in alias")
     chat.add_argument("--prompt", help="answer this one prompt and exit")
-    chat.add_argument("--system", help="a system prompt")
+    chat.add_argument("--system", help="a system prompt (default for a run: the one all its training records share)")
     chat.add_argument("--max-new-tokens", type=int, default=256)
     chat.set_defaults(func=chat_command)
 

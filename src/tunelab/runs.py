@@ -144,6 +144,10 @@ class RunDir:
         complete = [p for p in candidates if (p / "trainer_state.json").is_file()]
         return max(complete, key=lambda p: int(p.name.split("-")[-1]), default=None)
 
+    def training_system_prompt(self) -> str | None:
+        """The system prompt shared by all training records, if any: the model learnt its task under it."""
+        return (read_json(self.data_dir / "summary.json") or {}).get("system_prompt")
+
     def model_for_inference(self) -> tuple[str, str | None]:
         """(base model name or folder, adapter folder or None) to load this run's trained model."""
         recipe = self.read_recipe()

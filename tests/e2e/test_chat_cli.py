@@ -31,3 +31,13 @@ def test_interactive_chat_reads_until_exit(tmp_path, tiny_model_dir):
 def test_chat_with_a_missing_target(tmp_path, capsys):
     result = cli(["chat", tmp_path / "nothing-here", "--prompt", "hi"], capsys)
     assert result.exit_code == 1 and "nothing-here" in result.err
+
+
+def test_chat_with_a_run_uses_the_training_system_prompt(tmp_path, tiny_model_dir, monkeypatch, capsys):
+    recipe = tiny_recipe(tmp_path, tiny_model_dir, eval={"base": False}, export={"merge": False})
+    assert cli(["run", recipe, "train.max_steps=1", "data.validation=null"], capsys).exit_code == 0
+    import tunelab.chat as chat
+
+    session = chat.load_chat_model(str(tmp_path / "runs" / "tiny"))
+    assert session.messages[0]["role"] == "system" and "Extract the order as JSON" in session.messages[0]["content"]
+    assert chat.load_chat_model(str(tmp_path / "runs" / "tiny"), system="").messages == []

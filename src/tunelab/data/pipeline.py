@@ -56,6 +56,12 @@ def split_validation(records: list[dict], data: DataSection, seed: int) -> tuple
     return train, [r for i, r in enumerate(records) if i in held]
 
 
+def shared_system_prompt(records: list[dict]) -> str | None:
+    """The system prompt every training record carries, if they all carry the same one (chat uses it by default)."""
+    prompts = {r["messages"][0]["content"] if r["messages"][0]["role"] == "system" else None for r in records}
+    return prompts.pop() if len(prompts) == 1 else None
+
+
 def load_test_records(data: DataSection, limit: int | None = None) -> list[dict]:
     from tunelab.data.load import load_source
 
@@ -74,7 +80,7 @@ def build_splits(data: DataSection, tokenizer, seed: int, eval_limit: int | None
     train_rows, train_stats = tokenize_examples(train_records, tokenizer, data.max_length)
     if not train_rows:
         raise DataError("data", "no training example has a trainable token left", "raise data.max_length")
-    summary: dict[str, Any] = {"train": train_stats}
+    summary: dict[str, Any] = {"train": train_stats, "system_prompt": shared_system_prompt(train_records)}
     validation = None
     if validation_records:
         rows, summary["validation"] = tokenize_examples(validation_records, tokenizer, data.max_length)
