@@ -11,6 +11,7 @@ import os
 import sys
 import warnings
 from collections.abc import Callable
+from pathlib import Path
 
 
 def _recipe_arguments(parser: argparse.ArgumentParser) -> None:
@@ -56,6 +57,99 @@ def data_preview_command(args: argparse.Namespace) -> int:
     return 0
 
 
+def data_audit_command(args: argparse.Namespace) -> int:
+    from rich.console import Console
+
+    from tunelab.data.audit_report import summary_lines, write_audit
+    from tunelab.data.workbench import audit_paths, audit_recipe
+
+    if len(args.inputs) == 1 and args.inputs[0].endswith((".yaml", ".yml")):
+        result = audit_recipe(args.inputs[0], against=args.against, threshold=args.threshold)
+    else:
+        model = None if args.no_lengths else args.model
+        result = audit_paths(args.inputs, args.eval, args.against, model, args.max_length, args.threshold)
+    written = write_audit(result.report, Path(args.out))
+    console = Console()
+    for line in summary_lines(result.report):
+        console.print(line)
+    console.print(f"report: {written['md']}  (full lists: {written['json']})")
+    problems = result.leaks() + result.invalid()
+    return 3 if args.strict and problems else 0
+
+
+def data_split_command(args: argparse.Namespace) -> int:
+    from tunelab.data.workbench import split_file
+
+    summary = split_file(args.file, args.out, _fractions(args.fractions), args.seed, args.stratify, args.threshold)
+    for name, info in summary["splits"].items():
+        print(f"{name}: {info['count']} records ({info['fraction']:.1%}, target {info['target_fraction']:.1%})")
+    for warning in summary.get("warnings", []):
+        print(f"note: {warning}")
+    print(f"{summary['clusters']} near-duplicate clusters kept whole; files and split_ids.json in {args.out}")
+    return 0
+
+
+def data_convert_command(args: argparse.Namespace) -> int:
+    from tunelab.data.convert import convert_file
+
+    count = convert_file(args.file, args.out, args.to, args.from_format, overwrite=args.overwrite)
+    print(f"{count} records written to {args.out} ({args.to})")
+    return 0
+
+
+def _fractions(text: str) -> dict[str, float]:
+    from tunelab.errors import DataError
+
+    try:
+        pairs = [item.split("=") for item in text.split(",")]
+        return {name.strip(): float(value) for name, value in pairs}
+    except ValueError:
+        raise DataError(
+            "--fractions", f"cannot read {text!r}", "write e.g. train=0.8,validation=0.1,test=0.1"
+        ) from None
+
+
+def data_mix_command(args: argparse.Namespace) -> int:
+    from tunelab.data.workbench import mix_files
+    from tunelab.errors import DataError
+
+    sources = []
+    for item in args.sources:
+        path, sep, ratio = item.rpartition("=")
+        try:
+            sources.append((path, float(ratio)))
+        except ValueError:
+            raise DataError(item, "expected FILE=RATIO", "e.g. domain.jsonl=0.8 general.jsonl=0.2") from None
+        if not sep:
+            raise DataError(item, "expected FILE=RATIO", "e.g. domain.jsonl=0.8 general.jsonl=0.2")
+    report = mix_files(sources, args.out, args.seed, args.total)
+    for row in report["sources"]:
+        print(f"{row['name']}: {row['taken']} records, {row['achieved_ratio']:.1%} (target {row['target_ratio']:.1%})")
+    print(f"{report['total']} records written to {args.out}")
+    return 0
+
+
+def data_augment_command(args: argparse.Namespace) -> int:
+    from tunelab.data.augment import EndpointParaphraser, LocalParaphraser, augment_file
+    from tunelab.errors import DataError
+
+    if bool(args.model) == bool(args.base_url):
+        raise DataError(
+            "tunelab data augment", "give either --model or --base-url", "e.g. --model smollm2-135m-instruct"
+        )
+    if args.base_url:
+        paraphraser = EndpointParaphraser(args.base_url, args.endpoint_model, api_key_env=args.api_key_env)
+    else:
+        paraphraser = LocalParaphraser(args.model)
+    report = augment_file(
+        args.file, args.out, paraphraser, overwrite=args.overwrite, prompt_file=args.prompt_file,
+        per_record=args.per_record, seed=args.seed,
+    )  # fmt: skip
+    print(report.summary())
+    print(f"originals and kept paraphrases written to {args.out}")
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="tunelab", description="Fine-tune, evaluate and export language models.")
     parser.add_argument("--version", action="version", version=_version())
@@ -86,6 +180,55 @@ def build_parser() -> argparse.ArgumentParser:
     _recipe_arguments(preview)
     preview.add_argument("--index", type=int, default=0, help="which training example to show")
     preview.set_defaults(func=data_preview_command)
+
+    audit = data_verbs.add_parser("audit", help="invalid records, duplicates, leakage, contamination, lengths")
+    audit.add_argument("inputs", nargs="+", help="data files (each audited as a set), or one recipe.yaml")
+    audit.add_argument("--eval", nargs="*", default=[], help="test/validation files that must not overlap the others")
+    audit.add_argument("--against", nargs="*", default=[], help="benchmark files or folders to check contamination")
+    audit.add_argument("--model", default="smollm2-135m-instruct", help="tokenizer for token lengths")
+    audit.add_argument("--no-lengths", action="store_true", help="skip token lengths (no tokenizer needed)")
+    audit.add_argument("--max-length", type=int, default=None, help="report truncation at this many tokens")
+    audit.add_argument("--threshold", type=float, default=0.8, help="near-duplicate Jaccard threshold")
+    audit.add_argument("--out", default="audit", help="folder for report.md, report.json and plots")
+    audit.add_argument("--strict", action="store_true", help="exit 3 when leakage or invalid records are found")
+    audit.set_defaults(func=data_audit_command)
+
+    split = data_verbs.add_parser("split", help="deterministic split where near-duplicates never straddle splits")
+    split.add_argument("file")
+    split.add_argument("--out", required=True, help="folder for <split>.jsonl and split_ids.json")
+    split.add_argument("--fractions", default="train=0.8,validation=0.1,test=0.1")
+    split.add_argument("--seed", type=int, default=42)
+    split.add_argument("--stratify", help="a record field (e.g. category) whose proportions each split keeps")
+    split.add_argument("--threshold", type=float, default=0.8, help="near-duplicate Jaccard threshold")
+    split.set_defaults(func=data_split_command)
+
+    mix = data_verbs.add_parser("mix", help="mix sources at target ratios (e.g. domain 80%%, general 20%%)")
+    mix.add_argument("sources", nargs="+", metavar="FILE=RATIO")
+    mix.add_argument("--out", required=True, help="the mixed JSONL file to write")
+    mix.add_argument("--seed", type=int, default=42)
+    mix.add_argument("--total", type=int, default=None, help="records in the mix (default: no record copied)")
+    mix.set_defaults(func=data_mix_command)
+
+    convert = data_verbs.add_parser("convert", help="between alpaca, sharegpt, openai and preference formats")
+    convert.add_argument("file")
+    convert.add_argument("--to", required=True, choices=["alpaca", "sharegpt", "openai", "trl", "stack_exchange"])
+    convert.add_argument("--from", dest="from_format", default="auto")
+    convert.add_argument("--out", required=True, help="a new .jsonl or .json file")
+    convert.add_argument("--overwrite", action="store_true", help="replace an existing output file (never an input)")
+    convert.set_defaults(func=data_convert_command)
+
+    augment = data_verbs.add_parser("augment", help="paraphrase instructions with a model; originals are kept")
+    augment.add_argument("file")
+    augment.add_argument("--out", required=True, help="a new JSONL file: originals + kept paraphrases")
+    augment.add_argument("--model", help="a local model (alias, folder, .gguf) to paraphrase with")
+    augment.add_argument("--base-url", help="an OpenAI-compatible endpoint, e.g. http://127.0.0.1:8000/v1")
+    augment.add_argument("--endpoint-model", default="default", help="the model name to ask the endpoint for")
+    augment.add_argument("--api-key-env", help="environment variable holding the endpoint's API key")
+    augment.add_argument("--per-record", type=int, default=1, help="paraphrases per record")
+    augment.add_argument("--seed", type=int, default=0)
+    augment.add_argument("--prompt-file", help="your own paraphrase prompt with an {instruction} placeholder")
+    augment.add_argument("--overwrite", action="store_true", help="replace an existing output file (never the input)")
+    augment.set_defaults(func=data_augment_command)
     return parser
 
 

@@ -9,11 +9,16 @@ from tunelab.errors import DataError
 def preview_recipe(recipe: Recipe, index: int = 0) -> None:
     from rich.console import Console
 
-    from tunelab.data.pipeline import load_training_records
+    from tunelab.data.pipeline import load_recipe_sets
     from tunelab.data.tokenize import ensure_chat_template, render_preview_rich, tokenize_examples
     from tunelab.model.load import load_tokenizer
 
-    records = load_training_records(recipe.data)
+    loaded = load_recipe_sets(recipe.data, recipe.seed)
+    if loaded.invalid:
+        first = loaded.invalid[0]
+        console_note = f"{len(loaded.invalid)} invalid records are left out (first: {first.where}: {first.problem})"
+        print(console_note)
+    records = loaded.train
     if not 0 <= index < len(records):
         raise DataError("--index", f"{index} is out of range: there are {len(records)} training records")
     tokenizer = load_tokenizer(recipe.model.name)

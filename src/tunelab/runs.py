@@ -74,6 +74,8 @@ class RunDir:
     def prepare(cls, path: str | Path, resume: bool = False, overwrite: bool = False) -> RunDir:
         """Create the run directory; refuse to touch an existing run unless resuming or told to overwrite."""
         run = cls(path)
+        if run.status().get("state") == "refused" and not (run.path / "recipe.yaml").exists():
+            shutil.rmtree(run.path)  # only the audit of a run that never started: the new audit replaces it
         if run.path.exists() and any(run.path.iterdir()):
             if overwrite:
                 shutil.rmtree(run.path)

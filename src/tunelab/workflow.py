@@ -8,7 +8,7 @@ from pathlib import Path
 from typing import Any
 
 from tunelab.config.schema import Recipe
-from tunelab.errors import TunelabError
+from tunelab.errors import DataError, TunelabError
 from tunelab.runs import RunDir, read_json, write_json
 
 
@@ -36,16 +36,17 @@ def library_versions() -> dict[str, str]:
 
 def run_recipe(recipe: Recipe, resume: bool = False, overwrite: bool = False, log=print) -> RunOutcome:
     """Run the whole workflow; any TunelabError is recorded in status.json and re-raised."""
-    from tunelab.data.pipeline import load_test_records, load_training_records
-
-    # Read every data file before touching the run directory: bad data must not cost an earlier run.
-    load_training_records(recipe.data)
-    load_test_records(recipe.data)
+    # Read and audit every data file before touching the run directory: bad data must not cost an earlier run.
+    recipe_data, audit = _audit_first(recipe, log)
     run = RunDir.prepare(Path(recipe.output_dir) / recipe.name, resume=resume, overwrite=overwrite)
     run.write_recipe(recipe.model_dump(mode="json"), library_versions())
+    if audit is not None:
+        from tunelab.data.audit_report import write_audit
+
+        write_audit(audit.report, run.data_dir / "audit")
     run.set_status("preparing")
     try:
-        outcome = _run_stages(recipe, run, resume, log)
+        outcome = _run_stages(recipe, run, resume, log, recipe_data, audit)
     except KeyboardInterrupt:
         run.set_status("interrupted")
         raise
@@ -58,8 +59,52 @@ def run_recipe(recipe: Recipe, resume: bool = False, overwrite: bool = False, lo
     return outcome
 
 
-def _run_stages(recipe: Recipe, run: RunDir, resume: bool, log) -> RunOutcome:
-    from tunelab.data.pipeline import build_splits
+def _audit_first(recipe: Recipe, log):
+    """Load the recipe's data and audit it; refuse leaking or invalid data before anything is written."""
+    from tunelab.data.pipeline import check_audit, load_recipe_sets
+
+    recipe_data = load_recipe_sets(recipe.data, recipe.seed)
+    if not recipe.data.audit:
+        return recipe_data, None
+    from tunelab.data.audit import audit_sets
+    from tunelab.data.audit_report import summary_lines
+    from tunelab.model.load import load_tokenizer
+
+    tokenizer = load_tokenizer(recipe.model.name, trust_remote_code=recipe.model.trust_remote_code)
+    data = recipe.data
+    audit = audit_sets(recipe_data.sets, recipe_data.roles, recipe_data.invalid, _chat_ready(tokenizer),
+                       data.max_length, data.contamination_against, data.near_threshold)  # fmt: skip
+    for line in summary_lines(audit.report):
+        log(f"[tunelab] {line.strip()}")
+    try:
+        check_audit(audit, data, len(audit.records))
+    except DataError as error:
+        where = _write_refused_audit(recipe, audit.report)
+        raise type(error)(error.where, error.problem, f"{error.fix}\n  audit report: {where}") from None
+    return recipe_data, audit
+
+
+def _chat_ready(tokenizer):
+    from tunelab.data.tokenize import ensure_chat_template
+
+    ensure_chat_template(tokenizer)
+    return tokenizer
+
+
+def _write_refused_audit(recipe: Recipe, report: dict[str, Any]) -> Path:
+    """A refused run keeps its audit: inside a new run directory, or beside an existing run (never inside it)."""
+    from tunelab.data.audit_report import write_audit
+
+    run_dir = Path(recipe.output_dir) / recipe.name
+    target = run_dir / "data" / "audit" if not run_dir.exists() else run_dir.with_name(f"{recipe.name}.refused-audit")
+    write_audit(report, target)
+    if not (run_dir / "recipe.yaml").exists() and target.is_relative_to(run_dir):
+        RunDir(run_dir).set_status("refused", reason="data audit")
+    return target / "report.md"
+
+
+def _run_stages(recipe: Recipe, run: RunDir, resume: bool, log, recipe_data, audit) -> RunOutcome:
+    from tunelab.data.pipeline import build_splits, train_clusters
     from tunelab.data.tokenize import ensure_chat_template
     from tunelab.model.load import load_model, sync_generation_eos
     from tunelab.train.sft import run_sft
@@ -69,7 +114,8 @@ def _run_stages(recipe: Recipe, run: RunDir, resume: bool, log) -> RunOutcome:
     if ensure_chat_template(tokenizer):
         log("[tunelab] the model has no chat template; using tunelab's ChatML fallback")
     sync_generation_eos(model.generation_config, tokenizer)
-    splits = build_splits(recipe.data, tokenizer, recipe.seed, recipe.eval.limit)
+    clusters = train_clusters(audit.clusters, len(recipe_data.train)) if audit else []
+    splits = build_splits(recipe_data, recipe.data, tokenizer, recipe.seed, clusters, recipe.eval.limit)
     _write_data_summary(run, splits.summary, log)
     results: dict[str, Any] = read_json(run.eval_dir / "metrics.json", {}) if resume else {}
     if splits.test_records and recipe.eval.base and "base" not in results:

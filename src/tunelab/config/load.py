@@ -204,6 +204,7 @@ def _resolve_paths(recipe: Recipe, base_dir: Path) -> None:
     for source in recipe.data.sources:
         source.path = resolve(source.path)
     recipe.data.registry = resolve(recipe.data.registry)
+    recipe.data.contamination_against = [resolve(p) for p in recipe.data.contamination_against]
     recipe.data.test = resolve(recipe.data.test)
     if isinstance(recipe.data.validation, str):
         recipe.data.validation = resolve(recipe.data.validation)
@@ -217,6 +218,9 @@ def check_files(recipe: Recipe) -> list[Problem]:
     named = {"data.registry": recipe.data.registry, "data.test": recipe.data.test}
     if isinstance(recipe.data.validation, str):
         named["data.validation"] = recipe.data.validation
+    for index, path in enumerate(recipe.data.contamination_against):
+        if not Path(path).exists():
+            problems.append((f"data.contamination_against[{index}]", f"not found: {path}"))
     for where, value in named.items():
         if value is not None and not Path(value).is_file():
             problems.append((where, f"file not found: {value}"))
@@ -244,6 +248,12 @@ def check_combinations(recipe: Recipe) -> list[Problem]:
         problems.append(("data", "no training data: add data.sources (files) or data.registry + data.datasets"))
     if data.datasets and not data.registry:
         problems.append(("data.datasets", "names a registry's datasets but data.registry is not set"))
+    ratios = [source.ratio for source in data.sources]
+    if any(r is not None for r in ratios):
+        if None in ratios or data.datasets:
+            problems.append(("data.sources", "give every source a ratio (registry datasets cannot be mixed by ratio)"))
+        elif abs(sum(ratios) - 1) > 1e-6:
+            problems.append(("data.sources", f"ratios must sum to 1, they sum to {sum(ratios):g}"))
     if data.registry and not data.datasets:
         problems.append(("data.datasets", "data.registry is set; list the dataset names to use from it"))
     patience = recipe.train.get("early_stopping_patience")

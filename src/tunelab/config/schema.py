@@ -34,6 +34,9 @@ class SourceSection(Strict):
     columns: dict[str, str] | None = None
     tags: dict[str, str] | None = None
     limit: PositiveInt | None = None
+    ratio: Annotated[float, Field(gt=0, le=1)] | None = Field(
+        None, description="share of the training mix (all sources give one, summing to 1), e.g. domain 0.8"
+    )
 
 
 class DataSection(Strict):
@@ -46,6 +49,14 @@ class DataSection(Strict):
     test: str | None = Field(None, description="a held-out test file for evaluation before and after training")
     max_length: PositiveInt = 1024
     system: str | None = Field(None, description="a system prompt added to records that have none")
+    audit: bool = Field(True, description="audit the data before training and refuse leaking or invalid data")
+    allow_leakage: bool = Field(False, description="train even when test/validation records duplicate training ones")
+    max_invalid_fraction: Annotated[float, Field(ge=0, le=1)] = Field(
+        0.0, description="share of invalid records that are skipped (listed in the audit) instead of refused"
+    )
+    near_threshold: Annotated[float, Field(gt=0, le=1)] = Field(0.8, description="near-duplicate Jaccard threshold")
+    contamination_against: list[str] = Field(default_factory=list, description="benchmark files or folders")
+    mix_total: PositiveInt | None = Field(None, description="size of the mixed training set (default: no copies)")
 
     @field_validator("validation", mode="before")
     @classmethod

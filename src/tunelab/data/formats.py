@@ -224,6 +224,8 @@ def _record(row: Mapping[str, Any], turns: list[Turn], col: dict[str, str], wher
         record["tools"] = tools
     if isinstance(row.get("category"), str) and row["category"].strip():
         record["category"] = row["category"]
+    if isinstance(row.get("generated"), Mapping):  # marks records made by `tunelab data augment`
+        record["generated"] = dict(row["generated"])
     return record
 
 

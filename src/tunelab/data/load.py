@@ -18,25 +18,41 @@ def load_source(
     columns: Mapping[str, str] | None = None,
     tags: Mapping[str, str] | None = None,
     limit: int | None = None,
+    invalid: list[DataError] | None = None,
 ) -> list[dict[str, Any]]:
-    """Canonical records of one file; `format="auto"` tells it from the first row and insists the rest agree."""
+    """Canonical records of one file; `format="auto"` tells it from the first row and insists the rest agree.
+
+    With an `invalid` list, records that cannot be converted (and malformed JSON Lines lines) are listed there and
+    left out instead of stopping at the first one; the caller decides whether that many invalid records is acceptable.
+    """
     path = Path(path)
     if limit is not None and limit < 0:
         raise DataError(path.name, f"limit must be 0 or more, got {limit}")
-    rows = read_rows(path)[:limit]
+    rows = read_rows(path, invalid)[:limit]
     fmt = _file_format(rows, format)
     check_mapping(fmt, columns, tags, path.name)
     convert = CONVERTERS[fmt]
-    return [_stamp(convert(row, where, columns, tags), path, index, where) for index, (where, row) in enumerate(rows)]
+    records = []
+    for index, (where, row) in enumerate(rows):
+        try:
+            records.append(_stamp(convert(row, where, columns, tags), path, index, where))
+        except DataError as error:
+            if invalid is None:
+                raise
+            invalid.append(error)
+    return records
 
 
 def load_registry_datasets(
-    registry_path: str | Path, names: str | Sequence[str], limit: int | None = None
+    registry_path: str | Path,
+    names: str | Sequence[str],
+    limit: int | None = None,
+    invalid: list[DataError] | None = None,
 ) -> list[dict[str, Any]]:
     """Records of the named datasets of a LLaMA-Factory dataset_info.json, in order; `limit` applies to each."""
     records: list[dict[str, Any]] = []
     for spec in registry_entries(registry_path, names):
-        records += load_source(spec["path"], spec["format"], spec["columns"], spec["tags"], limit)
+        records += load_source(spec["path"], spec["format"], spec["columns"], spec["tags"], limit, invalid)
     return records
 
 

@@ -1,8 +1,7 @@
-"""Recipe data section → train / validation / test splits, tokenized, with a summary in the run directory."""
+"""Recipe data section → audited sets → leakage-free train / validation split → tokenized splits with a summary."""
 
 from __future__ import annotations
 
-import random
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -18,18 +17,18 @@ class Splits:
     summary: dict[str, Any] = field(default_factory=dict)
 
 
-def load_training_records(data: DataSection) -> list[dict]:
-    """All training records of the recipe: files first, then registry datasets, in the order given."""
-    from tunelab.data.load import load_registry_datasets, load_source
+@dataclass
+class RecipeData:
+    """The records a recipe names, before splitting: what the audit looks at."""
 
-    records: list[dict] = []
-    for source in data.sources:
-        records += load_source(source.path, source.format, source.columns, source.tags, source.limit)
-    if data.registry and data.datasets:
-        records += load_registry_datasets(data.registry, data.datasets)
-    if not records:
-        raise DataError("data", "no training records were loaded", "check data.sources and data.datasets")
-    return [with_system_prompt(record, data.system) for record in records]
+    sets: dict[str, list[dict]]  # "train", and "validation" / "test" when they are files
+    roles: dict[str, str]
+    invalid: list[DataError]
+    mix_report: list[dict] | None = None
+
+    @property
+    def train(self) -> list[dict]:
+        return self.sets["train"]
 
 
 def with_system_prompt(record: dict, system: str | None) -> dict:
@@ -38,22 +37,75 @@ def with_system_prompt(record: dict, system: str | None) -> dict:
     return record | {"messages": [{"role": "system", "content": system}, *record["messages"]]}
 
 
-def split_validation(records: list[dict], data: DataSection, seed: int) -> tuple[list[dict], list[dict]]:
-    """Hold out a seeded fraction of the training records, or read the validation file."""
-    from tunelab.data.load import load_source
+def load_recipe_sets(data: DataSection, seed: int = 42) -> RecipeData:
+    """Read every file the recipe names; invalid records are collected (the audit decides), not raised."""
+    from tunelab.data.load import load_registry_datasets, load_source
 
-    if data.validation is None:
-        return records, []
-    if isinstance(data.validation, str):
-        return records, [with_system_prompt(r, data.system) for r in load_source(data.validation)]
-    order = list(range(len(records)))
-    random.Random(seed).shuffle(order)
-    count = max(1, round(len(records) * data.validation))
-    if count >= len(records):
-        raise DataError("data.validation", f"a fraction of {data.validation} leaves no training records")
-    held = set(order[:count])
-    train = [r for i, r in enumerate(records) if i not in held]
-    return train, [r for i, r in enumerate(records) if i in held]
+    invalid: list[DataError] = []
+    per_source = [load_source(s.path, s.format, s.columns, s.tags, s.limit, invalid) for s in data.sources]
+    mix_report = None
+    if data.sources and all(s.ratio is not None for s in data.sources):
+        from tunelab.data.mix import mix_sources
+
+        named = [(s.path, rows, s.ratio) for s, rows in zip(data.sources, per_source, strict=True)]
+        train, mix_report = mix_sources(named, seed=seed, total=data.mix_total)
+    else:
+        train = [record for rows in per_source for record in rows]
+    if data.registry and data.datasets:
+        train += load_registry_datasets(data.registry, data.datasets, invalid=invalid)
+    sets = {"train": [with_system_prompt(r, data.system) for r in train]}
+    roles = {"train": "train"}
+    for name, path in (("validation", data.validation), ("test", data.test)):
+        if isinstance(path, str):
+            sets[name] = [with_system_prompt(r, data.system) for r in load_source(path, invalid=invalid)]
+            roles[name] = "eval"
+    if not sets["train"] and not invalid:
+        raise DataError("data", "no training records were loaded", "check data.sources and data.datasets")
+    return RecipeData(sets, roles, invalid, mix_report)
+
+
+def check_audit(audit, data: DataSection, total_records: int) -> None:
+    """Refuse to train on leaking or invalid data, saying what to fix and how to override."""
+    invalid = audit.invalid()
+    share = invalid / max(1, total_records + invalid)
+    if invalid and share > data.max_invalid_fraction:
+        listed = "\n".join(f"  {i['where']}: {i['problem']}" for i in audit.report["invalid"][:5])
+        more = f"\n  … and {invalid - 5} more" if invalid > 5 else ""
+        raise DataError(
+            "data",
+            f"{invalid} invalid record{'s' if invalid != 1 else ''} ({share:.1%} of the data):\n{listed}{more}",
+            "fix the records listed (all are in the audit report), or skip them with "
+            f"data.max_invalid_fraction={min(1.0, round(share + 0.005, 3))}",
+        )
+    if audit.leaks() and not data.allow_leakage:
+        pairs = audit.report["leakage"]["listed"][:5]
+        listed = "\n".join(
+            f"  {p['eval']['set']} {p['eval']['id']} ≈ train {p['train']['id']} ({p['kind']})" for p in pairs
+        )
+        raise DataError(
+            "data",
+            f"{audit.leaks()} evaluation records duplicate training records (leakage):\n{listed}",
+            "remove them from the test/validation file (the audit report lists all), or train anyway with "
+            "data.allow_leakage=true",
+        )
+
+
+def split_validation(records: list[dict], data: DataSection, clusters: list[list[int]], seed: int):
+    """Carve a validation fraction out of training records; near-duplicate clusters stay on one side."""
+    from tunelab.data.split import generated_links, split_records
+
+    fraction = data.validation
+    clusters = [*clusters, *generated_links(records)]
+    assignment = split_records(records, {"train": 1 - fraction, "validation": fraction}, clusters, seed)
+    if not assignment["train"] or not assignment["validation"]:
+        raise DataError("data.validation", f"a fraction of {fraction} leaves one side empty", "change the fraction")
+    return [records[i] for i in assignment["train"]], [records[i] for i in assignment["validation"]]
+
+
+def train_clusters(clusters: list[list[int]], count: int) -> list[list[int]]:
+    """The clusters restricted to the first `count` records (the training set comes first in the audit)."""
+    restricted = [[i for i in cluster if i < count] for cluster in clusters]
+    return [c for c in restricted if len(c) > 1]
 
 
 def shared_system_prompt(records: list[dict]) -> str | None:
@@ -62,30 +114,26 @@ def shared_system_prompt(records: list[dict]) -> str | None:
     return prompts.pop() if len(prompts) == 1 else None
 
 
-def load_test_records(data: DataSection, limit: int | None = None) -> list[dict]:
-    from tunelab.data.load import load_source
-
-    if not data.test:
-        return []
-    records = [with_system_prompt(r, data.system) for r in load_source(data.test)]
-    return records[:limit] if limit else records
-
-
-def build_splits(data: DataSection, tokenizer, seed: int, eval_limit: int | None = None) -> Splits:
+def build_splits(recipe_data: RecipeData, data: DataSection, tokenizer, seed: int, clusters, limit=None) -> Splits:
     from datasets import Dataset
 
     from tunelab.data.tokenize import tokenize_examples
 
-    train_records, validation_records = split_validation(load_training_records(data), data, seed)
+    train_records = recipe_data.train
+    validation_records = recipe_data.sets.get("validation", [])
+    if isinstance(data.validation, float):
+        train_records, validation_records = split_validation(train_records, data, clusters, seed)
     train_rows, train_stats = tokenize_examples(train_records, tokenizer, data.max_length)
     if not train_rows:
         raise DataError("data", "no training example has a trainable token left", "raise data.max_length")
     summary: dict[str, Any] = {"train": train_stats, "system_prompt": shared_system_prompt(train_records)}
+    if recipe_data.mix_report is not None:
+        summary["mix"] = recipe_data.mix_report
     validation = None
     if validation_records:
         rows, summary["validation"] = tokenize_examples(validation_records, tokenizer, data.max_length)
         validation = Dataset.from_list([{"input_ids": r["input_ids"], "labels": r["labels"]} for r in rows])
-    test_records = load_test_records(data, eval_limit)
+    test_records = recipe_data.sets.get("test", [])[:limit] if limit else recipe_data.sets.get("test", [])
     summary["test"] = {"total": len(test_records)}
     summary["ids"] = {
         "train": [r["id"] for r in train_rows],

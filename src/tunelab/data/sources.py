@@ -22,8 +22,12 @@ MAX_LINE_BYTES = 64 * 1024 * 1024
 Row = tuple[str, dict[str, Any]]
 
 
-def read_rows(path: str | Path) -> list[Row]:
-    """Read a .json, .jsonl, .csv or .parquet file into (location, row) pairs; raise DataError on any problem."""
+def read_rows(path: str | Path, bad_lines: list[DataError] | None = None) -> list[Row]:
+    """Read a .json, .jsonl, .csv or .parquet file into (location, row) pairs; raise DataError on any problem.
+
+    With a `bad_lines` list, a JSON Lines line that is not a JSON object is recorded there and skipped instead of
+    raised, so an audit can list every bad line of a file at once.
+    """
     path = Path(path)
     _check_is_file(path)
     reader = _READERS.get(path.suffix.lower())
@@ -35,12 +39,12 @@ def read_rows(path: str | Path) -> list[Row]:
             fix=f"save the data as one of: {supported}",
         )
     try:
-        rows = reader(path)
+        rows = _read_jsonl(path, bad_lines) if reader is _read_jsonl else reader(path)
     except OSError as exc:
         raise DataError(
             str(path.resolve()), f"cannot read the file: {exc.strerror or exc}", fix=_PERMISSION_FIX
         ) from exc
-    if not rows:
+    if not rows and not bad_lines:
         raise DataError(path.name, "no records", fix="the file is empty; add records or remove it from the recipe")
     return rows
 
@@ -104,26 +108,35 @@ def _iter_file_lines(path: Path) -> Iterator[tuple[int, str]]:
                 raise _not_utf8(f"{path.name} line {line_no}", raw[exc.start], path.name) from exc
 
 
-def _parse_lines(lines: Iterator[tuple[int, str]], name: str) -> list[Row]:
+def _parse_lines(lines: Iterator[tuple[int, str]], name: str, bad_lines: list[DataError] | None = None) -> list[Row]:
     rows = []
     for line_no, text in lines:
         if not text.strip():
             continue
         where = f"{name} line {line_no}"
         try:
-            value = json.loads(text)
-        except json.JSONDecodeError as exc:
-            raise DataError(
-                where, f"invalid JSON: {exc.msg} (column {exc.colno})", fix="each line must be one JSON object"
-            ) from exc
-        if not isinstance(value, dict):
-            raise DataError(where, f"expected a JSON object {{...}}, got {_kind(value)}")
-        rows.append((where, value))
+            rows.append((where, _parse_object(text, where)))
+        except DataError as error:
+            if bad_lines is None:
+                raise
+            bad_lines.append(error)
     return rows
 
 
-def _read_jsonl(path: Path) -> list[Row]:
-    return _parse_lines(_iter_file_lines(path), path.name)
+def _parse_object(text: str, where: str) -> dict[str, Any]:
+    try:
+        value = json.loads(text)
+    except json.JSONDecodeError as exc:
+        raise DataError(
+            where, f"invalid JSON: {exc.msg} (column {exc.colno})", fix="each line must be one JSON object"
+        ) from None
+    if not isinstance(value, dict):
+        raise DataError(where, f"expected a JSON object {{...}}, got {_kind(value)}")
+    return value
+
+
+def _read_jsonl(path: Path, bad_lines: list[DataError] | None = None) -> list[Row]:
+    return _parse_lines(_iter_file_lines(path), path.name, bad_lines)
 
 
 # --- JSON ---------------------------------------------------------------------------------------------------------

@@ -1,0 +1,170 @@
+"""The data audit: invalid records, duplicates, leakage, benchmark contamination, lengths and answer quality.
+
+Input is a set of named record lists ("train", "test", or one per file) with a role each: `train` sets are what the
+model learns from, `eval` sets must not overlap them. The result is one JSON-able report; `audit_report.py` renders it.
+Nothing here modifies or drops data: the audit lists, the caller decides.
+"""
+
+from __future__ import annotations
+
+import time
+from collections import Counter
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from tunelab.errors import DataError
+
+LISTED = 200  # entries per list kept in the report; counts always cover everything
+
+
+@dataclass
+class AuditResult:
+    report: dict[str, Any]
+    records: list[dict] = field(default_factory=list)  # all records, flattened in set order
+    labels: list[str] = field(default_factory=list)  # the set name of each record
+    clusters: list[list[int]] = field(default_factory=list)  # near-duplicate clusters over `records`
+
+    def leaks(self) -> int:
+        return self.report["summary"]["leaked_records"]
+
+    def invalid(self) -> int:
+        return self.report["summary"]["invalid_records"]
+
+
+def _ref(record: dict, label: str) -> dict[str, str]:
+    return {"id": str(record.get("id")), "source": str(record.get("source", "")), "set": label}
+
+
+def audit_sets(
+    sets: dict[str, list[dict]],
+    roles: dict[str, str],
+    invalid: list[DataError] | None = None,
+    tokenizer=None,
+    max_length: int | None = None,
+    against: list[str | Path] | tuple = (),
+    threshold: float = 0.8,
+) -> AuditResult:
+    """Audit named record sets; `roles[name]` is "train" or "eval"."""
+    from tunelab.data.dedup import find_duplicates, record_text
+
+    started = time.monotonic()
+    records = [r for name in sets for r in sets[name]]
+    labels = [name for name in sets for _ in sets[name]]
+    duplicates = find_duplicates([record_text(r) for r in records], threshold=threshold)
+    report: dict[str, Any] = {
+        "sets": {name: {"records": len(rows), "role": roles.get(name, "train")} for name, rows in sets.items()},
+        "threshold": threshold,
+        "invalid": [{"where": e.where, "problem": e.problem, "fix": e.fix} for e in (invalid or [])][:LISTED],
+        "duplicates": _duplicate_section(duplicates, records, labels),
+        "leakage": _leakage_section(duplicates, records, labels, roles),
+        "contamination": _contamination_section(records, labels, roles, against),
+        "quality": _quality_section(records, labels),
+        "lengths": _length_section(sets, tokenizer, max_length),
+    }
+    report["summary"] = _summary(report, len(invalid or []), records)
+    report["seconds"] = round(time.monotonic() - started, 2)
+    return AuditResult(report, records, labels, duplicates.clusters)
+
+
+def _duplicate_section(duplicates, records, labels) -> dict[str, Any]:
+    exact = [[_ref(records[i], labels[i]) for i in group] for group in duplicates.exact_groups]
+    near = [
+        {"a": _ref(records[i], labels[i]), "b": _ref(records[j], labels[j]), "similarity": round(sim, 3)}
+        for i, j, sim in duplicates.near_pairs
+    ]
+    cross_set = sum(1 for pair in near if pair["a"]["set"] != pair["b"]["set"])
+    cross_set += sum(1 for group in exact if len({ref["set"] for ref in group}) > 1)
+    return {
+        "exact_groups": len(exact),
+        "exact_extra_copies": sum(len(group) - 1 for group in exact),
+        "near_pairs": len(near),
+        "cross_set_links": cross_set,
+        "records_in_clusters": sum(len(c) for c in duplicates.clusters),
+        "exact": exact[:LISTED],
+        "near": near[:LISTED],
+    }
+
+
+def _leakage_section(duplicates, records, labels, roles) -> dict[str, Any]:
+    from tunelab.data.dedup import cross_pairs
+
+    names = list(dict.fromkeys(labels))
+    evals = [n for n in names if roles.get(n) == "eval"]
+    trains = [n for n in names if roles.get(n, "train") == "train"]
+    pairs = []
+    for eval_name in evals:
+        for train_name in trains:
+            for i, j, kind, sim in cross_pairs(duplicates, labels, eval_name, train_name):
+                pairs.append({"eval": _ref(records[i], labels[i]), "train": _ref(records[j], labels[j]),
+                              "kind": kind, "similarity": round(sim, 3)})  # fmt: skip
+    leaked = {(p["eval"]["set"], p["eval"]["id"]) for p in pairs}
+    return {"pairs": len(pairs), "leaked_records": len(leaked), "listed": pairs[:LISTED]}
+
+
+def _contamination_section(records, labels, roles, against) -> dict[str, Any]:
+    if not against:
+        return {"checked": False}
+    from tunelab.data.contamination import benchmark_ngrams, find_contamination
+    from tunelab.eval.benchmarks import read_benchmark
+
+    items = [item for path in against for item in read_benchmark(path)]
+    if not items:
+        raise DataError(", ".join(map(str, against)), "no benchmark items found", "point --against at benchmark files")
+    train = [r for r, label in zip(records, labels, strict=True) if roles.get(label, "train") == "train"]
+    hits = find_contamination(train, benchmark_ngrams(items))
+    return {
+        "checked": True,
+        "benchmarks": [str(p) for p in against],
+        "benchmark_items": len(items),
+        "contaminated_records": len({h["record_id"] for h in hits}),
+        "listed": hits[:LISTED],
+    }
+
+
+def _quality_section(records, labels) -> dict[str, Any]:
+    from tunelab.data.quality import answer_flags, language, prompt_text, turns
+
+    flagged: dict[str, list[dict]] = {}
+    languages: dict[str, Counter] = {}
+    turn_counts: dict[str, Counter] = {}
+    for record, label in zip(records, labels, strict=True):
+        for flag in answer_flags(record):
+            flagged.setdefault(flag, []).append(_ref(record, label))
+        languages.setdefault(label, Counter())[language(prompt_text(record))] += 1
+        turn_counts.setdefault(label, Counter())[turns(record)] += 1
+    return {
+        "flags": {flag: {"count": len(refs), "listed": refs[:LISTED]} for flag, refs in flagged.items()},
+        "languages": {label: dict(counts) for label, counts in languages.items()},
+        "turns": {label: {str(k): v for k, v in sorted(c.items())} for label, c in turn_counts.items()},
+    }
+
+
+def _length_section(sets, tokenizer, max_length) -> dict[str, Any]:
+    if tokenizer is None:
+        return {"checked": False}
+    from tunelab.data.quality import length_summary, token_lengths
+
+    section: dict[str, Any] = {"checked": True, "per_set": {}, "histogram": {}}
+    for name, rows in sets.items():
+        lengths = token_lengths(rows, tokenizer)
+        section["per_set"][name] = length_summary(lengths, max_length)
+        section["histogram"][name] = [item["total"] for item in lengths]
+    return section
+
+
+def _summary(report: dict[str, Any], invalid_count: int, records: list[dict]) -> dict[str, Any]:
+    lengths = report["lengths"].get("per_set", {})
+    flags = report["quality"]["flags"]
+    return {
+        "records": len(records),
+        "invalid_records": invalid_count,
+        "exact_duplicate_copies": report["duplicates"]["exact_extra_copies"],
+        "near_duplicate_pairs": report["duplicates"]["near_pairs"],
+        "cross_set_duplicate_links": report["duplicates"]["cross_set_links"],
+        "leaked_records": report["leakage"]["leaked_records"],
+        "contaminated_records": report["contamination"].get("contaminated_records"),
+        "truncated": sum(s.get("truncated", 0) for s in lengths.values()) if lengths else None,
+        "answer_cut_off": sum(s.get("answer_cut_off", 0) for s in lengths.values()) if lengths else None,
+        **{flag: info["count"] for flag, info in flags.items()},
+    }

@@ -1,0 +1,211 @@
+"""Render an audit: report.json (everything), report.md (what a person reads), histograms as PNG."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+from tunelab.runs import write_atomic
+
+SHOWN = 20  # rows per section in the markdown; report.json has up to audit.LISTED
+
+
+def write_audit(report: dict[str, Any], out_dir: Path) -> dict[str, Path]:
+    out_dir.mkdir(parents=True, exist_ok=True)
+    histograms = report.get("lengths", {}).get("histogram", {})
+    written = {"json": out_dir / "report.json", "md": out_dir / "report.md"}
+    stored = {**report, "lengths": {k: v for k, v in report.get("lengths", {}).items() if k != "histogram"}}
+    write_atomic(written["json"], json.dumps(stored, indent=2, ensure_ascii=False) + "\n")
+    if histograms:
+        written["token_lengths"] = _histogram(histograms, out_dir / "token_lengths.png", "tokens per record", report)
+    written["turns"] = _turns_plot(report["quality"]["turns"], out_dir / "turns.png")
+    write_atomic(written["md"], render_markdown(stored, {k: v.name for k, v in written.items()}))
+    return written
+
+
+def _figure():
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    return plt
+
+
+def _histogram(lengths: dict[str, list[int]], out: Path, xlabel: str, report: dict[str, Any]) -> Path:
+    plt = _figure()
+    figure, axis = plt.subplots(figsize=(7, 4), dpi=110)
+    for name, values in lengths.items():
+        if values:
+            axis.hist(values, bins=40, alpha=0.6, label=f"{name} ({len(values)})")
+    limits = {s.get("max_length") for s in report["lengths"]["per_set"].values() if s.get("max_length")}
+    for limit in limits:
+        axis.axvline(limit, color="#d62728", linestyle="--", label=f"max_length {limit}")
+    axis.set_xlabel(xlabel)
+    axis.set_ylabel("records")
+    axis.set_title("token length distribution")
+    axis.legend()
+    figure.tight_layout()
+    figure.savefig(out)
+    plt.close(figure)
+    return out
+
+
+def _turns_plot(turns: dict[str, dict[str, int]], out: Path) -> Path:
+    plt = _figure()
+    figure, axis = plt.subplots(figsize=(7, 3.5), dpi=110)
+    names = list(turns)
+    width = 0.8 / max(1, len(names))
+    for index, name in enumerate(names):
+        keys = sorted(turns[name], key=int)
+        positions = [int(k) + index * width for k in keys]
+        axis.bar(positions, [turns[name][k] for k in keys], width=width, label=name)
+    axis.set_xlabel("assistant turns per record")
+    axis.set_ylabel("records")
+    axis.set_title("conversation turns")
+    axis.legend()
+    figure.tight_layout()
+    figure.savefig(out)
+    plt.close(figure)
+    return out
+
+
+def render_markdown(report: dict[str, Any], images: dict[str, str]) -> str:
+    lines = ["# Data audit", "", _sets_table(report), "", "## Summary", "", _summary_table(report["summary"]), ""]
+    lines += _invalid_lines(report["invalid"], report["summary"]["invalid_records"])
+    lines += _duplicate_lines(report["duplicates"])
+    lines += _leakage_lines(report["leakage"])
+    lines += _contamination_lines(report["contamination"])
+    lines += _quality_lines(report["quality"])
+    lines += _length_lines(report["lengths"], images)
+    return "\n".join(lines) + "\n"
+
+
+def _table(header: list[str], rows: list[list[Any]]) -> str:
+    out = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
+    out += ["| " + " | ".join(str(cell).replace("|", "\\|").replace("\n", " ") for cell in row) + " |" for row in rows]
+    return "\n".join(out)
+
+
+def _sets_table(report: dict[str, Any]) -> str:
+    rows = [[name, info["role"], info["records"]] for name, info in report["sets"].items()]
+    return _table(["set", "role", "records"], rows)
+
+
+def _summary_table(summary: dict[str, Any]) -> str:
+    return _table(["check", "count"], [[k.replace("_", " "), "—" if v is None else v] for k, v in summary.items()])
+
+
+def _ref(ref: dict[str, str]) -> str:
+    return f"`{ref['id']}` ({ref['set']}, {ref['source']})"
+
+
+def _invalid_lines(invalid: list[dict], count: int) -> list[str]:
+    if not count:
+        return ["## Invalid records", "", "None.", ""]
+    rows = [[item["where"], item["problem"], item["fix"]] for item in invalid[:SHOWN]]
+    return [
+        "## Invalid records",
+        "",
+        f"{count} records could not be used:",
+        "",
+        _table(["where", "problem", "fix"], rows),
+        "",
+    ]
+
+
+def _duplicate_lines(section: dict[str, Any]) -> list[str]:
+    lines = ["## Duplicates", "", f"{section['exact_groups']} groups of exact duplicates "
+             f"({section['exact_extra_copies']} extra copies), {section['near_pairs']} near-duplicate pairs, "
+             f"{section['cross_set_links']} links across sets.", ""]  # fmt: skip
+    if section["exact"]:
+        rows = [
+            [", ".join(_ref(r) for r in group[:4]) + (" …" if len(group) > 4 else "")] for group in section["exact"]
+        ]
+        lines += [_table(["exact duplicates"], rows[:SHOWN]), ""]
+    if section["near"]:
+        rows = [[_ref(p["a"]), _ref(p["b"]), p["similarity"]] for p in section["near"][:SHOWN]]
+        lines += [_table(["record", "near-duplicate of", "similarity"], rows), ""]
+    return lines
+
+
+def _leakage_lines(section: dict[str, Any]) -> list[str]:
+    if not section["pairs"]:
+        return ["## Leakage", "", "No evaluation record duplicates a training record.", ""]
+    rows = [[_ref(p["eval"]), _ref(p["train"]), p["kind"], p["similarity"]] for p in section["listed"][:SHOWN]]
+    head = f"**{section['leaked_records']} evaluation records duplicate training records** ({section['pairs']} pairs)."
+    return [
+        "## Leakage",
+        "",
+        head,
+        "",
+        _table(["evaluation record", "training record", "kind", "similarity"], rows),
+        "",
+    ]
+
+
+def _contamination_lines(section: dict[str, Any]) -> list[str]:
+    if not section.get("checked"):
+        return ["## Benchmark contamination", "", "Not checked (give benchmark files with --against).", ""]
+    head = (f"{section['contaminated_records']} training records share an n-gram with one of "
+            f"{section['benchmark_items']} benchmark items ({', '.join(section['benchmarks'])}).")  # fmt: skip
+    rows = [[h.get("record_id"), h.get("subject"), h.get("example_ngram", "")] for h in section["listed"][:SHOWN]]
+    return [
+        "## Benchmark contamination",
+        "",
+        head,
+        "",
+        _table(["record", "benchmark subject", "shared text"], rows),
+        "",
+    ]
+
+
+def _quality_lines(section: dict[str, Any]) -> list[str]:
+    lines = ["## Answers and languages", ""]
+    for flag, info in section["flags"].items():
+        examples = ", ".join(_ref(r) for r in info["listed"][:5])
+        lines.append(f"- **{flag.replace('_', ' ')}**: {info['count']} (e.g. {examples})")
+    if not section["flags"]:
+        lines.append("- No short answers, echoed prompts or answers in another language.")
+    rows = [[name, ", ".join(f"{lang} {count}" for lang, count in sorted(counts.items()))]
+            for name, counts in section["languages"].items()]  # fmt: skip
+    return [*lines, "", _table(["set", "prompt languages"], rows), ""]
+
+
+def _length_lines(section: dict[str, Any], images: dict[str, str]) -> list[str]:
+    lines = ["## Lengths", ""]
+    if not section.get("checked"):
+        return [*lines, "Not measured (no tokenizer).", ""]
+    keys = ["count", "min", "median", "p95", "max", "truncated", "truncated_share", "answer_cut_off"]
+    rows = [[name, *[_fmt(stats.get(k)) for k in keys]] for name, stats in section["per_set"].items()]
+    lines += [_table(["set", *keys], rows), ""]
+    lines += [f"![token lengths]({images['token_lengths']})", ""] if "token_lengths" in images else []
+    lines += [f"![turns]({images['turns']})", ""] if "turns" in images else []
+    return lines
+
+
+def _fmt(value: Any) -> str:
+    if value is None:
+        return "—"
+    return f"{value:.1%}" if isinstance(value, float) and value < 1 and value > 0 else str(value)
+
+
+def summary_lines(report: dict[str, Any]) -> list[str]:
+    """A few lines for the console."""
+    s = report["summary"]
+    sets = ", ".join(f"{name} {info['records']}" for name, info in report["sets"].items())
+    lines = [f"audited {s['records']} records ({sets}) in {report.get('seconds', 0)} s"]
+    lines.append(f"  invalid records: {s['invalid_records']}")
+    lines.append(
+        f"  exact duplicate copies: {s['exact_duplicate_copies']}, near-duplicate pairs: {s['near_duplicate_pairs']}"
+    )
+    lines.append(f"  leaked evaluation records: {s['leaked_records']}")
+    if s.get("contaminated_records") is not None:
+        lines.append(f"  benchmark-contaminated training records: {s['contaminated_records']}")
+    if s.get("truncated") is not None:
+        lines.append(f"  truncated: {s['truncated']}, answer cut off entirely: {s['answer_cut_off']}")
+    flags = {k: v for k, v in s.items() if k in {"short_answer", "answer_repeats_prompt", "answer_in_other_language"}}
+    if flags:
+        lines.append("  " + ", ".join(f"{k.replace('_', ' ')}: {v}" for k, v in flags.items()))
+    return lines
