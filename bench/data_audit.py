@@ -3,6 +3,9 @@
     .venv/bin/python bench/data_audit.py                       # 10k and 100k records
     .venv/bin/python bench/data_audit.py --sizes 1000,10000 --out bench.json
 
+"audit s" is the full audit of the same records (`tunelab.data.audit.audit_records`, or `audit_sets` with the last
+tenth as an eval set), which includes the dedup.
+
 Records are seeded and realistic in size: instruction 60-200 characters, input empty or up to 200, output 100-800;
 about a tenth are Chinese, and 5% are planted near-duplicates (exact copies with case or punctuation changes, or a
 few words replaced). Each size runs in its own process, so its peak RSS is its own.
@@ -31,8 +34,8 @@ SYLLABLES = "ba be bi bo bu da de di do ka ke ki ko la le li lo lu ma me mi mo n
 SYLLABLES += "ta te ti to tu va ve vi an en in on er ar or st tr pl gr ch sh th qu ex un re pre con ter ment tion"
 FUNCTION_WORDS = "the of and to in is that for it as with was on be by this are or from at which an not have".split()
 VERBS = "Explain Describe Summarize List Compare Write Classify Suggest Outline Rewrite Translate Evaluate".split()
-HANZI = "的一是在不了有和人这中大为上个国我以要他时来用们生到作地于出就分对成会可主发年动同工也能下过子说产种面而方后"
-HANZI += "多定行学法所民得经十三之进着等部度家电力里如水化高自二理起小物现实加量都两体制机当使点从业本去把性好应开它合还"
+HANZI = "的一是在不了有和人这中大为上个国我以要他时来用们生到作地于出就分对成会可主发年动同工也能下过子说产种面"
+HANZI += "而方后多定行学法所民得经十三之进着等部度家电力里如水化高自二理起小物现实加量都两体制机当使点从业本去把性"
 
 
 def make_records(count: int, seed: int = 0) -> list[dict[str, Any]]:
@@ -122,11 +125,23 @@ def measure(count: int, seed: int) -> dict[str, Any]:
 
 
 def _audit_function() -> Any:
+    """The full audit as a function of the records: `audit_records` if it exists, else `audit_sets` on a 90/10
+    train/test split (so leakage is checked too), else None."""
     try:
-        from tunelab.data.audit import audit_records
+        from tunelab.data import audit
     except ImportError:
         return None
-    return audit_records
+    if hasattr(audit, "audit_records"):
+        return audit.audit_records
+    if hasattr(audit, "audit_sets"):
+
+        def run(records: list[dict[str, Any]]) -> Any:
+            cut = len(records) * 9 // 10
+            sets = {"train": records[:cut], "test": records[cut:]}
+            return audit.audit_sets(sets, {"train": "train", "test": "eval"})
+
+        return run
+    return None
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -168,13 +183,12 @@ def _print_table(results: list[dict[str, Any]]) -> None:
     print(f"{'records':>9} {'chars':>12} {'dedup s':>9} {'audit s':>9} {'peak RSS MB':>12} {'clusters':>9}")
     for r in results:
         audit = f"{r['audit_s']:9.2f}" if has_audit else f"{'-':>9}"
-        print(
-            f"{r['records']:>9} {r['chars']:>12} {r['dedup_s']:9.2f} {audit} {r['peak_rss_mb']:12.0f} {r['clusters']:>9}"
-        )
+        row = f"{r['records']:>9} {r['chars']:>12} {r['dedup_s']:9.2f} {audit}"
+        print(f"{row} {r['peak_rss_mb']:12.0f} {r['clusters']:>9}")
     for name, ratio in _ratios(results).items():
         print(f"time ratio {name}: {ratio:.1f}x")
     if not has_audit:
-        print("tunelab.data.audit.audit_records not found: timed find_duplicates only")
+        print("no audit function in tunelab.data.audit: timed find_duplicates only")
 
 
 if __name__ == "__main__":

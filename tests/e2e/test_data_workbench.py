@@ -7,9 +7,9 @@ import json
 from pathlib import Path
 
 import pytest
-from helpers import cli, quickstart_records, tiny_recipe, write_jsonl
 
 import tunelab.data.sources as sources
+from helpers import cli, quickstart_records, tiny_recipe, write_jsonl
 
 
 def digest(path: Path) -> str:
@@ -200,3 +200,16 @@ def test_huge_line_is_refused(tmp_path, capsys, monkeypatch):
 def test_unreadable_path(tmp_path, capsys):
     result = cli(["data", "audit", tmp_path, "--no-lengths", "--out", tmp_path / "r"], capsys)
     assert result.exit_code == 1 and "folder" in result.err
+
+
+def test_augment_cli_with_a_local_model(tmp_path, tiny_model_dir, capsys):
+    source = write_jsonl(tmp_path / "in.jsonl", quickstart_records("train", 3))
+    before = digest(source)
+    out = tmp_path / "augmented.jsonl"
+    result = cli(["data", "augment", source, "--out", out, "--model", tiny_model_dir], capsys)
+    assert result.exit_code == 0, result.err
+    rows = [json.loads(line) for line in out.read_text().splitlines()]
+    assert [r["id"] for r in rows[:3]] == [r["id"] for r in quickstart_records("train", 3)]  # originals kept
+    assert all(r["generated"]["from"] for r in rows[3:])
+    assert digest(source) == before
+    assert cli(["data", "augment", source, "--out", out], capsys).exit_code == 1  # neither --model nor --base-url

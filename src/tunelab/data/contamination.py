@@ -20,8 +20,9 @@ How texts are compared:
   `MIN_SHORT_TOKENS` tokens ("2+2 4") are too common to be evidence and are not indexed (labels do not count).
 
 Speed: token strings are hashed once each (blake2b, 64 bits: stable across processes, unlike `hash()`), n-gram hashes
-are rolling polynomial hashes computed with numpy over a whole chunk of records at once, and lookups are binary
-searches in the sorted benchmark hashes, so 100k records against MMLU take seconds.
+are rolling polynomial hashes computed with numpy over a whole chunk of records at once, and lookups are a bit-table
+filter followed by binary searches in the sorted benchmark hashes. Measured: 100k records of ~245 words against the
+MMLU test set (14,042 items, 1.24M n-grams) take ~11 s on one core, index included; tokenising is most of it.
 """
 
 from __future__ import annotations
