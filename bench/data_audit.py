@@ -3,8 +3,8 @@
     .venv/bin/python bench/data_audit.py                       # 10k and 100k records
     .venv/bin/python bench/data_audit.py --sizes 1000,10000 --out bench.json
 
-"audit s" is the full audit of the same records (`tunelab.data.audit.audit_records`, or `audit_sets` with the last
-tenth as an eval set), which includes the dedup.
+"audit s" is the full audit of the same records (`audit_sets` with the last tenth as an eval set, token lengths with
+the built-in model's tokenizer at max_length 1024), which includes the dedup.
 
 Records are seeded and realistic in size: instruction 60-200 characters, input empty or up to 200, output 100-800;
 about a tenth are Chinese, and 5% are planted near-duplicates (exact copies with case or punctuation changes, or a
@@ -24,6 +24,7 @@ import resource
 import subprocess
 import sys
 import time
+from pathlib import Path
 from typing import Any
 
 import psutil
@@ -105,8 +106,8 @@ def _canonical(index: int, fields: dict[str, str]) -> dict[str, Any]:
     return {"id": f"bench-{index}", "messages": messages, "source": f"bench.jsonl:{index + 1}"}
 
 
-def measure(count: int, seed: int) -> dict[str, Any]:
-    """Generate `count` records, then time the dedup (and the audit, if it exists) on them."""
+def measure(count: int, seed: int, model: str = "smollm2-135m-instruct") -> dict[str, Any]:
+    """Generate `count` records, then time the dedup and the full audit on them."""
     records = make_records(count, seed)
     result: dict[str, Any] = {"records": count, "chars": sum(len(record_text(r)) for r in records)}
     result["rss_after_generation_mb"] = psutil.Process().memory_info().rss / 2**20
@@ -115,33 +116,29 @@ def measure(count: int, seed: int) -> dict[str, Any]:
     result["dedup_s"] = time.perf_counter() - start
     result["clusters"] = len(report.clusters)
     result["near_pairs"] = len(report.near_pairs)
-    audit = _audit_function()
-    if audit is not None:
-        start = time.perf_counter()
-        audit(records)
-        result["audit_s"] = time.perf_counter() - start
+    audit = _audit_function(model)
+    start = time.perf_counter()
+    report = audit(records).report
+    result["audit_s"] = time.perf_counter() - start
+    result["leaked_records"] = report["summary"]["leaked_records"]
     result["peak_rss_mb"] = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
     return result
 
 
-def _audit_function() -> Any:
-    """The full audit as a function of the records: `audit_records` if it exists, else `audit_sets` on a 90/10
-    train/test split (so leakage is checked too), else None."""
-    try:
-        from tunelab.data import audit
-    except ImportError:
-        return None
-    if hasattr(audit, "audit_records"):
-        return audit.audit_records
-    if hasattr(audit, "audit_sets"):
+def _audit_function(model: str | None) -> Any:
+    """The full audit as `tunelab data audit --max-length 1024` runs it: a 90/10 train/test split (so leakage is
+    checked too) and, unless the model is "none", token lengths with that model's tokenizer."""
+    from tunelab.data.audit import audit_sets
+    from tunelab.data.workbench import _tokenizer
 
-        def run(records: list[dict[str, Any]]) -> Any:
-            cut = len(records) * 9 // 10
-            sets = {"train": records[:cut], "test": records[cut:]}
-            return audit.audit_sets(sets, {"train": "train", "test": "eval"})
+    tokenizer = _tokenizer(model) if model and model != "none" else None
 
-        return run
-    return None
+    def run(records: list[dict[str, Any]]) -> Any:
+        cut = len(records) * 9 // 10
+        sets = {"train": records[:cut], "test": records[cut:]}
+        return audit_sets(sets, {"train": "train", "test": "eval"}, tokenizer=tokenizer, max_length=1024)
+
+    return run
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -149,20 +146,22 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--sizes", default="10000,100000", help="comma-separated record counts")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--out", help="write the results as JSON to this file")
+    parser.add_argument("--model", default="smollm2-135m-instruct", help="tokenizer for lengths, or none")
     parser.add_argument("--single", type=int, help=argparse.SUPPRESS)  # one size, in this process (internal)
     args = parser.parse_args(argv)
     if args.single is not None:
-        print(json.dumps(measure(args.single, args.seed)))
+        print(json.dumps(measure(args.single, args.seed, args.model)))
         return
-    results = [_run_in_child(int(size), args.seed) for size in args.sizes.split(",")]
+    results = [_run_in_child(int(size), args.seed, args.model) for size in args.sizes.split(",")]
     _print_table(results)
     if args.out:
+        Path(args.out).parent.mkdir(parents=True, exist_ok=True)
         with open(args.out, "w") as handle:
             json.dump({"results": results, "ratios": _ratios(results)}, handle, indent=2)
 
 
-def _run_in_child(count: int, seed: int) -> dict[str, Any]:
-    command = [sys.executable, __file__, "--single", str(count), "--seed", str(seed)]
+def _run_in_child(count: int, seed: int, model: str) -> dict[str, Any]:
+    command = [sys.executable, __file__, "--single", str(count), "--seed", str(seed), "--model", model]
     done = subprocess.run(command, check=True, capture_output=True, text=True)
     return json.loads(done.stdout.strip().splitlines()[-1])
 

