@@ -213,3 +213,18 @@ def test_augment_cli_with_a_local_model(tmp_path, tiny_model_dir, capsys):
     assert all(r["generated"]["from"] for r in rows[3:])
     assert digest(source) == before
     assert cli(["data", "augment", source, "--out", out], capsys).exit_code == 1  # neither --model nor --base-url
+
+
+def test_audit_finds_the_duplicates_in_the_llamafactory_demo_sets():
+    from conftest import shared_data
+    from tunelab.data.workbench import audit_paths
+
+    folder = shared_data("llamafactory")
+    names = ["alpaca_en_demo.json", "alpaca_zh_demo.json", "identity.json", "glaive_toolcall_en_demo.json"]
+    report = audit_paths([folder / name for name in names]).report
+    assert report["summary"]["records"] == 2390 and report["summary"]["invalid_records"] == 0
+    by_set: dict[str, int] = {}
+    for group in report["duplicates"]["exact"]:
+        by_set[group[0]["set"]] = by_set.get(group[0]["set"], 0) + len(group) - 1
+    assert by_set == {"alpaca_en_demo.json": 14, "alpaca_zh_demo.json": 8, "glaive_toolcall_en_demo.json": 38}
+    assert report["summary"]["near_duplicate_pairs"] == 36
