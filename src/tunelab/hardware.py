@@ -29,6 +29,22 @@ def bf16_is_fast() -> bool:
     return cpu_has_bf16()
 
 
+def physical_cores() -> int:
+    """Cores, not hyper-threads (psutil may not know: then the logical count)."""
+    import psutil
+
+    return psutil.cpu_count(logical=False) or os.cpu_count() or 1
+
+
+def available_memory_bytes() -> int:
+    """Free memory of the device that trains: the GPU's when there is one, else the machine's."""
+    if has_cuda():
+        return int(torch.cuda.mem_get_info()[0])
+    import psutil
+
+    return int(psutil.virtual_memory().available)
+
+
 def describe() -> dict[str, object]:
     return {
         "device": "cuda" if has_cuda() else "cpu",

@@ -67,6 +67,22 @@ def test_lora_run_end_to_end(tmp_path, tiny_model_dir, capsys):
     assert "base" in result.out and "tuned" in result.out and str(run) in result.out.replace("\n", "")
 
 
+def test_speed_switches_are_recorded_and_can_be_turned_off(tmp_path, tiny_model_dir, capsys):
+    """The fast path (packed attention, label-only loss) and TRL's stock path follow the same loss curve."""
+    curves = {}
+    for name, switches in {"fast": [], "stock": ["train.padding_free=false", "train.label_only_loss=false"]}.items():
+        recipe = tiny_recipe(tmp_path, tiny_model_dir, name=name)
+        assert cli(["run", recipe, "train.max_steps=4", "eval.base=false", *switches], capsys).exit_code == 0
+        run = tmp_path / "runs" / name
+        curves[name] = [row["loss"] for row in read_metrics(run) if "loss" in row]
+        curves[name + "_plan"] = json.loads((run / "training.json").read_text())
+    assert curves["fast_plan"]["padding_free"] and curves["fast_plan"]["label_only_loss"]
+    assert curves["fast_plan"]["attention"] == "tunelab_packed_sdpa"
+    assert not curves["stock_plan"]["padding_free"] and not curves["stock_plan"]["label_only_loss"]
+    assert curves["fast_plan"]["reasons"] and curves["fast_plan"]["torch_threads"] >= 1
+    assert curves["fast"] == pytest.approx(curves["stock"], rel=1e-3)
+
+
 def test_merged_folder_loads_with_plain_transformers(tmp_path, tiny_model_dir, capsys):
     from transformers import AutoModelForCausalLM, AutoTokenizer
 

@@ -14,7 +14,12 @@ from functools import cache
 from typing import Any
 
 # Keys tunelab reads itself; they are removed before the section reaches SFTConfig.
-TUNELAB_TRAIN_KEYS = {"early_stopping_patience": int, "early_stopping_threshold": float}
+TUNELAB_TRAIN_KEYS = {
+    "early_stopping_patience": int,
+    "early_stopping_threshold": float,
+    "label_only_loss": bool,  # head and loss only at labelled positions (train/loss.py)
+    "torch_threads": int,  # default: one per physical core
+}
 
 # Set by tunelab, not by the user, with what to do instead.
 RESERVED = {
@@ -34,13 +39,7 @@ def tunelab_defaults() -> dict[str, Any]:
         "num_train_epochs": 1,
         "per_device_train_batch_size": 8,
         "per_device_eval_batch_size": 8,
-        # recomputation costs ~12% and small models do not need the memory (transformers 5 renamed the switch;
-        # TRL still defaults the old name to True, so both are set)
-        "activation_checkpointing": False,
-        "gradient_checkpointing": None,
-        # Sequences are concatenated without padding; with use_cache=False and no attention mask (TRL does both)
-        # transformers keeps attention inside each sequence (tests/train/test_packing.py checks it).
-        "padding_free": True,
+        # gradient checkpointing, padding-free batches and bf16 are decided per run by train/speed.py
         "max_length": None,  # records are truncated (and counted) by tunelab before they reach TRL
         "lr_scheduler_type": "cosine",
         "warmup_steps": 0.05,
@@ -49,6 +48,7 @@ def tunelab_defaults() -> dict[str, Any]:
         "save_steps": 50,
         "save_total_limit": 3,
         "bf16": bf16_is_fast(),
+        "prediction_loss_only": True,  # evaluation needs the loss, not the logits
         "use_cpu": not has_cuda(),
         "optim": "adamw_torch",
         "dataloader_num_workers": 0,
@@ -114,13 +114,20 @@ def _type_name(annotation: Any) -> str:
     return "null" if annotation is type(None) else getattr(annotation, "__name__", str(annotation))
 
 
-def build_sft_config(train: dict[str, Any], output_dir: str, seed: int, has_validation: bool, **forced: Any):
-    """Merge defaults, the recipe's train section and tunelab's settings into a `trl.SFTConfig`."""
+def build_sft_config(train: dict[str, Any], output_dir: str, seed: int, has_validation: bool, plan=None, **forced: Any):
+    """Merge defaults, the recipe's train section and tunelab's settings into a `trl.SFTConfig`.
+
+    `plan` (train/speed.py) owns bf16 and gradient checkpointing; its padding-free batches come from tunelab's own
+    collator, so TRL's `padding_free` (which refuses a custom collator) is switched off.
+    """
     from trl import SFTConfig
 
     values = tunelab_defaults() | {k: v for k, v in train.items() if k not in TUNELAB_TRAIN_KEYS}
-    if train.get("gradient_checkpointing") is not None and "activation_checkpointing" not in train:
-        values["activation_checkpointing"] = train["gradient_checkpointing"]  # the old name still works
+    if plan is not None:
+        checkpointing = plan.gradient_checkpointing
+        # transformers 5 renamed the switch; TRL still defaults the old name to True, so both are set
+        values |= {"bf16": plan.bf16, "activation_checkpointing": checkpointing, "gradient_checkpointing": None}
+        values["padding_free"] = False
     values |= {"output_dir": output_dir, "report_to": "none", "seed": values.get("seed", seed)}
     if has_validation:
         values.setdefault("eval_strategy", "steps")

@@ -9,8 +9,11 @@ from tunelab.config.schema import Recipe
 from tunelab.config.train_args import build_sft_config
 from tunelab.data.pipeline import Splits
 from tunelab.model.adapters import apply_method, count_parameters
-from tunelab.runs import RunDir
+from tunelab.runs import RunDir, write_json
 from tunelab.train.callbacks import GracefulStop, standard_callbacks, use_concise_progress
+from tunelab.train.packing import packing_collator, restore_attention, use_packed_attention
+from tunelab.train.speed import apply_threads, plan_speed
+from tunelab.train.trainer import TunelabSFTTrainer
 
 
 @dataclass
@@ -24,25 +27,32 @@ class TrainResult:
 
 def run_sft(recipe: Recipe, run: RunDir, model, tokenizer, splits: Splits, resume: bool = False) -> TrainResult:
     from transformers import set_seed
-    from trl import SFTTrainer
 
     set_seed(recipe.seed)  # adapter initialisation is random too
+    plan = plan_speed(recipe.train, model.config, recipe.data.max_length)
+    apply_threads(plan)
+    if plan.padding_free and use_packed_attention(model):
+        plan.attention = model.config._attn_implementation
     model = apply_method(model, recipe.method)
     args = build_sft_config(
         recipe.train,
         str(run.checkpoints),
         recipe.seed,
         has_validation=splits.validation is not None,
+        plan=plan,
         include_num_input_tokens_seen="non_padding",
     )
+    write_json(run.path / "training.json", plan.as_dict())
     callbacks = standard_callbacks(run, recipe.train)
-    trainer = SFTTrainer(
+    trainer = TunelabSFTTrainer(
         model=model,
         args=args,
         train_dataset=splits.train,
         eval_dataset=splits.validation,
         processing_class=tokenizer,
+        data_collator=packing_collator() if plan.padding_free else None,
         callbacks=callbacks,
+        label_only_loss=plan.label_only_loss,
     )
     use_concise_progress(trainer)
     checkpoint = run.last_checkpoint() if resume else None
@@ -57,6 +67,7 @@ def run_sft(recipe: Recipe, run: RunDir, model, tokenizer, splits: Splits, resum
     # accelerate wraps forward() in bf16 autocast for mixed precision; unwrap so the returned model (evaluated and
     # compared with the merged export) computes in full precision like the saved weights.
     model = trainer.accelerator.unwrap_model(trainer.model, keep_fp32_wrapper=False)
+    restore_attention(model.get_base_model() if hasattr(model, "get_base_model") else model)
     model.eval()
     save_trained(model, tokenizer, run, recipe)
     return TrainResult(
