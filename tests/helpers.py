@@ -58,7 +58,11 @@ def tiny_recipe(tmp_path: Path, model_dir: Path, **sections: Any) -> Path:
             "lr_scheduler_type": "constant",
             "bf16": False,
         },
-        "eval": {"metrics": ["json_validity", "field_accuracy", "exact_match"], "max_new_tokens": 16},
+        "eval": {
+            "metrics": ["json_validity", "field_accuracy", "exact_match"],
+            "max_new_tokens": 16,
+            "forgetting": {"limit": 4, "shots": 1},  # a few probe items per subject keep the tests quick
+        },
         "export": {"merge": True, "verify_prompts": 2},
     }
     for key, value in sections.items():

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from pathlib import Path
 
 
 @dataclass
@@ -15,22 +14,11 @@ class ChatSession:
 
 
 def load_chat_model(target: str, system: str | None = None, max_new_tokens: int = 256) -> ChatSession:
-    from tunelab.data.tokenize import ensure_chat_template
-    from tunelab.model.load import load_for_inference
-    from tunelab.runs import RunDir
+    from tunelab.model.targets import load_target
 
-    if RunDir.is_run(target):
-        run = RunDir.open(target)
-        base, adapter = run.model_for_inference()
-        system = system if system is not None else run.training_system_prompt()
-    elif (Path(target) / "adapter_config.json").is_file():
-        from peft import PeftConfig
-
-        base, adapter = PeftConfig.from_pretrained(target).base_model_name_or_path, target
-    else:
-        base, adapter = target, None
-    model, tokenizer = load_for_inference(base, adapter)
-    ensure_chat_template(tokenizer)
+    model, tokenizer, resolved = load_target(target)
+    if resolved.run is not None and system is None:
+        system = resolved.run.training_system_prompt()
     messages = [{"role": "system", "content": system}] if system else []  # --system "" chats without one
     return ChatSession(model, tokenizer, max_new_tokens, messages)
 

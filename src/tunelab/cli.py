@@ -150,6 +150,61 @@ def data_augment_command(args: argparse.Namespace) -> int:
     return 0
 
 
+def eval_command(args: argparse.Namespace) -> int:
+    from tunelab.eval.evaluate import EvalSettings, evaluate_target
+    from tunelab.report import print_eval_report
+
+    settings = EvalSettings(
+        args.data, args.metrics, args.json_schema, args.max_new_tokens, args.batch_size, args.limit, args.out
+    )
+    report, folder = evaluate_target(args.target, settings)
+    print_eval_report(report)
+    print(f"predictions and report: {folder}")
+    return 0
+
+
+def judge_command(args: argparse.Namespace) -> int:
+    from tunelab.eval.pairwise import JudgeSettings, judge_targets
+
+    settings = JudgeSettings(
+        judge=args.judge, judge_model=args.judge_model, api_key_env=args.judge_api_key_env, data=args.data,
+        reference=args.reference, prompt_file=args.prompt_file, limit=args.limit, out=args.out,
+        max_new_tokens=args.max_new_tokens,
+    )  # fmt: skip
+    _, folder = judge_targets(args.a, args.b, settings)
+    print(f"every verdict with the judge's text: {folder / 'verdicts.jsonl'}")
+    return 0
+
+
+def report_command(args: argparse.Namespace) -> int:
+    from tunelab.eval.run_report import write_report
+    from tunelab.runs import RunDir
+
+    paths = write_report(RunDir.open(args.run))
+    print(f"report: {paths['html']}  (markdown: {paths['md']})")
+    return 0
+
+
+def compare_command(args: argparse.Namespace) -> int:
+    from rich.console import Console
+
+    from tunelab.report import compare_table
+
+    Console(width=None if sys.stdout.isatty() else 200).print(compare_table(args.runs))  # pipes get whole rows
+    return 0
+
+
+def bench_command(args: argparse.Namespace) -> int:
+    from tunelab.eval.bench import bench_target, format_report
+
+    report, folder = bench_target(
+        args.target, args.task, args.data, args.split, args.shots, args.limit, args.out, args.scoring
+    )
+    print(format_report(report, subjects=not args.no_subjects))
+    print(f"report: {folder / 'report.json'}  (every item: {folder / 'items.jsonl'})")
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="tunelab", description="Fine-tune, evaluate and export language models.")
     parser.add_argument("--version", action="version", version=_version())
@@ -172,6 +227,56 @@ def build_parser() -> argparse.ArgumentParser:
     chat.add_argument("--system", help="a system prompt (default for a run: the one all its training records share)")
     chat.add_argument("--max-new-tokens", type=int, default=256)
     chat.set_defaults(func=chat_command)
+
+    evaluate = verbs.add_parser("eval", help="held-out metrics for a run or a model (predictions.jsonl + report)")
+    evaluate.add_argument("target", help="a run directory, an adapter folder, a model folder, a .gguf file or an alias")
+    evaluate.add_argument("--data", help="a test file (default for a run: its recipe's data.test)")
+    evaluate.add_argument("--metrics", nargs="+", help="json_validity json_schema field_accuracy exact_match rouge_l "
+                          "bleu (default: the recipe's, or chosen from the references)")  # fmt: skip
+    evaluate.add_argument("--json-schema", help="a JSON Schema file for the json_schema metric")
+    evaluate.add_argument("--max-new-tokens", type=int)
+    evaluate.add_argument("--batch-size", type=int)
+    evaluate.add_argument("--limit", type=int, help="evaluate only the first N records")
+    evaluate.add_argument("--out", help="output folder (default: the run's eval/, or eval/<model>)")
+    evaluate.set_defaults(func=eval_command)
+
+    judge = verbs.add_parser("judge", help="pairwise A/B comparison of two models by a judge, in both orders")
+    judge.add_argument("--a", required=True, help="model A: a run directory, adapter folder, model folder or alias")
+    judge.add_argument("--b", required=True, help="model B, e.g. the base model")
+    judge.add_argument("--judge", required=True, help="a judge model (alias, folder, run) or an OpenAI-compatible "
+                       "base URL such as http://127.0.0.1:8000/v1")  # fmt: skip
+    judge.add_argument("--judge-model", default="default", help="the model name to request from a judge endpoint")
+    judge.add_argument("--judge-api-key-env", help="environment variable holding the judge endpoint's API key")
+    judge.add_argument("--data", help="test prompts (default: the test set of run A or B)")
+    judge.add_argument("--reference", action="store_true", help="show the judge the test reference answer")
+    judge.add_argument("--prompt-file", help="your own judge prompt with {question}, {answer_a}, {answer_b} "
+                       "(and {reference}) placeholders")  # fmt: skip
+    judge.add_argument("--limit", type=int, help="judge only the first N prompts")
+    judge.add_argument("--max-new-tokens", type=int, default=256, help="answer length for A and B")
+    judge.add_argument("--out", help="output folder (default: <run A>/eval/judge/<B>, or judge/<A>-vs-<B>)")
+    judge.set_defaults(func=judge_command)
+
+    report = verbs.add_parser("report", help="write a run's eval/report.html and report.md again")
+    report.add_argument("run", help="a run directory")
+    report.set_defaults(func=report_command)
+
+    compare = verbs.add_parser("compare", help="a table of runs: losses, metrics, forgetting")
+    compare.add_argument("runs", nargs="+", help="run directories")
+    compare.set_defaults(func=compare_command)
+
+    bench = verbs.add_parser("bench", help="multiple-choice benchmark by the log-likelihood of the answer letters")
+    bench.add_argument("target", help="a run directory, an adapter folder, a model folder, a .gguf file or an alias")
+    bench.add_argument("--task", default="probe", help="probe (built in), mmlu, cmmlu, ceval, arc_easy, arc_challenge, "
+                       "or a benchmark file/folder")  # fmt: skip
+    bench.add_argument("--data", help="the benchmark folder (for mmlu, cmmlu, ceval, arc_*)")
+    bench.add_argument("--split", help="the split to score (default: test; C-Eval val; ARC test, else dev)")
+    bench.add_argument("--shots", type=int, default=5, help="solved examples before each question (default 5)")
+    bench.add_argument("--limit", type=int, help="at most this many items per subject")
+    scoring_help = "letters: the answer letter's likelihood (MMLU, CMMLU, C-Eval); text: each choice's (ARC, probe)"
+    bench.add_argument("--scoring", choices=["letters", "text"], help=scoring_help)
+    bench.add_argument("--out", help="folder for report.json and items.jsonl")
+    bench.add_argument("--no-subjects", action="store_true", help="print categories only")
+    bench.set_defaults(func=bench_command)
 
     data = verbs.add_parser("data", help="data tools")
     data_verbs = data.add_subparsers(dest="data_verb", metavar="DATA_VERB")

@@ -122,6 +122,8 @@ def _run_stages(recipe: Recipe, run: RunDir, resume: bool, log, recipe_data, aud
         log(f"[tunelab] evaluating the base model on {len(splits.test_records)} test records")
         results["base"] = _evaluate(model, tokenizer, splits.test_records, recipe, run, "base")
         write_json(run.eval_dir / "metrics.json", results)
+    if recipe.eval.forgetting.enabled:
+        _general_ability(model, tokenizer, recipe, run, "base", results, log)
     log(f"[tunelab] training ({recipe.method.type}) → {run.path}")
     trained = run_sft(recipe, run, model, tokenizer, splits, resume=resume)
     if trained.interrupted:
@@ -132,8 +134,14 @@ def _run_stages(recipe: Recipe, run: RunDir, resume: bool, log, recipe_data, aud
         log("[tunelab] evaluating the tuned model")
         results["tuned"] = _evaluate(trained.model, tokenizer, splits.test_records, recipe, run, "tuned")
         write_json(run.eval_dir / "metrics.json", results)
+    if recipe.eval.forgetting.enabled:
+        _general_ability(trained.model, tokenizer, recipe, run, "tuned", results, log)
+        _forgetting_verdict(recipe, run, log)
     check = _export(recipe, run, model_dir, trained.model, tokenizer, splits.test_records, log)
     run.set_status("completed", step=trained.global_step, parameters=trained.parameters)
+    from tunelab.eval.run_report import write_report
+
+    log(f"[tunelab] report: {write_report(run)['html']}")
     return RunOutcome(run, "completed", results, trained.global_step, check)
 
 
@@ -149,6 +157,14 @@ def _write_data_summary(run: RunDir, summary: dict[str, Any], log) -> None:
     )
 
 
+def _schema_validator(recipe: Recipe):
+    if recipe.eval.json_schema is None:
+        return None
+    from tunelab.eval.metrics import load_json_schema
+
+    return load_json_schema(recipe.eval.json_schema)
+
+
 def _evaluate(model, tokenizer, records, recipe: Recipe, run: RunDir, label: str) -> dict[str, float]:
     from tunelab.eval.heldout import evaluate_model
 
@@ -161,9 +177,43 @@ def _evaluate(model, tokenizer, records, recipe: Recipe, run: RunDir, label: str
         max_new_tokens=recipe.eval.max_new_tokens,
         batch_size=recipe.eval.batch_size,
         label=label,
+        schema_validator=_schema_validator(recipe),
     )
     write_json(run.eval_dir / f"report_{label}.json", report)
     return report["metrics"]
+
+
+def _general_ability(model, tokenizer, recipe: Recipe, run: RunDir, label: str, results: dict, log) -> None:
+    """Score the model on the forgetting task (once: a resumed run keeps the base model's scores)."""
+    from tunelab.eval.bench import run_benchmark
+    from tunelab.eval.tasks import load_task
+
+    settings = recipe.eval.forgetting
+    folder = run.eval_dir / "forgetting" / label
+    report = read_json(folder / "report.json")
+    if report is None or not (folder / "items.jsonl").is_file():
+        task = load_task(settings.task, settings.data, limit=settings.limit)
+        log(f"[tunelab] forgetting check: scoring the {label} model on {len(task.items)} {task.name} items")
+        report, _ = run_benchmark(model, tokenizer, task, settings.shots, settings.scoring or task.scoring, folder)
+    results.setdefault(label, {})[f"{report['task']}_accuracy"] = report["overall"]["accuracy"]
+    write_json(run.eval_dir / "metrics.json", results)
+
+
+def _forgetting_verdict(recipe: Recipe, run: RunDir, log) -> None:
+    from tunelab.eval.forgetting import describe, forgetting_report
+
+    folder = run.eval_dir / "forgetting"
+    rows = {label: _jsonl(folder / label / "items.jsonl") for label in ("base", "tuned")}
+    settings = recipe.eval.forgetting
+    report = forgetting_report(rows["base"], rows["tuned"], settings.task, settings.threshold)
+    write_json(run.eval_dir / "forgetting.json", report)
+    log(f"[tunelab] {describe(report)}")
+
+
+def _jsonl(path: Path) -> list[dict[str, Any]]:
+    import json
+
+    return [json.loads(line) for line in path.read_text(encoding="utf-8").splitlines() if line.strip()]
 
 
 def _sync_saved_generation_config(folder: Path, tokenizer) -> None:

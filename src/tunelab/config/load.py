@@ -208,6 +208,10 @@ def _resolve_paths(recipe: Recipe, base_dir: Path) -> None:
     recipe.data.test = resolve(recipe.data.test)
     if isinstance(recipe.data.validation, str):
         recipe.data.validation = resolve(recipe.data.validation)
+    recipe.eval.json_schema = resolve(recipe.eval.json_schema)
+    recipe.eval.forgetting.data = resolve(recipe.eval.forgetting.data)
+    if Path(recipe.eval.forgetting.task).suffix or "/" in recipe.eval.forgetting.task:
+        recipe.eval.forgetting.task = resolve(recipe.eval.forgetting.task)
 
 
 def check_files(recipe: Recipe) -> list[Problem]:
@@ -224,7 +228,32 @@ def check_files(recipe: Recipe) -> list[Problem]:
     for where, value in named.items():
         if value is not None and not Path(value).is_file():
             problems.append((where, f"file not found: {value}"))
-    return problems + _registry_problems(recipe)
+    return problems + _registry_problems(recipe) + _eval_problems(recipe)
+
+
+def _eval_problems(recipe: Recipe) -> list[Problem]:
+    """The JSON schema parses and is a schema; the forgetting benchmark can be found."""
+    from tunelab.errors import TunelabError
+
+    problems: list[Problem] = []
+    schema = recipe.eval.json_schema
+    if schema is not None:
+        from tunelab.eval.metrics import load_json_schema
+
+        try:
+            load_json_schema(schema)
+        except TunelabError as error:
+            problems.append(("eval.json_schema", str(error)))
+    if "json_schema" in recipe.eval.metrics and schema is None:
+        problems.append(("eval.metrics", "json_schema needs a schema file: set eval.json_schema"))
+    forgetting = recipe.eval.forgetting
+    if forgetting.enabled:
+        from tunelab.eval.tasks import check_task
+
+        problem = check_task(forgetting.task, forgetting.data)
+        if problem:
+            problems.append(("eval.forgetting", problem))
+    return problems
 
 
 def _registry_problems(recipe: Recipe) -> list[Problem]:

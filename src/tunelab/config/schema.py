@@ -9,10 +9,10 @@ from __future__ import annotations
 
 from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, PositiveInt, field_validator
+from pydantic import BaseModel, ConfigDict, Field, PositiveInt, field_validator, model_validator
 
 DataFormat = Literal["auto", "alpaca", "sharegpt", "openai"]
-MetricName = Literal["json_validity", "field_accuracy", "exact_match"]
+MetricName = Literal["json_validity", "json_schema", "field_accuracy", "exact_match", "rouge_l", "bleu"]
 
 
 class Strict(BaseModel):
@@ -90,12 +90,31 @@ class FreezeMethod(Strict):
 Method = Annotated[LoraMethod | FullMethod | FreezeMethod, Field(discriminator="type")]
 
 
+class ForgettingSection(Strict):
+    """Score base and tuned model on the same general-ability items; flag a drop larger than `threshold` points."""
+
+    enabled: bool = True
+    task: str = Field("probe", description="probe (built in), mmlu, cmmlu, ceval, arc_easy, arc_challenge, or a path")
+    data: str | None = Field(None, description="the benchmark folder for mmlu, cmmlu, ceval and arc")
+    shots: Annotated[int, Field(ge=0, le=10)] = 3
+    scoring: Literal["letters", "text"] | None = Field(None, description="default: the task's (probe and ARC: text)")
+    limit: PositiveInt | None = Field(None, description="items per subject")
+    threshold: Annotated[float, Field(ge=0, le=100)] = Field(2.0, description="accuracy drop, in points, to flag")
+
+    @model_validator(mode="before")
+    @classmethod
+    def _switch(cls, value: Any) -> Any:
+        return {"enabled": value} if isinstance(value, bool) else value  # `forgetting: false` turns it off
+
+
 class EvalSection(Strict):
     base: bool = Field(True, description="evaluate the untouched model on the test set before training")
     metrics: list[MetricName] = Field(default_factory=lambda: ["exact_match"])
+    json_schema: str | None = Field(None, description="a JSON Schema file for the json_schema metric")
     max_new_tokens: PositiveInt = 256
     batch_size: PositiveInt = 16
     limit: PositiveInt | None = None
+    forgetting: ForgettingSection = Field(default_factory=ForgettingSection)
 
 
 class ExportSection(Strict):

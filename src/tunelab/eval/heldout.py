@@ -7,9 +7,10 @@ The file belongs to one evaluation: lines for other ids or labels are dropped wh
 
 from __future__ import annotations
 
+import functools
 import json
 import os
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -17,6 +18,8 @@ from tunelab.data.tokenize import prompt_ids_for_generation
 from tunelab.errors import DataError, TunelabError
 from tunelab.eval.generate import generate_batch
 from tunelab.eval.metrics import aggregate, aggregate_by_category, check_metrics, score_record
+
+Scorer = Callable[[str, str], dict[str, Any]]
 
 
 def _prepare(record: dict[str, Any], position: int) -> dict[str, Any]:
@@ -52,7 +55,7 @@ def _prepare_all(records: Sequence[dict[str, Any]]) -> list[dict[str, Any]]:
     return prepared
 
 
-def _read_complete_lines(path: Path) -> list[dict[str, Any]]:
+def read_predictions(path: Path) -> list[dict[str, Any]]:
     """JSON objects from the lines that were fully written; a cut-off or damaged line is skipped."""
     if not path.exists():
         return []
@@ -73,7 +76,7 @@ def _reusable(path: Path, prepared: list[dict[str, Any]], label: str) -> dict[st
     """Saved predictions that still answer the same question for the same model label, by id."""
     wanted = {item["id"]: item for item in prepared}
     reusable = {}
-    for row in _read_complete_lines(path):
+    for row in read_predictions(path):
         item = wanted.get(str(row.get("id")))
         if item is None or row.get("label") != label or not isinstance(row.get("prediction"), str):
             continue
@@ -91,7 +94,7 @@ def _write_lines_atomic(path: Path, rows: Iterable[dict[str, Any]]) -> None:
     os.replace(temporary, path)
 
 
-def _prediction_row(item: dict, result: dict, label: str, metrics: list[str]) -> dict[str, Any]:
+def _prediction_row(item: dict, result: dict, label: str, score: Scorer) -> dict[str, Any]:
     return {
         "id": item["id"],
         "category": item["category"],
@@ -101,7 +104,7 @@ def _prediction_row(item: dict, result: dict, label: str, metrics: list[str]) ->
         "prediction": result["text"],
         "finish_reason": result["finish_reason"],
         "completion_tokens": result["completion_tokens"],
-        "scores": score_record(result["text"], item["reference"], metrics),
+        "scores": score(result["text"], item["reference"]),
     }
 
 
@@ -112,7 +115,7 @@ def _prompt_ids(tokenizer, item: dict[str, Any]) -> list[int]:
         raise DataError(f"test record {item['id']}", error.problem, error.fix) from None
 
 
-def _generate_missing(model, tokenizer, pending, out_path, label, metrics, max_new_tokens, batch_size) -> dict:
+def _generate_missing(model, tokenizer, pending, out_path, label, score: Scorer, max_new_tokens, batch_size) -> dict:
     """Generate for the pending items, appending each finished batch to the predictions file."""
     rows: dict[str, dict[str, Any]] = {}
     prompts = [_prompt_ids(tokenizer, item) for item in pending]  # template problems surface before generation
@@ -120,7 +123,7 @@ def _generate_missing(model, tokenizer, pending, out_path, label, metrics, max_n
 
         def save_batch(indices: list[int], results: list[dict]) -> None:
             for index, result in zip(indices, results, strict=True):
-                row = _prediction_row(pending[index], result, label, metrics)
+                row = _prediction_row(pending[index], result, label, score)
                 rows[row["id"]] = row
                 handle.write(json.dumps(row, ensure_ascii=False) + "\n")
             handle.flush()
@@ -138,6 +141,7 @@ def evaluate_model(
     max_new_tokens: int = 256,
     batch_size: int = 16,
     label: str = "tuned",
+    schema_validator=None,
 ) -> dict[str, Any]:
     """Generate, score and save predictions for canonical test records; resume from `out_path` if it exists.
 
@@ -150,16 +154,17 @@ def evaluate_model(
             "add records to the held-out test split (or lower the share of data held out for validation)"
         )
     names = check_metrics(metrics)
+    score = functools.partial(score_record, metrics=names, schema_validator=schema_validator)
     out_path = Path(out_path)
     prepared = _prepare_all(records)
     rows = _reusable(out_path, prepared, label)
     for row in rows.values():  # the requested metrics may differ from the saved run's
-        row["scores"] = score_record(row["prediction"], row["reference"], names)
+        row["scores"] = score(row["prediction"], row["reference"])
     reused = len(rows)
     _write_lines_atomic(out_path, (rows[item["id"]] for item in prepared if item["id"] in rows))
     pending = [item for item in prepared if item["id"] not in rows]
     if pending:
-        rows.update(_generate_missing(model, tokenizer, pending, out_path, label, names, max_new_tokens, batch_size))
+        rows.update(_generate_missing(model, tokenizer, pending, out_path, label, score, max_new_tokens, batch_size))
     ordered = [rows[item["id"]] for item in prepared]
     _write_lines_atomic(out_path, ordered)  # final file in the test set's order, easier to read and diff
     return _summary(ordered, label, generated=len(pending), reused=reused)

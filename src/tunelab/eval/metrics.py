@@ -9,11 +9,12 @@ from __future__ import annotations
 import json
 import re
 from collections.abc import Iterable, Sequence
+from pathlib import Path
 from typing import Any
 
 from tunelab.errors import TunelabError
 
-METRICS = {"json_validity", "field_accuracy", "exact_match"}
+METRICS = {"json_validity", "json_schema", "field_accuracy", "exact_match", "rouge_l", "bleu"}
 UNCATEGORIZED = "(none)"
 
 _FENCED = re.compile(r"\A```(?:json)?\s*(.*?)\s*```\Z", re.DOTALL | re.IGNORECASE)
@@ -91,11 +92,50 @@ def check_metrics(metrics: Iterable[str]) -> list[str]:
     return names
 
 
-def score_record(pred: str, ref: str, metrics: Sequence[str]) -> dict[str, Any]:
-    """Scores of one prediction. field_accuracy is {"correct", "total"}, or None when the reference is no object."""
+def json_schema_validator(schema: dict[str, Any], where: str = "JSON schema"):
+    """A validator for `schema` (its own draft), or a TunelabError naming what is wrong with the schema."""
+    from jsonschema import SchemaError, validators
+
+    cls = validators.validator_for(schema)
+    try:
+        cls.check_schema(schema)
+    except SchemaError as error:
+        raise TunelabError(f"{where}: not a valid JSON Schema ({error.message})") from None
+    return cls(schema)
+
+
+def load_json_schema(path: str | Path):
+    """A validator for the JSON Schema in `path`; errors name the file and what is wrong."""
+    path = Path(path)
+    try:
+        schema = json.loads(path.read_text(encoding="utf-8"))
+    except OSError as error:
+        raise TunelabError(f"{path}: cannot read the JSON schema ({error.strerror or error})") from None
+    except ValueError as error:
+        raise TunelabError(f"{path}: not valid JSON ({error}); a JSON Schema is a JSON object") from None
+    if not isinstance(schema, dict):
+        raise TunelabError(f"{path}: a JSON Schema must be a JSON object, got {type(schema).__name__}")
+    return json_schema_validator(schema, where=str(path))
+
+
+def schema_valid(pred: str, validator) -> bool:
+    """True when the prediction is JSON (as json_validity reads it) and satisfies the schema."""
+    value = parse_json_answer(pred)
+    return value is not None and validator.is_valid(value)
+
+
+def score_record(pred: str, ref: str, metrics: Sequence[str], schema_validator=None) -> dict[str, Any]:
+    """Scores of one prediction. field_accuracy is {"correct", "total"}, or None when the reference is no object;
+    bleu is {"stats", "sentence"} so that the set gets corpus BLEU."""
+    from tunelab.eval.text_metrics import bleu_statistics, rouge_l
+
     scores: dict[str, Any] = {}
     if "json_validity" in metrics:
         scores["json_validity"] = 1.0 if json_valid(pred) else 0.0
+    if "json_schema" in metrics:
+        if schema_validator is None:
+            raise TunelabError("metric json_schema needs a schema: set eval.json_schema (or --json-schema)")
+        scores["json_schema"] = 1.0 if schema_valid(pred, schema_validator) else 0.0
     if "field_accuracy" in metrics:
         ref_obj = parse_json_answer(ref)
         if isinstance(ref_obj, dict):
@@ -105,15 +145,22 @@ def score_record(pred: str, ref: str, metrics: Sequence[str]) -> dict[str, Any]:
             scores["field_accuracy"] = None
     if "exact_match" in metrics:
         scores["exact_match"] = 1.0 if exact_match(pred, ref) else 0.0
+    if "rouge_l" in metrics:
+        scores["rouge_l"] = round(rouge_l(pred, ref), 6)
+    if "bleu" in metrics:
+        scores["bleu"] = bleu_statistics(pred, ref)
     return scores
 
 
-def score_records(predictions: Sequence[str], references: Sequence[str], metrics: Iterable[str]) -> list[dict]:
+def score_records(
+    predictions: Sequence[str], references: Sequence[str], metrics: Iterable[str], schema_validator=None
+) -> list[dict]:
     """Per-record scores for aligned predictions and references."""
     if len(predictions) != len(references):
         raise ValueError(f"{len(predictions)} predictions but {len(references)} references")
     names = check_metrics(metrics)
-    return [score_record(pred, ref, names) for pred, ref in zip(predictions, references, strict=True)]
+    pairs = zip(predictions, references, strict=True)
+    return [score_record(pred, ref, names, schema_validator) for pred, ref in pairs]
 
 
 def _mean(values: list[float]) -> float | None:
@@ -121,10 +168,13 @@ def _mean(values: list[float]) -> float | None:
 
 
 def aggregate(scores: Sequence[dict[str, Any]]) -> dict[str, float | None]:
-    """Set-level values: shares for json_validity and exact_match, correct/total fields for field_accuracy.
+    """Set-level values: shares for json_validity, json_schema and exact_match, correct/total fields for
+    field_accuracy, mean ROUGE-L F1, corpus BLEU (all in [0, 1]).
 
     A metric with nothing to measure (e.g. no reference is a JSON object) is None rather than a misleading 0.
     """
+    from tunelab.eval.text_metrics import corpus_bleu
+
     names = [name for name in sorted(METRICS) if any(name in s for s in scores)]
     result: dict[str, float | None] = {}
     for name in names:
@@ -132,6 +182,8 @@ def aggregate(scores: Sequence[dict[str, Any]]) -> dict[str, float | None]:
             counts = [s[name] for s in scores if s.get(name)]
             total = sum(c["total"] for c in counts)
             result[name] = sum(c["correct"] for c in counts) / total if total else None
+        elif name == "bleu":
+            result[name] = corpus_bleu([s[name]["stats"] for s in scores if s.get(name)])
         else:
             result[name] = _mean([s[name] for s in scores if s.get(name) is not None])
     return result

@@ -1,0 +1,141 @@
+"""Markdown and HTML renderings of the data `run_report.collect` gathers; no file I/O here."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from tunelab.eval.run_report import (
+    escape,
+    forgetting_rows,
+    forgetting_verdict,
+    judge_rows,
+    metric_rows,
+    summary_rows,
+)
+
+FORGETTING_HEAD = ("category", "items", "base", "tuned", "change (pts)", "95% CI (pts)")
+JUDGE_HEAD = ("comparison", "judge", "wins", "ties", "losses", "unparseable", "win rate", "95% CI")
+METRIC_HEAD = ("metric", "base", "tuned", "change")
+
+
+def _md_table(head: tuple[str, ...], rows: list[tuple[str, ...]]) -> list[str]:
+    def cell(value: Any) -> str:
+        return str(value).replace("|", "\\|").replace("\n", " ")
+
+    lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
+    return lines + ["| " + " | ".join(cell(v) for v in row) + " |" for row in rows]
+
+
+def _category_rows(by_category: dict[str, dict[str, dict[str, Any]]]) -> tuple[tuple[str, ...], list[tuple[str, ...]]]:
+    base, tuned = by_category.get("base", {}), by_category.get("tuned", {})
+    names = sorted(set(base) | set(tuned))
+    metrics = sorted({m for group in (*base.values(), *tuned.values()) for m in group if m != "count"})
+    head = ("category", *(f"{m} base → tuned" for m in metrics))
+    rows = []
+    for name in names:
+        cells = [f"{_pct(base.get(name, {}).get(m))} → {_pct(tuned.get(name, {}).get(m))}" for m in metrics]
+        rows.append((name, *cells))
+    return head, rows
+
+
+def _audit_rows(audit: dict[str, Any]) -> list[tuple[str, str]]:
+    return [(key.replace("_", " "), "not checked" if value is None else str(value)) for key, value in audit.items()]
+
+
+def _pct(value: Any) -> str:
+    return f"{value:.1%}" if isinstance(value, int | float) else "—"
+
+
+def render_markdown(data: dict[str, Any]) -> str:
+    lines = [f"# Run report: {data['name']}", ""]
+    lines += _md_table(("", ""), summary_rows(data)) + [""]
+    if data.get("audit"):
+        audit = data["audit"]
+        lines += ["## Data audit", ""]
+        lines += _md_table(("check", "count"), _audit_rows(audit)) + [""]
+    if data["loss_plot"].is_file():
+        lines += ["## Loss", "", "![loss curves](../plots/loss.png)", ""]
+    if data["metrics"]:
+        lines += ["## Held-out test set", ""] + _md_table(METRIC_HEAD, metric_rows(data["metrics"])) + [""]
+        head, rows = _category_rows(data["by_category"])
+        if rows:
+            lines += _md_table(head, rows) + [""]
+    if data.get("forgetting"):
+        report = data["forgetting"]
+        lines += ["## Forgetting check", "", forgetting_verdict(report), ""]
+        lines += _md_table(FORGETTING_HEAD, forgetting_rows(report)) + [""]
+    if data["judge"]:
+        lines += ["## Pairwise A/B (judged in both orders)", ""] + _md_table(JUDGE_HEAD, judge_rows(data["judge"]))
+        lines += [""]
+    for kind, title in (("best", "Best tuned answers"), ("worst", "Worst tuned answers")):
+        if data["examples"][kind]:
+            lines += [f"## {title}", ""]
+            for example in data["examples"][kind]:
+                lines += [f"**{example['id']}** (tuned {example['tuned_score']:.2f}, base "
+                          f"{_score(example['base_score'])}): {example['prompt']}", ""]  # fmt: skip
+                answers = [(example["reference"], example["base"] or "—", example["tuned"])]
+                lines += _md_table(("reference", "base", "tuned"), answers) + [""]
+    return "\n".join(lines)
+
+
+def _score(value: float | None) -> str:
+    return f"{value:.2f}" if value is not None else "—"
+
+
+STYLE = """
+body { font: 15px/1.45 system-ui, sans-serif; margin: 2rem auto; max-width: 72rem; color: #1d2430; padding: 0 1rem; }
+h1 { font-size: 1.6rem; } h2 { font-size: 1.2rem; margin-top: 2rem; border-bottom: 1px solid #dde; }
+table { border-collapse: collapse; margin: .6rem 0; } td, th { border: 1px solid #d5d9e0; padding: .3rem .6rem; }
+th { background: #f2f4f8; text-align: left; } td.num { text-align: right; font-variant-numeric: tabular-nums; }
+.up { color: #17794a; } .down { color: #b3261e; } .flag { background: #fdecea; padding: .5rem; border-radius: 4px; }
+.ok { background: #e8f5ee; padding: .5rem; border-radius: 4px; } pre { white-space: pre-wrap; margin: 0; }
+.examples td { vertical-align: top; width: 33%; } img { max-width: 100%; border: 1px solid #e3e6eb; }
+"""
+
+
+def _html_table(head: tuple[str, ...], rows: list[tuple[str, ...]], css: str = "") -> str:
+    cells = "".join(f"<th>{escape(h)}</th>" for h in head)
+    body = []
+    for row in rows:
+        tds = []
+        for value in row:
+            text = str(value)
+            kind = "num" if text[:1] in "+-0123456789—" else ""
+            kind += " up" if text.startswith("+") and text != "+0.0 pts" else " down" if text.startswith("-") else ""
+            tds.append(f'<td class="{kind.strip()}">{escape(text)}</td>')
+        body.append("<tr>" + "".join(tds) + "</tr>")
+    return f'<table class="{css}"><tr>{cells}</tr>{"".join(body)}</table>'
+
+
+def render_html(data: dict[str, Any], loss_png_base64: str | None) -> str:
+    parts = [f"<h1>Run report: {escape(data['name'])}</h1>", _html_table(("", ""), summary_rows(data))]
+    if data.get("audit"):
+        rows = _audit_rows(data["audit"])
+        parts += ["<h2>Data audit</h2>", _html_table(("check", "count"), rows)]
+    if loss_png_base64:
+        parts += ["<h2>Loss</h2>", f'<img alt="loss curves" src="data:image/png;base64,{loss_png_base64}">']
+    if data["metrics"]:
+        parts += ["<h2>Held-out test set</h2>", _html_table(METRIC_HEAD, metric_rows(data["metrics"]))]
+        head, rows = _category_rows(data["by_category"])
+        if rows:
+            parts.append(_html_table(head, rows))
+    if data.get("forgetting"):
+        report = data["forgetting"]
+        css = "flag" if report["flagged"] else "ok"
+        parts += ["<h2>Forgetting check</h2>", f'<p class="{css}">{escape(forgetting_verdict(report))}</p>',
+                  _html_table(FORGETTING_HEAD, forgetting_rows(report))]  # fmt: skip
+    if data["judge"]:
+        parts += ["<h2>Pairwise A/B (judged in both orders)</h2>", _html_table(JUDGE_HEAD, judge_rows(data["judge"]))]
+    for kind, title in (("best", "Best tuned answers"), ("worst", "Worst tuned answers")):
+        if data["examples"][kind]:
+            parts.append(f"<h2>{title}</h2>")
+            for example in data["examples"][kind]:
+                parts.append(f"<p><b>{escape(example['id'])}</b> (tuned {example['tuned_score']:.2f}, base "
+                             f"{_score(example['base_score'])}): {escape(example['prompt'])}</p>")  # fmt: skip
+                cells = "".join(f"<td><pre>{escape(text or '—')}</pre></td>"
+                                for text in (example["reference"], example["base"], example["tuned"]))  # fmt: skip
+                parts.append('<table class="examples"><tr><th>reference</th><th>base</th><th>tuned</th></tr>'
+                             f"<tr>{cells}</tr></table>")  # fmt: skip
+    body = "\n".join(parts)
+    return (f'<!doctype html>\n<html lang="en"><head><meta charset="utf-8"><title>{escape(data["name"])} — tunelab'
+            f"</title><style>{STYLE}</style></head><body>\n{body}\n</body></html>\n")  # fmt: skip
