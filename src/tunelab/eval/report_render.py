@@ -48,7 +48,7 @@ def _pct(value: Any) -> str:
 
 def render_markdown(data: dict[str, Any]) -> str:
     lines = [f"# Run report: {data['name']}", ""]
-    lines += _md_table(("", ""), summary_rows(data)) + [""]
+    lines += _md_table(("run", data["name"]), summary_rows(data)) + [""]
     if data.get("audit"):
         audit = data["audit"]
         lines += ["## Data audit", ""]
@@ -93,6 +93,11 @@ th { background: #f2f4f8; text-align: left; } td.num { text-align: right; font-v
 """
 
 
+def _html_key_values(rows: list[tuple[str, str]]) -> str:
+    body = "".join(f"<tr><th>{escape(key)}</th><td>{escape(value)}</td></tr>" for key, value in rows)
+    return f"<table>{body}</table>"
+
+
 def _html_table(head: tuple[str, ...], rows: list[tuple[str, ...]], css: str = "") -> str:
     cells = "".join(f"<th>{escape(h)}</th>" for h in head)
     body = []
@@ -108,7 +113,7 @@ def _html_table(head: tuple[str, ...], rows: list[tuple[str, ...]], css: str = "
 
 
 def render_html(data: dict[str, Any], loss_png_base64: str | None) -> str:
-    parts = [f"<h1>Run report: {escape(data['name'])}</h1>", _html_table(("", ""), summary_rows(data))]
+    parts = [f"<h1>Run report: {escape(data['name'])}</h1>", _html_key_values(summary_rows(data))]
     if data.get("audit"):
         rows = _audit_rows(data["audit"])
         parts += ["<h2>Data audit</h2>", _html_table(("check", "count"), rows)]
