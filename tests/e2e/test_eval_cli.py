@@ -129,3 +129,32 @@ def test_recipe_eval_settings_are_validated(tmp_path, tiny_model_dir, capsys):
     result = cli(["validate", recipe, f"eval.json_schema={broken}"], capsys)
     assert result.exit_code == 2 and "eval.json_schema" in result.err and "not valid JSON" in result.err
     assert cli(["validate", recipe, "eval.forgetting=false"], capsys).exit_code == 0
+
+
+def test_eval_a_model_without_a_chat_template(tiny_model_no_template_dir, tmp_path, capsys):
+    data = write_jsonl(tmp_path / "t.jsonl", quickstart_records("test", 2))
+    args = ["eval", tiny_model_no_template_dir, "--data", data, "--out", tmp_path / "o", "--max-new-tokens", "4"]
+    assert cli(args, capsys).exit_code == 0
+    assert len((tmp_path / "o" / "predictions_model.jsonl").read_text().splitlines()) == 2
+
+
+def test_the_html_report_renders_in_headless_chromium(finished_run, tmp_path):
+    """A real browser opens the report; the screenshot is a full page, not a blank or broken one."""
+    import shutil
+    import subprocess
+
+    from matplotlib.image import imread
+
+    browser = shutil.which("chromium") or shutil.which("chromium-browser")
+    if browser is None:
+        pytest.skip("chromium is not installed (make setup installs it where it can)")
+    shot = tmp_path / "report.png"
+    flags = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
+             "--disable-background-networking", "--disable-component-update", "--disable-sync",
+             f"--user-data-dir={tmp_path / 'profile'}", "--window-size=1280,2200", f"--screenshot={shot}"]  # fmt: skip
+    page = (finished_run / "eval" / "report.html").resolve().as_uri()
+    subprocess.run([browser, *flags, page], check=True, capture_output=True, timeout=120)
+    pixels = imread(shot)
+    assert pixels.shape[:2] == (2200, 1280)
+    colours = {tuple(p) for p in (pixels[::20, ::20, :3] * 255).astype(int).reshape(-1, 3)}
+    assert len(colours) > 20  # text, tables and the loss plot, not an empty page

@@ -159,3 +159,14 @@ def test_judge_cli_bad_input(tmp_path, tiny_model_dir, capsys):
                   "--data", data, "--out", tmp_path / "o", "--max-new-tokens", "2"], capsys)  # fmt: skip
     assert result.exit_code == 1 and "unreachable" in result.err
     assert (tmp_path / "o" / "answers_a.jsonl").is_file()  # the answers generated before the failure are kept
+
+
+def test_a_local_model_judges_too(tmp_path, tiny_model_dir):
+    """The tiny model writes no verdicts: every pair is recorded as unparseable with its raw text, nothing crashes."""
+    from tunelab.eval.judge import LocalJudge
+
+    judge = LocalJudge(str(tiny_model_dir), max_new_tokens=6)
+    rows = judge_pairs(pairs(1, 0, total=3), judge, load_prompt(None, False), tmp_path / "v.jsonl")
+    assert [row["outcome"] for row in rows] == ["unparseable"] * 3
+    assert all(isinstance(row["a_first"]["raw"], str) for row in rows)
+    assert summarize(rows, "A", "B", judge.name, False)["unparseable"] == 3
