@@ -1,7 +1,7 @@
 """Benchmark: tunelab's MMLU scorer against lm-evaluation-harness on the same items, model and shot count.
 
-    make bench-setup                                          # once: lm-eval 0.4.13 into .venv (the `bench` extra)
-    .venv/bin/python bench/mmlu_vs_lm_eval.py --out bench/results/mmlu_vs_lm_eval.json
+    make bench-setup                    # once: lm-eval 0.4.13 into .venv (the `bench` extra), torch kept at 2.13.0
+    .venv/bin/python bench/mmlu_vs_lm_eval.py --out bench/results/mmlu_vs_lm_eval.json    # ~7 min on 2 cores
     .venv/bin/python bench/mmlu_vs_lm_eval.py --subjects anatomy,marketing --limit 50 --shots 0
 
 Both score the first `--limit` test items of each subject with the built-in smollm2-135m-instruct (float32, CPU):
@@ -11,18 +11,23 @@ time to a temporary folder, copies lm-eval's own `mmlu` default template (descri
 datasets libraries run offline and lm-eval loads the model from tunelab's converted folder. lm-eval is told not to add
 a BOS token, as tunelab does not (this tokenizer adds none by default either, so it changes nothing here).
 
-Reported per subject: items, both accuracies, and item agreement (same predicted letter). Overall: both
-micro-averaged accuracies, their difference in points, the largest log-likelihood difference between the two tools,
-how many prompts differ in text, and the scoring times. tunelab's time is `run_benchmark` (prompt building and
-scoring); lm-eval's is `simple_evaluate` on an already loaded model and already built tasks (request building,
-scoring and metrics). Model loading, reading the CSVs and building lm-eval's tasks are timed apart and excluded.
+Reported per subject: items, both accuracies, and item agreement (same predicted letter; items are matched by
+their order in the subject's test file and checked by question text and answer). Overall: both micro-averaged
+accuracies, their difference in points, the largest log-likelihood difference between the two tools, how many
+prompts differ in text (tunelab strips each choice, lm-eval's template does not: a few MMLU choices end in a
+space), and the scoring times. tunelab's time is `run_benchmark` (prompt building and scoring); lm-eval's is
+`simple_evaluate` on an already loaded model and already built tasks (request building, scoring and metrics). Model
+loading, reading the CSVs and building lm-eval's tasks are timed apart and excluded. Both run in this one process,
+tunelab first; the machine's load average is printed beside the times, which are noisy on a shared machine.
 
-The bar: the overall accuracies agree within 1 point.
+The bar: the overall accuracies agree within 1 point; the exit status is 1 when they do not. `--out` also keeps
+every item's gold, tunelab and lm-eval letters.
 """
 
 from __future__ import annotations
 
 import argparse
+import importlib.util
 import json
 import os
 import sys
@@ -63,13 +68,13 @@ def score_with_tunelab(data: Path, subjects: list[str], limit: int, shots: int) 
     started = time.perf_counter()
     model, tokenizer, _ = load_target(MODEL)
     load_s = time.perf_counter() - started
-    started = time.perf_counter()
+    load_before, started = os.getloadavg()[0], time.perf_counter()
     _, rows = run_benchmark(model, tokenizer, task, shots=shots, scoring="letters")
-    score_s = time.perf_counter() - started
+    score_s, load_after = time.perf_counter() - started, os.getloadavg()[0]
     prompts = {p.item.id: p.prefix + p.question for p in build_prompts(task, shots, "letters")}
     for row, item in zip(rows, task.items, strict=True):
         row["question"], row["prompt"] = item.question, prompts[item.id]
-    return {"rows": rows, "read_s": read_s, "load_s": load_s, "score_s": score_s}
+    return {"rows": rows, "read_s": read_s, "load_s": load_s, "score_s": score_s, "loadavg": [load_before, load_after]}
 
 
 # --- lm-evaluation-harness --------------------------------------------------------------------------------------------
@@ -77,6 +82,7 @@ def score_with_tunelab(data: Path, subjects: list[str], limit: int, shots: int) 
 
 def task_config(subject: str, data: Path, shots: int, cache_dir: Path) -> dict[str, Any]:
     """lm-eval's `mmlu_<subject>` (its `_default_template_yaml` plus the subject's description) on the local CSVs."""
+    name = subject.replace("_", " ")
     return {
         "task": TASK_PREFIX + subject,
         "task_alias": subject,
@@ -95,7 +101,7 @@ def task_config(subject: str, data: Path, shots: int, cache_dir: Path) -> dict[s
         "fewshot_config": {"sampler": "first_n"},
         "num_fewshot": shots,
         "output_type": "multiple_choice",
-        "description": f"The following are multiple choice questions (with answers) about {subject.replace('_', ' ')}.\n\n",
+        "description": f"The following are multiple choice questions (with answers) about {name}.\n\n",
         "doc_to_text": "{{question.strip()}}\nA. {{A}}\nB. {{B}}\nC. {{C}}\nD. {{D}}\nAnswer:",
         "doc_to_choice": LETTERS,
         "doc_to_target": "answer",  # a letter here (cais/mmlu has its index); lm-eval looks letters up in the choices
@@ -119,29 +125,30 @@ def score_with_lm_eval(data: Path, subjects: list[str], limit: int, shots: int, 
     """lm-eval's samples per subject (in doc order), its own per-subject accuracies and the time of each stage."""
     import lm_eval
     from lm_eval.models.huggingface import HFLM
-    from lm_eval.tasks import TaskManager, get_task_dict
+    from lm_eval.tasks import TaskManager
 
     from tunelab.model.load import model_folder
 
     started = time.perf_counter()
     names = write_task_configs(workdir / "tasks", data, subjects, shots)
     manager = TaskManager(include_path=str(workdir / "tasks"), include_defaults=False)
-    tasks = get_task_dict(names, manager)
+    tasks = manager.load(names)["tasks"]  # built here, so the CSVs are read before the timed part
     setup_s = time.perf_counter() - started
     started = time.perf_counter()
     folder = model_folder(MODEL)
     model = HFLM(pretrained=folder, dtype="float32", device="cpu", batch_size=batch_size, add_bos_token=False)
     load_s = time.perf_counter() - started
-    started = time.perf_counter()
+    load_before, started = os.getloadavg()[0], time.perf_counter()
     output = lm_eval.simple_evaluate(
-        model=model, tasks=list(tasks.values()), num_fewshot=shots, limit=limit, log_samples=True,
-        bootstrap_iters=0, task_manager=manager,
+        model=model, tasks=list(tasks.values()), limit=limit, log_samples=True, bootstrap_iters=0, task_manager=manager,
     )  # fmt: skip
-    score_s = time.perf_counter() - started
-    samples = {name.removeprefix(TASK_PREFIX): sorted(s, key=lambda s: s["doc_id"]) for name, s in output["samples"].items()}
+    score_s, load_after = time.perf_counter() - started, os.getloadavg()[0]
+    samples = {
+        name.removeprefix(TASK_PREFIX): sorted(s, key=lambda s: s["doc_id"]) for name, s in output["samples"].items()
+    }
     reported = {name.removeprefix(TASK_PREFIX): r["acc,none"] for name, r in output["results"].items() if name in names}
     return {"samples": samples, "reported": reported, "setup_s": setup_s, "load_s": load_s, "score_s": score_s,
-            "model_folder": str(folder)}  # fmt: skip
+            "loadavg": [load_before, load_after], "model_folder": str(folder)}  # fmt: skip
 
 
 def sample_row(sample: dict[str, Any]) -> dict[str, Any]:
@@ -172,22 +179,20 @@ def compare_subject(ours: list[dict[str, Any]], theirs: list[dict[str, Any]]) ->
     """Accuracies and item agreement of one subject; items are matched by order and checked by question text."""
     if len(ours) != len(theirs):
         raise SystemExit(f"item counts differ: tunelab {len(ours)}, lm-eval {len(theirs)}")
-    for index, (a, b) in enumerate(zip(ours, theirs, strict=True)):
+    pairs = list(zip(ours, theirs, strict=True))
+    for index, (a, b) in enumerate(pairs):
         if a["question"] != b["question"] or a["gold"] != b["gold"]:
-            raise SystemExit(f"item {index} of {a['subject']} differs: {a['question'][:60]!r} vs {b['question'][:60]!r}")
-    n = len(ours)
-    gaps = [abs(x - y) for a, b in zip(ours, theirs) for x, y in zip(a["loglikelihoods"], b["loglikelihoods"])]
+            raise SystemExit(f"item {index} of {a['subject']} differs: {a['question'][:60]!r} / {b['question'][:60]!r}")
+    gaps = [abs(x - y) for a, b in pairs for x, y in zip(a["loglikelihoods"], b["loglikelihoods"], strict=True)]
     return {
-        "n": n,
-        "tunelab_correct": sum(r["correct"] for r in ours),
-        "lm_eval_correct": sum(r["correct"] for r in theirs),
-        "agree": sum(a["predicted"] == b["predicted"] for a, b in zip(ours, theirs)),
-        "prompts_differ": sum(a["prompt"] != b["prompt"] for a, b in zip(ours, theirs)),
+        "n": len(pairs),
+        "tunelab_correct": sum(a["correct"] for a, _ in pairs),
+        "lm_eval_correct": sum(b["correct"] for _, b in pairs),
+        "agree": sum(a["predicted"] == b["predicted"] for a, b in pairs),
+        "prompts_differ": sum(a["prompt"] != b["prompt"] for a, b in pairs),
         "max_loglikelihood_gap": max(gaps, default=0.0),
-        "disagreements": [
-            {"item": a["id"], "tunelab": a["predicted"], "lm_eval": b["predicted"], "gold": a["gold"]}
-            for a, b in zip(ours, theirs)
-            if a["predicted"] != b["predicted"]
+        "items": [
+            {"item": a["id"], "gold": a["gold"], "tunelab": a["predicted"], "lm_eval": b["predicted"]} for a, b in pairs
         ],
     }
 
@@ -225,30 +230,46 @@ def timings(tunelab: dict[str, Any], lm_eval: dict[str, Any]) -> dict[str, float
         "lm_eval_model_load_s": lm_eval["load_s"],
         "lm_eval_score_s": lm_eval["score_s"],
         "ratio_lm_eval_over_tunelab": lm_eval["score_s"] / tunelab["score_s"],
+        "tunelab_loadavg_start_end": tunelab["loadavg"],
+        "lm_eval_loadavg_start_end": lm_eval["loadavg"],
     }
 
 
-def print_report(comparison: dict[str, Any], times: dict[str, float], shots: int) -> None:
+def print_report(comparison: dict[str, Any], times: dict[str, Any], shots: int) -> None:
     print(f"{'subject':<24} {'n':>4} {'tunelab':>8} {'lm-eval':>8} {'agree':>7}")
     for subject, s in comparison["by_subject"].items():
-        n = s["n"]
-        print(f"{subject:<24} {n:>4} {s['tunelab_correct'] / n:8.1%} {s['lm_eval_correct'] / n:8.1%} {s['agree'] / n:7.1%}")
+        print(
+            _table_row(
+                subject, s["n"], s["tunelab_correct"] / s["n"], s["lm_eval_correct"] / s["n"], s["agree"] / s["n"]
+            )
+        )
     o = comparison["overall"]
-    print(f"{'overall':<24} {o['n']:>4} {o['tunelab_acc']:8.1%} {o['lm_eval_acc']:8.1%} {o['agreement']:7.1%}")
+    print(_table_row("overall", o["n"], o["tunelab_acc"], o["lm_eval_acc"], o["agreement"]))
     verdict = "within" if o["within_bar"] else "NOT within"
     print(f"{shots}-shot accuracy: tunelab {o['tunelab_acc']:.2%}, lm-eval {o['lm_eval_acc']:.2%}; "
           f"difference {o['difference_points']:+.2f} points ({verdict} {BAR_POINTS:g} point)")  # fmt: skip
     print(f"prompts differing in text: {o['prompts_differ']} of {o['n']}; "
           f"largest log-likelihood difference: {o['max_loglikelihood_gap']:.2e}")  # fmt: skip
-    print(f"scoring s: tunelab {times['tunelab_score_s']:.1f} (run_benchmark: prompts + scoring), "
-          f"lm-eval {times['lm_eval_score_s']:.1f} (simple_evaluate: requests + scoring + metrics); "
-          f"ratio lm-eval/tunelab {times['ratio_lm_eval_over_tunelab']:.1f}x")  # fmt: skip
-    print(f"excluded s: model load tunelab {times['tunelab_model_load_s']:.1f}, lm-eval {times['lm_eval_model_load_s']:.1f}; "
-          f"reading the CSVs: tunelab {times['tunelab_read_s']:.1f}, lm-eval task setup {times['lm_eval_task_setup_s']:.1f}")  # fmt: skip
+    t = times
+    print(f"scoring s: tunelab {t['tunelab_score_s']:.1f} (run_benchmark: prompts + scoring), "
+          f"lm-eval {t['lm_eval_score_s']:.1f} (simple_evaluate: requests + scoring + metrics); "
+          f"ratio lm-eval/tunelab {t['ratio_lm_eval_over_tunelab']:.1f}x")  # fmt: skip
+    print(f"excluded s: model load tunelab {t['tunelab_model_load_s']:.1f}, lm-eval {t['lm_eval_model_load_s']:.1f}; "
+          f"reading the CSVs tunelab {t['tunelab_read_s']:.1f}, "
+          f"lm-eval task setup {t['lm_eval_task_setup_s']:.1f}")  # fmt: skip
+    ours, theirs = t["tunelab_loadavg_start_end"], t["lm_eval_loadavg_start_end"]
+    print(f"machine load (1-minute average, start -> end of scoring; {os.cpu_count()} cores): "
+          f"tunelab {ours[0]:.1f} -> {ours[1]:.1f}, lm-eval {theirs[0]:.1f} -> {theirs[1]:.1f}")  # fmt: skip
+
+
+def _table_row(name: str, n: int, tunelab_acc: float, lm_eval_acc: float, agreement: float) -> str:
+    return f"{name:<24} {n:>4} {tunelab_acc:8.1%} {lm_eval_acc:8.1%} {agreement:7.1%}"
 
 
 def check_subjects(data: Path, subjects: list[str]) -> None:
-    missing = [s for s in subjects for split in ("test", "dev") if not (data / "data" / split / f"{s}_{split}.csv").is_file()]
+    missing = [
+        s for s in subjects for split in ("test", "dev") if not (data / "data" / split / f"{s}_{split}.csv").is_file()
+    ]
     if missing:
         raise SystemExit(f"no test or dev CSV under {data}/data for: {', '.join(sorted(set(missing)))}")
 
@@ -262,6 +283,8 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--batch-size", type=int, default=8, help="lm-eval's batch size")
     parser.add_argument("--out", help="write the results as JSON to this file")
     args = parser.parse_args(argv)
+    if importlib.util.find_spec("lm_eval") is None:
+        raise SystemExit("lm-eval is not installed in this environment: run `make bench-setup` first")
     subjects = [s.strip() for s in args.subjects.split(",") if s.strip()]
     data = args.data.resolve()
     check_subjects(data, subjects)
