@@ -56,14 +56,14 @@ def build_tokenizer(chat_template: bool = True, vocab_size: int = 400) -> PreTra
     return tokenizer
 
 
-def build_tiny_model(path: Path, chat_template: bool = True, seed: int = 0) -> Path:
-    """Write a 2-layer llama (hidden 64) and its tokenizer to `path`; return `path`."""
+def build_tiny_model(path: Path, chat_template: bool = True, seed: int = 0, hidden_size: int = 64) -> Path:
+    """Write a 2-layer llama (hidden 64 unless told) and its tokenizer to `path`; return `path`."""
     path = Path(path)
     tokenizer = build_tokenizer(chat_template=chat_template)
     config = LlamaConfig(
         vocab_size=len(tokenizer),
-        hidden_size=64,
-        intermediate_size=128,
+        hidden_size=hidden_size,
+        intermediate_size=2 * hidden_size,
         num_hidden_layers=2,
         num_attention_heads=4,
         num_key_value_heads=2,

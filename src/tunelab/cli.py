@@ -176,6 +176,68 @@ def judge_command(args: argparse.Namespace) -> int:
     return 0
 
 
+def export_command(args: argparse.Namespace) -> int:
+    from tunelab.export.export import export_run
+
+    result = export_run(args.run, merged=args.merged, dtype=args.dtype, out=args.out, overwrite=args.overwrite)
+    print(f"{result['kind']} export of {args.run}: {result['folder']}")
+    check = result.get("verification")
+    if check:
+        verdict = "identical greedy outputs" if check["identical_outputs"] else f"{check['mismatches']} outputs DIFFER"
+        print(f"merged vs adapter model ({check['dtype']}): {verdict}, max |Δlogit| {check['max_abs_logit_diff']:.1e}")
+    return 0
+
+
+def _adapters(items: list[str]) -> dict[str, str]:
+    from tunelab.errors import TunelabError
+
+    adapters = {}
+    for item in items:
+        name, sep, path = item.partition("=")
+        if not sep or not name or not path:
+            raise TunelabError(f"--adapter {item!r}: write NAME=PATH, e.g. --adapter orders=runs/orders")
+        if name in adapters:
+            raise TunelabError(f"--adapter {name!r} is given twice; each adapter needs its own name")
+        adapters[name] = path
+    return adapters
+
+
+def _key_from_env(variable: str | None, flag: str) -> str | None:
+    from tunelab.errors import TunelabError
+
+    if variable is None:
+        return None
+    key = os.environ.get(variable, "")
+    if not key:
+        raise TunelabError(f"{flag} {variable}: that environment variable is empty; export a key in it first")
+    return key
+
+
+def serve_command(args: argparse.Namespace) -> int:
+    import uvicorn
+
+    from tunelab.serve.app import ServeSettings, create_app
+    from tunelab.serve.engine import Engine, EngineSettings
+
+    adapters = _adapters(args.adapter)
+    settings = ServeSettings(
+        api_key=_key_from_env(args.api_key_env, "--api-key-env"),
+        admin_key=_key_from_env(args.admin_key_env, "--admin-key-env"),
+        max_tokens=args.max_tokens, max_prompt_tokens=args.max_prompt_tokens,
+    )  # fmt: skip
+    engine_settings = EngineSettings(
+        max_batch_rows=args.max_batch, max_queued_rows=args.max_queue, request_timeout_s=args.timeout,
+        mixed_batches=not args.one_at_a_time,
+    )  # fmt: skip
+    engine = Engine(args.model, adapters, engine_settings)
+    print(f"serving {', '.join(engine.names)} on http://{args.host}:{args.port}/v1", flush=True)
+    try:
+        uvicorn.run(create_app(engine, settings), host=args.host, port=args.port, log_level=args.log_level)
+    finally:
+        engine.close()
+    return 0
+
+
 def report_command(args: argparse.Namespace) -> int:
     from tunelab.eval.run_report import write_report
     from tunelab.runs import RunDir
@@ -255,6 +317,40 @@ def build_parser() -> argparse.ArgumentParser:
     judge.add_argument("--max-new-tokens", type=int, default=256, help="answer length for A and B")
     judge.add_argument("--out", help="output folder (default: <run A>/eval/judge/<B>, or judge/<A>-vs-<B>)")
     judge.set_defaults(func=judge_command)
+
+    export = verbs.add_parser("export", help="a run's adapter (PEFT/vLLM layout) or merged model folder, verified")
+    export.add_argument("run", help="a run directory")
+    export.add_argument("--merged", action="store_true", help="merge the adapter into the base model")
+    export.add_argument("--dtype", choices=["float32", "bfloat16", "float16"], help="dtype of a merged export")
+    export.add_argument("--out", help="output folder (default: <run>/export/adapter or <run>/export/merged)")
+    export.add_argument("--overwrite", action="store_true", help="replace a non-empty output folder")
+    export.set_defaults(func=export_command)
+
+    serve = verbs.add_parser("serve", help="an OpenAI-compatible server: one base model, many adapters, batched")
+    serve.add_argument("--model", default="smollm2-135m-instruct", help="the base model (alias, folder, .gguf)")
+    serve.add_argument(
+        "--adapter",
+        action="append",
+        default=[],
+        metavar="NAME=PATH",
+        help="an adapter to serve as model NAME: a run directory or an adapter folder (repeatable)",
+    )
+    serve.add_argument("--host", default="127.0.0.1", help="address to bind (default: loopback only)")
+    serve.add_argument("--port", type=int, default=8000)
+    serve.add_argument("--api-key-env", help="environment variable holding the API key that clients must send")
+    serve.add_argument("--admin-key-env", help="environment variable holding the key for /admin/adapters")
+    serve.add_argument("--max-batch", type=int, default=16, help="sequences generated together")
+    serve.add_argument("--max-queue", type=int, default=64, help="sequences waiting before requests get 429")
+    serve.add_argument("--timeout", type=float, default=300.0, help="seconds a request may take")
+    serve.add_argument("--max-tokens", type=int, default=2048, help="the most tokens a request may ask for")
+    serve.add_argument("--max-prompt-tokens", type=int, default=4096)
+    serve.add_argument(
+        "--one-at-a-time",
+        action="store_true",
+        help="no batching: one request at a time, switching adapters (for comparisons)",
+    )
+    serve.add_argument("--log-level", default="info")
+    serve.set_defaults(func=serve_command)
 
     report = verbs.add_parser("report", help="write a run's eval/report.html and report.md again")
     report.add_argument("run", help="a run directory")

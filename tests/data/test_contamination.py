@@ -9,7 +9,7 @@ import sys
 
 import pytest
 
-from conftest import shared_data
+from helpers import shared_data
 from tunelab.data.contamination import (
     benchmark_ngrams,
     find_contamination,

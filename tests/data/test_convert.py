@@ -6,7 +6,7 @@ import json
 
 import pytest
 
-from conftest import shared_data
+from helpers import shared_data
 from tunelab.data.convert import (
     convert_file,
     preference_to_stack_exchange,

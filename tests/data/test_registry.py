@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from conftest import shared_data
+from helpers import shared_data
 from tunelab.data.load import load_registry_datasets, load_source
 from tunelab.data.registry import registry_entries
 from tunelab.errors import DataError

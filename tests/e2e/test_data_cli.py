@@ -4,8 +4,7 @@ from __future__ import annotations
 
 import yaml
 
-from conftest import shared_data
-from helpers import cli, tiny_recipe
+from helpers import cli, shared_data, tiny_recipe
 
 
 def registry_recipe(tmp_path, model_dir, datasets):

@@ -103,7 +103,7 @@ def test_audit_cli_writes_reports_and_strict_exit(tmp_path, capsys):
 
 
 def test_audit_cli_lengths_and_contamination(tmp_path, tiny_model_dir, capsys):
-    from conftest import shared_data
+    from helpers import shared_data
 
     mmlu = shared_data("mmlu", "data", "dev")
     item = (mmlu / "astronomy_dev.csv").read_text().splitlines()[0]
@@ -216,7 +216,7 @@ def test_augment_cli_with_a_local_model(tmp_path, tiny_model_dir, capsys):
 
 
 def test_audit_finds_the_duplicates_in_the_llamafactory_demo_sets():
-    from conftest import shared_data
+    from helpers import shared_data
     from tunelab.data.workbench import audit_paths
 
     folder = shared_data("llamafactory")

@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from conftest import shared_data
+from helpers import shared_data
 from tunelab.errors import DataError
 from tunelab.eval.benchmarks import BenchmarkItem, read_benchmark, subject_of
 

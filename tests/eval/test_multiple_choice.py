@@ -9,7 +9,7 @@ import pytest
 import torch
 from transformers import AutoModelForCausalLM, AutoTokenizer
 
-from conftest import shared_data
+from helpers import shared_data
 from tunelab.errors import DataError
 from tunelab.eval.bench import run_benchmark, summarize
 from tunelab.eval.benchmarks import BenchmarkItem

@@ -31,7 +31,14 @@ def resolve_target(target: str) -> Target:
     if (Path(target) / "adapter_config.json").is_file():
         from peft import PeftConfig
 
-        return Target(target, PeftConfig.from_pretrained(target).base_model_name_or_path, target, None)
+        from tunelab.errors import ModelError
+
+        try:
+            base = PeftConfig.from_pretrained(target).base_model_name_or_path
+        except (ValueError, TypeError, OSError) as error:  # JSONDecodeError is a ValueError
+            raise ModelError(f"{Path(target) / 'adapter_config.json'}: not a readable PEFT adapter config ({error}); "
+                             "export the adapter again or point at the run directory") from None  # fmt: skip
+        return Target(target, base, target, None)
     return Target(target, target, None, None)
 
 

@@ -23,6 +23,8 @@ class TrainResult:
     global_step: int
     best_checkpoint: str | None
     parameters: dict[str, int]
+    train_seconds: float = 0.0
+    tokens_seen: int = 0  # non-padding input tokens the optimizer steps consumed
 
 
 def run_sft(recipe: Recipe, run: RunDir, model, tokenizer, splits: Splits, resume: bool = False) -> TrainResult:
@@ -61,9 +63,12 @@ def run_sft(recipe: Recipe, run: RunDir, model, tokenizer, splits: Splits, resum
     stopper = next(c for c in callbacks if isinstance(c, GracefulStop))
     stopper.install()
     try:
-        trainer.train(resume_from_checkpoint=str(checkpoint) if checkpoint else None)
+        output = trainer.train(resume_from_checkpoint=str(checkpoint) if checkpoint else None)
     finally:
         stopper.uninstall()
+    seconds, tokens = float(output.metrics.get("train_runtime", 0.0)), int(trainer.state.num_input_tokens_seen)
+    write_json(run.path / "training.json", plan.as_dict() | {"train_seconds": seconds, "tokens_seen": tokens,
+               "real_tokens_per_second": tokens / seconds if seconds else None})  # fmt: skip
     # accelerate wraps forward() in bf16 autocast for mixed precision; unwrap so the returned model (evaluated and
     # compared with the merged export) computes in full precision like the saved weights.
     model = trainer.accelerator.unwrap_model(trainer.model, keep_fp32_wrapper=False)
@@ -76,6 +81,8 @@ def run_sft(recipe: Recipe, run: RunDir, model, tokenizer, splits: Splits, resum
         global_step=trainer.state.global_step,
         best_checkpoint=trainer.state.best_model_checkpoint,
         parameters=count_parameters(trainer.model),
+        train_seconds=seconds,
+        tokens_seen=tokens,
     )
 
 

@@ -1,0 +1,352 @@
+"""Batched generation for many LoRA adapters on one base model.
+
+One worker thread owns the model. Requests wait in a bounded queue; the worker takes what is waiting (up to
+`max_batch_rows` sequences), prefills them together with left padding, and decodes them step by step with one key/
+value cache, each row under its own adapter through PEFT's mixed-adapter batches (`adapter_names=`), its own
+sampling settings, seed, stop sequences and token budget. Rows leave the batch as they finish (their cache rows are
+dropped), a cancelled or expired request leaves at the next step, and each new piece of text is handed to the
+request's asyncio queue as soon as it is safe to show (not inside a possible stop sequence, not half a character).
+
+transformers' `generate` cannot do this: it takes one generation config, one adapter and one stopping rule per
+batch, so the loop is written here.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import queue
+import threading
+import time
+from dataclasses import dataclass, field
+from typing import Any
+
+import torch
+
+from tunelab.errors import ModelError, TunelabError
+
+BASE_ADAPTER = "__base__"  # PEFT's name for "no adapter" in a mixed batch
+
+
+class Overloaded(TunelabError):
+    """The queue is full; the client should retry later."""
+
+
+@dataclass
+class EngineSettings:
+    max_batch_rows: int = 16
+    max_queued_rows: int = 64
+    batch_window_s: float = 0.01  # how long the worker waits for more requests before starting a batch
+    request_timeout_s: float = 300.0
+    mixed_batches: bool = True  # False: one request at a time, switching the active adapter (the baseline)
+
+
+@dataclass
+class Sampling:
+    max_tokens: int
+    temperature: float = 1.0
+    top_p: float = 1.0
+    stop: list[str] = field(default_factory=list)
+    seed: int | None = None
+
+
+class Job:
+    """One API request: prompts × n sequences; results arrive as events on an asyncio queue."""
+
+    def __init__(self, model: str, prompts: list[list[int]], sampling: Sampling, n: int, loop, timeout_s: float):
+        self.model, self.prompts, self.sampling, self.n, self.loop = model, prompts, sampling, n, loop
+        self.events: asyncio.Queue = asyncio.Queue()
+        self.cancelled = threading.Event()
+        self.deadline = time.monotonic() + timeout_s
+        self.rows = len(prompts) * n
+
+    def emit(self, *event: Any) -> None:
+        self.loop.call_soon_threadsafe(self.events.put_nowait, event)
+
+    def cancel(self) -> None:
+        self.cancelled.set()
+
+
+@dataclass
+class Row:
+    job: Job
+    choice: int
+    prompt: list[int]
+    generator: torch.Generator | None
+    tokens: list[int] = field(default_factory=list)
+    sent: int = 0  # characters of text already emitted
+    finish: str | None = None
+
+
+def sample_next(logits: torch.Tensor, sampling: Sampling, generator: torch.Generator | None) -> int:
+    """Greedy at temperature 0; otherwise temperature and nucleus (top-p) sampling."""
+    if sampling.temperature == 0:
+        return int(torch.argmax(logits))
+    probs = torch.softmax(logits.float() / sampling.temperature, dim=-1)
+    if sampling.top_p < 1.0:
+        ordered, order = torch.sort(probs, descending=True)
+        outside = torch.cumsum(ordered, dim=-1) - ordered > sampling.top_p  # keeps at least the most likely token
+        ordered[outside] = 0.0
+        probs = torch.zeros_like(probs).scatter_(0, order, ordered)
+    return int(torch.multinomial(probs, 1, generator=generator))
+
+
+def visible_text(text: str, stops: list[str], final: bool) -> tuple[str, bool]:
+    """(text up to any stop sequence, whether one was found); while not final, hold back a possible stop prefix."""
+    cut = min((text.find(s) for s in stops if s in text), default=-1)
+    if cut >= 0:
+        return text[:cut], True
+    if final:
+        return text, False
+    hold = max((len(s) - 1 for s in stops), default=0)
+    text = text.rstrip("\ufffd")  # an incomplete multi-byte character decodes as U+FFFD until its last byte
+    for size in range(min(hold, len(text)), 0, -1):
+        if any(s.startswith(text[-size:]) for s in stops):
+            return text[:-size], False
+    return text, False
+
+
+class Engine:
+    def __init__(self, base: str, adapters: dict[str, str] | None = None, settings: EngineSettings | None = None):
+        from tunelab.data.tokenize import ensure_chat_template
+        from tunelab.eval.generate import stop_token_ids
+        from tunelab.model.load import load_model
+
+        self.settings = settings or EngineSettings()
+        self.base_name = base
+        self.model, self.tokenizer, _ = load_model(base)
+        self.model.eval()
+        ensure_chat_template(self.tokenizer)
+        self.tokenizers: dict[str, Any] = {base: self.tokenizer}
+        self.adapter_paths: dict[str, str] = {}
+        self.stop_ids = set(stop_token_ids(self.model, self.tokenizer))
+        self.lock = threading.Lock()  # the model: the worker's batches and adapter loading take turns
+        self.pending: queue.Queue[Job] = queue.Queue()
+        self.queued_rows = 0
+        self._count_lock = threading.Lock()
+        self.stats = {"requests": 0, "batches": 0, "rows": 0, "max_batch_rows": 0, "cancelled_rows": 0,
+                      "generated_tokens": 0}  # fmt: skip
+        self._stopping = threading.Event()
+        for name, path in (adapters or {}).items():
+            self.load_adapter(name, path)
+        self.worker = threading.Thread(target=self._work, name="tunelab-engine", daemon=True)
+        self.worker.start()
+
+    # --- adapters -----------------------------------------------------------------------------------------------
+
+    @property
+    def names(self) -> list[str]:
+        return [self.base_name, *self.adapter_paths]
+
+    def load_adapter(self, name: str, path: str) -> None:
+        from peft import PeftModel
+        from transformers import AutoTokenizer
+
+        from tunelab.data.tokenize import ensure_chat_template
+        from tunelab.model.targets import resolve_target
+
+        if name in self.names:
+            raise ModelError(f"a model named {name!r} is already served; unload it first or choose another name")
+        folder = resolve_target(path).adapter or path
+        with self.lock:
+            try:
+                if isinstance(self.model, PeftModel):
+                    self.model.load_adapter(folder, adapter_name=name)
+                else:
+                    self.model = PeftModel.from_pretrained(self.model, folder, adapter_name=name)
+            except (OSError, ValueError, KeyError, RuntimeError) as error:  # RuntimeError: shapes of another base
+                raise ModelError(f"{path}: cannot load it as a LoRA adapter for {self.base_name} ({error})") from None
+            self.model.eval()
+        tokenizer = AutoTokenizer.from_pretrained(folder) if _has_tokenizer(folder) else self.tokenizer
+        ensure_chat_template(tokenizer)
+        self.tokenizers[name] = tokenizer
+        self.adapter_paths[name] = str(folder)
+
+    def unload_adapter(self, name: str) -> None:
+        if name not in self.adapter_paths:
+            raise ModelError(f"no adapter named {name!r} is loaded")
+        with self.lock:
+            if len(self.adapter_paths) == 1:
+                self.model = self.model.unload()  # back to the plain base model
+            else:
+                if self.model.active_adapter == name:
+                    self.model.set_adapter(next(n for n in self.adapter_paths if n != name))
+                self.model.delete_adapter(name)
+        del self.adapter_paths[name]
+        del self.tokenizers[name]
+
+    # --- requests -----------------------------------------------------------------------------------------------
+
+    def submit(self, job: Job) -> None:
+        with self._count_lock:
+            if self.queued_rows + job.rows > self.settings.max_queued_rows:
+                raise Overloaded(f"the server is busy ({self.queued_rows} sequences waiting); retry shortly")
+            self.queued_rows += job.rows
+            self.stats["requests"] += 1
+        self.pending.put(job)
+
+    def close(self) -> None:
+        self._stopping.set()
+        self.worker.join(timeout=5)
+
+    def _take_batch(self) -> list[Job]:
+        try:
+            jobs = [self.pending.get(timeout=0.1)]
+        except queue.Empty:
+            return []
+        limit = self.settings.max_batch_rows if self.settings.mixed_batches else 1
+        rows = jobs[0].rows
+        until = time.monotonic() + self.settings.batch_window_s
+        while self.settings.mixed_batches and rows < limit:
+            try:
+                job = self.pending.get(timeout=max(0.0, until - time.monotonic()))
+            except queue.Empty:
+                break
+            jobs.append(job)
+            rows += job.rows
+        with self._count_lock:
+            self.queued_rows -= rows
+        return jobs
+
+    def _work(self) -> None:
+        while not self._stopping.is_set():
+            jobs = self._take_batch()
+            live = [job for job in jobs if not job.cancelled.is_set()]
+            self.stats["cancelled_rows"] += sum(job.rows for job in jobs if job.cancelled.is_set())
+            if not live:
+                continue
+            try:
+                with self.lock:
+                    for group in self._groups(live):
+                        self._generate(group)
+            except Exception as error:  # a bug or an out-of-memory must fail these requests, not the server
+                for job in live:
+                    job.emit("error", f"generation failed: {type(error).__name__}: {error}")
+
+    def _groups(self, jobs: list[Job]) -> list[list[Job]]:
+        """Mixed batches take every adapter at once; the baseline runs one request at a time."""
+        if self.settings.mixed_batches:
+            size, groups, current = self.settings.max_batch_rows, [], []
+            for job in jobs:
+                if current and sum(j.rows for j in current) + job.rows > size:
+                    groups.append(current)
+                    current = []
+                current.append(job)
+            return [*groups, current]
+        return [[job] for job in jobs]
+
+    # --- the decoding loop ------------------------------------------------------------------------------------------
+
+    def _rows(self, jobs: list[Job]) -> list[Row]:
+        rows = []
+        for job in jobs:
+            for p, prompt in enumerate(job.prompts):
+                for c in range(job.n):
+                    generator = None
+                    if job.sampling.temperature > 0:
+                        generator = torch.Generator()
+                        seed = job.sampling.seed if job.sampling.seed is not None else torch.seed()
+                        generator.manual_seed((seed + c) % 2**63)
+                    rows.append(Row(job, p * job.n + c, prompt, generator))
+        return rows
+
+    def _adapter_kwargs(self, rows: list[Row]) -> dict[str, Any]:
+        from peft import PeftModel
+
+        if not isinstance(self.model, PeftModel):
+            return {}
+        names = [row.job.model if row.job.model in self.adapter_paths else BASE_ADAPTER for row in rows]
+        if self.settings.mixed_batches:
+            return {"adapter_names": names}
+        if names[0] == BASE_ADAPTER:  # one request at a time: switch the active adapter, as a simple server would
+            return {"_disable": True}
+        if self.model.active_adapter != names[0]:
+            self.model.set_adapter(names[0])
+        return {}
+
+    @torch.inference_mode()
+    def _forward(self, ids, mask, positions, cache, rows: list[Row]):
+        kwargs = self._adapter_kwargs(rows)
+        if kwargs.pop("_disable", False):
+            with self.model.disable_adapter():
+                return self.model(input_ids=ids, attention_mask=mask, position_ids=positions, past_key_values=cache,
+                                  use_cache=True, logits_to_keep=1)  # fmt: skip
+        return self.model(input_ids=ids, attention_mask=mask, position_ids=positions, past_key_values=cache,
+                          use_cache=True, logits_to_keep=1, **kwargs)  # fmt: skip
+
+    def _generate(self, jobs: list[Job]) -> None:
+        from transformers import DynamicCache
+
+        rows = self._rows(jobs)
+        self.stats["batches"] += 1
+        self.stats["rows"] += len(rows)
+        self.stats["max_batch_rows"] = max(self.stats["max_batch_rows"], len(rows))
+        width = max(len(r.prompt) for r in rows)
+        pad = self.tokenizer.pad_token_id if self.tokenizer.pad_token_id is not None else 0
+        ids = torch.tensor([[pad] * (width - len(r.prompt)) + r.prompt for r in rows])
+        mask = torch.tensor([[0] * (width - len(r.prompt)) + [1] * len(r.prompt) for r in rows])
+        positions = (mask.cumsum(-1) - 1).clamp(min=0)  # as generate() computes them for left-padded prompts
+        cache = DynamicCache()
+        output = self._forward(ids, mask, positions, cache, rows)
+        active = rows
+        while active:
+            logits = output.logits[:, -1]
+            for index, row in enumerate(active):
+                self._step(row, logits[index])
+            keep = [i for i, row in enumerate(active) if row.finish is None]
+            if len(keep) < len(active):
+                self._finish_jobs(active)
+                if not keep:
+                    break
+                selected = torch.tensor(keep)
+                cache.batch_select_indices(selected)
+                mask, positions = mask[selected], positions[selected]
+                active = [active[i] for i in keep]
+            ids = torch.tensor([[row.tokens[-1]] for row in active])
+            mask = torch.cat([mask, torch.ones(len(active), 1, dtype=mask.dtype)], dim=1)
+            positions = positions[:, -1:] + 1
+            output = self._forward(ids, mask, positions, cache, active)
+
+    def _step(self, row: Row, logits: torch.Tensor) -> None:
+        """Choose the row's next token, emit the text that became safe to show, and decide whether it is done."""
+        job = row.job
+        if job.cancelled.is_set():
+            row.finish = "cancelled"
+            self.stats["cancelled_rows"] += 1
+            return
+        if time.monotonic() > job.deadline:
+            row.finish = "timeout"
+            return
+        token = sample_next(logits, job.sampling, row.generator)
+        row.tokens.append(token)
+        self.stats["generated_tokens"] += 1
+        ended = token in self.stop_ids
+        body = row.tokens[:-1] if ended else row.tokens
+        tokenizer = self.tokenizers.get(job.model, self.tokenizer)
+        text = tokenizer.decode(body, skip_special_tokens=True)
+        final = ended or len(row.tokens) >= job.sampling.max_tokens
+        shown, stopped = visible_text(text, job.sampling.stop, final)
+        if len(shown) > row.sent:
+            job.emit("delta", row.choice, shown[row.sent :])
+            row.sent = len(shown)
+        if ended or stopped:
+            row.finish = "stop"
+        elif final:
+            row.finish = "length"
+
+    def _finish_jobs(self, rows: list[Row]) -> None:
+        """Report rows that just finished; a request whose rows are all finished gets its end event."""
+        for row in rows:
+            if row.finish is None or row.finish == "reported":
+                continue
+            job = row.job
+            if row.finish == "timeout":
+                job.emit("error", "the generation took longer than the server's limit; ask for fewer tokens")
+            elif row.finish != "cancelled":
+                job.emit("done", row.choice, row.finish, len(row.tokens))
+            row.finish = "reported"
+
+
+def _has_tokenizer(folder: str) -> bool:
+    from pathlib import Path
+
+    return (Path(folder) / "tokenizer_config.json").is_file()
