@@ -132,6 +132,29 @@ def test_requests_for_different_adapters_share_a_batch(server, engine, tiny_mode
     assert batched == alone
 
 
+def test_a_request_joins_a_running_batch_and_answers_as_alone(server, engine, monkeypatch):
+    """Continuous batching: a request arriving mid-generation joins at a step boundary, with the same answer."""
+    other = [{"role": "user", "content": "Ship one blue hat to Bob in Paris."}]
+    alone = {name: _chat(server, name, messages, 24) for name, messages in (("orders", MESSAGES), ("short", other))}
+    step = engine._step
+    monkeypatch.setattr(engine, "_step", lambda row, logits: (time.sleep(0.02), step(row, logits))[1])
+    joined = engine.stats["joined_rows"]
+    results = {}
+    first = threading.Thread(target=lambda: results.update(orders=_chat(server, "orders", MESSAGES, 24)))
+    first.start()
+    time.sleep(0.3)  # the first request is decoding by now
+    results["short"] = _chat(server, "short", other, 24)
+    first.join(timeout=60)
+    assert engine.stats["joined_rows"] > joined
+    assert results == alone
+
+
+def _chat(server, model, messages, max_tokens):
+    body = {"model": model, "messages": messages, "temperature": 0, "max_tokens": max_tokens, "stop": ["\u2603"]}
+    response = httpx.post(f"{server}/v1/chat/completions", json=body, headers=KEY, timeout=60)
+    return response.json()["choices"][0]["message"]["content"]
+
+
 async def _one(server, model):
     async with httpx.AsyncClient() as http:
         body = {"model": model, "messages": MESSAGES, "temperature": 0, "max_tokens": 10}

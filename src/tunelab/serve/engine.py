@@ -2,7 +2,8 @@
 
 One worker thread owns the model. Requests wait in a bounded queue; the worker takes what is waiting (up to
 `max_batch_rows` sequences), prefills them together with left padding, and decodes them step by step with one key/
-value cache, each row under its own adapter through PEFT's mixed-adapter batches (`adapter_names=`), its own
+value cache, each row under its own adapter (stacked adapter weights and batched products, `multi_lora.py`; PEFT's
+mixed-adapter batches, `adapter_names=`, for adapter kinds that path does not cover), its own
 sampling settings, seed, stop sequences and token budget. Rows leave the batch as they finish (their cache rows are
 dropped), a cancelled or expired request leaves at the next step, and each new piece of text is handed to the
 request's asyncio queue as soon as it is safe to show (not inside a possible stop sequence, not half a character).
@@ -38,6 +39,7 @@ class EngineSettings:
     batch_window_s: float = 0.01  # how long the worker waits for more requests before starting a batch
     request_timeout_s: float = 300.0
     mixed_batches: bool = True  # False: one request at a time, switching the active adapter (the baseline)
+    prepack_weights: bool = True  # linear weights packed once for oneDNN (fast_linear.py), in either mode
 
 
 @dataclass
@@ -112,9 +114,14 @@ class Engine:
         from tunelab.model.load import load_model
 
         self.settings = settings or EngineSettings()
+        self.packed_layers = 0
         self.base_name = base
         self.model, self.tokenizer, _ = load_model(base)
         self.model.eval()
+        if self.settings.prepack_weights:
+            from tunelab.serve.fast_linear import prepack_linears
+
+            self.packed_layers = prepack_linears(self.model)
         ensure_chat_template(self.tokenizer)
         self.tokenizers: dict[str, Any] = {base: self.tokenizer}
         self.adapter_paths: dict[str, str] = {}
@@ -124,8 +131,10 @@ class Engine:
         self.queued_rows = 0
         self._count_lock = threading.Lock()
         self.stats = {"requests": 0, "batches": 0, "rows": 0, "max_batch_rows": 0, "cancelled_rows": 0,
-                      "generated_tokens": 0}  # fmt: skip
+                      "generated_tokens": 0, "joined_rows": 0}  # fmt: skip
         self._stopping = threading.Event()
+        self._stacked = None  # multi_lora.StackedLora when the batched adapter path applies
+        self._held: Job | None = None  # taken from the queue but did not fit the running batch
         for name, path in (adapters or {}).items():
             self.load_adapter(name, path)
         self.worker = threading.Thread(target=self._work, name="tunelab-engine", daemon=True)
@@ -156,23 +165,46 @@ class Engine:
             except (OSError, ValueError, KeyError, RuntimeError) as error:  # RuntimeError: shapes of another base
                 raise ModelError(f"{path}: cannot load it as a LoRA adapter for {self.base_name} ({error})") from None
             self.model.eval()
+            self.adapter_paths[name] = str(folder)
+            self._restack()
         tokenizer = AutoTokenizer.from_pretrained(folder) if _has_tokenizer(folder) else self.tokenizer
         ensure_chat_template(tokenizer)
         self.tokenizers[name] = tokenizer
-        self.adapter_paths[name] = str(folder)
 
     def unload_adapter(self, name: str) -> None:
         if name not in self.adapter_paths:
             raise ModelError(f"no adapter named {name!r} is loaded")
         with self.lock:
+            if self._stacked is not None:
+                self._stacked.remove()
+                self._stacked = None
             if len(self.adapter_paths) == 1:
                 self.model = self.model.unload()  # back to the plain base model
             else:
                 if self.model.active_adapter == name:
                     self.model.set_adapter(next(n for n in self.adapter_paths if n != name))
                 self.model.delete_adapter(name)
-        del self.adapter_paths[name]
+            del self.adapter_paths[name]
+            self._restack()
         del self.tokenizers[name]
+
+    def _restack(self) -> None:
+        """Rebuild the stacked adapter weights after a change (callers hold the lock)."""
+        from peft import PeftModel
+
+        from tunelab.serve import multi_lora
+
+        if self._stacked is not None:
+            self._stacked.remove()
+            self._stacked = None
+        if not isinstance(self.model, PeftModel) or not self.settings.mixed_batches:
+            return
+        names = list(self.adapter_paths)
+        if multi_lora.supports(self.model, names):
+            self._stacked = multi_lora.StackedLora(self.model, names)
+            multi_lora.set_peft_lora(self.model, False)
+        else:  # DoRA and other variants: PEFT's own mixed batches
+            multi_lora.set_peft_lora(self.model, True)
 
     # --- requests -----------------------------------------------------------------------------------------------
 
@@ -189,10 +221,13 @@ class Engine:
         self.worker.join(timeout=5)
 
     def _take_batch(self) -> list[Job]:
-        try:
-            jobs = [self.pending.get(timeout=0.1)]
-        except queue.Empty:
-            return []
+        if self._held is not None:
+            jobs, self._held = [self._held], None
+        else:
+            try:
+                jobs = [self.pending.get(timeout=0.1)]
+            except queue.Empty:
+                return []
         limit = self.settings.max_batch_rows if self.settings.mixed_batches else 1
         rows = jobs[0].rows
         until = time.monotonic() + self.settings.batch_window_s
@@ -255,6 +290,9 @@ class Engine:
         if not isinstance(self.model, PeftModel):
             return {}
         names = [row.job.model if row.job.model in self.adapter_paths else BASE_ADAPTER for row in rows]
+        if self._stacked is not None:
+            self._stacked.use_rows(names)
+            return {"_stacked": True}
         if self.settings.mixed_batches:
             return {"adapter_names": names}
         if names[0] == BASE_ADAPTER:  # one request at a time: switch the active adapter, as a simple server would
@@ -266,6 +304,9 @@ class Engine:
     @torch.inference_mode()
     def _forward(self, ids, mask, positions, cache, rows: list[Row]):
         kwargs = self._adapter_kwargs(rows)
+        if kwargs.pop("_stacked", False):  # PEFT's LoRA is off; the stacked hooks add each row's adapter
+            return self.model.get_base_model()(input_ids=ids, attention_mask=mask, position_ids=positions,
+                                               past_key_values=cache, use_cache=True, logits_to_keep=1)  # fmt: skip
         if kwargs.pop("_disable", False):
             with self.model.disable_adapter():
                 return self.model(input_ids=ids, attention_mask=mask, position_ids=positions, past_key_values=cache,
@@ -274,37 +315,94 @@ class Engine:
                           use_cache=True, logits_to_keep=1, **kwargs)  # fmt: skip
 
     def _generate(self, jobs: list[Job]) -> None:
-        from transformers import DynamicCache
-
+        """Prefill the jobs' rows together, then decode; requests that arrive meanwhile join at step boundaries."""
         rows = self._rows(jobs)
         self.stats["batches"] += 1
         self.stats["rows"] += len(rows)
-        self.stats["max_batch_rows"] = max(self.stats["max_batch_rows"], len(rows))
+        active, cache, mask, positions = self._advance(rows, *self._prefill(rows))
+        while active:
+            active, cache, mask, positions = self._admit(active, cache, mask, positions)
+            self.stats["max_batch_rows"] = max(self.stats["max_batch_rows"], len(active))
+            ids = torch.tensor([[row.tokens[-1]] for row in active])
+            mask = torch.cat([mask, torch.ones(len(active), 1, dtype=mask.dtype)], dim=1)
+            positions = positions + 1
+            logits = self._forward(ids, mask, positions, cache, active).logits[:, -1]
+            active, cache, mask, positions = self._advance(active, logits, cache, mask, positions)
+
+    def _prefill(self, rows: list[Row]):
+        """(last-position logits, cache, attention mask, last positions) for left-padded prompts."""
+        from transformers import DynamicCache
+
         width = max(len(r.prompt) for r in rows)
         pad = self.tokenizer.pad_token_id if self.tokenizer.pad_token_id is not None else 0
         ids = torch.tensor([[pad] * (width - len(r.prompt)) + r.prompt for r in rows])
         mask = torch.tensor([[0] * (width - len(r.prompt)) + [1] * len(r.prompt) for r in rows])
         positions = (mask.cumsum(-1) - 1).clamp(min=0)  # as generate() computes them for left-padded prompts
         cache = DynamicCache()
-        output = self._forward(ids, mask, positions, cache, rows)
-        active = rows
-        while active:
-            logits = output.logits[:, -1]
-            for index, row in enumerate(active):
-                self._step(row, logits[index])
-            keep = [i for i, row in enumerate(active) if row.finish is None]
-            if len(keep) < len(active):
-                self._finish_jobs(active)
-                if not keep:
-                    break
+        logits = self._forward(ids, mask, positions, cache, rows).logits[:, -1]
+        return logits, cache, mask, positions[:, -1:]
+
+    def _advance(self, active: list[Row], logits, cache, mask, positions):
+        """Give each row its next token; drop the rows that finished (and their cache rows)."""
+        for index, row in enumerate(active):
+            self._step(row, logits[index])
+        keep = [i for i, row in enumerate(active) if row.finish is None]
+        if len(keep) < len(active):
+            self._finish_jobs(active)
+            if keep:
                 selected = torch.tensor(keep)
                 cache.batch_select_indices(selected)
                 mask, positions = mask[selected], positions[selected]
-                active = [active[i] for i in keep]
-            ids = torch.tensor([[row.tokens[-1]] for row in active])
-            mask = torch.cat([mask, torch.ones(len(active), 1, dtype=mask.dtype)], dim=1)
-            positions = positions[:, -1:] + 1
-            output = self._forward(ids, mask, positions, cache, active)
+                mask = _trim_padding(cache, mask)
+            active = [active[i] for i in keep]
+        return active, cache, mask, positions
+
+    def _admit(self, active: list[Row], cache, mask, positions):
+        """Continuous batching: requests that are waiting and fit join the running batch before the next step."""
+        room = self.settings.max_batch_rows - len(active)
+        if not self.settings.mixed_batches or room <= 0 or not _mergeable(cache):
+            return active, cache, mask, positions
+        jobs = self._take_waiting(room)
+        if not jobs:
+            return active, cache, mask, positions
+        rows = self._rows(jobs)
+        self.stats["rows"] += len(rows)
+        self.stats["joined_rows"] += len(rows)
+        joined, new_cache, new_mask, new_positions = self._advance(rows, *self._prefill(rows))
+        if not joined:
+            return active, cache, mask, positions
+        mask = _merge_caches(cache, mask, new_cache, new_mask)
+        return active + joined, cache, mask, torch.cat([positions, new_positions])
+
+    def _take_waiting(self, room: int) -> list[Job]:
+        """Waiting jobs with at most `room` rows in all, without blocking; one that does not fit waits its turn."""
+        jobs, rows = [], 0
+        while True:
+            job = self._held or self._get_nowait()
+            self._held = None
+            if job is None:
+                break
+            if job.cancelled.is_set():
+                self.stats["cancelled_rows"] += job.rows
+                self._dequeued(job.rows)
+                continue
+            if rows + job.rows > room:
+                self._held = job
+                break
+            jobs.append(job)
+            rows += job.rows
+            self._dequeued(job.rows)
+        return jobs
+
+    def _get_nowait(self) -> Job | None:
+        try:
+            return self.pending.get_nowait()
+        except queue.Empty:
+            return None
+
+    def _dequeued(self, rows: int) -> None:
+        with self._count_lock:
+            self.queued_rows -= rows
 
     def _step(self, row: Row, logits: torch.Tensor) -> None:
         """Choose the row's next token, emit the text that became safe to show, and decide whether it is done."""
@@ -344,6 +442,36 @@ class Engine:
             elif row.finish != "cancelled":
                 job.emit("done", row.choice, row.finish, len(row.tokens))
             row.finish = "reported"
+
+
+def _mergeable(cache) -> bool:
+    """Rows can join a running batch when every cache layer is a plain growing one (not sliding, not static)."""
+    from transformers.cache_utils import DynamicLayer
+
+    layers = getattr(cache, "layers", [])
+    return bool(layers) and all(type(layer) is DynamicLayer for layer in layers)
+
+
+def _merge_caches(cache, mask: torch.Tensor, new_cache, new_mask: torch.Tensor) -> torch.Tensor:
+    """Append `new_cache`'s rows to `cache`, left-padding the shorter one (masked out); returns the joint mask."""
+    width = max(mask.shape[1], new_mask.shape[1])
+    grow, new_grow = width - mask.shape[1], width - new_mask.shape[1]
+    pad = torch.nn.functional.pad
+    for layer, new_layer in zip(cache.layers, new_cache.layers, strict=True):
+        layer.keys = torch.cat([pad(layer.keys, (0, 0, grow, 0)), pad(new_layer.keys, (0, 0, new_grow, 0))])
+        layer.values = torch.cat([pad(layer.values, (0, 0, grow, 0)), pad(new_layer.values, (0, 0, new_grow, 0))])
+    return torch.cat([pad(mask, (grow, 0)), pad(new_mask, (new_grow, 0))])
+
+
+def _trim_padding(cache, mask: torch.Tensor) -> torch.Tensor:
+    """Drop leading cache columns that are padding in every row left (a continuous batch would otherwise keep every
+    column any earlier row needed, and grow for as long as it runs)."""
+    start = int(mask.any(dim=0).to(torch.int8).argmax())
+    if start == 0 or not _mergeable(cache):
+        return mask
+    for layer in cache.layers:
+        layer.keys, layer.values = layer.keys[:, :, start:], layer.values[:, :, start:]
+    return mask[:, start:]
 
 
 def _has_tokenizer(folder: str) -> bool:

@@ -1,0 +1,27 @@
+"""Pre-packed linear layers give the plain layers' outputs, for one row, a few rows and a prefill."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+from tunelab.serve import fast_linear
+
+
+@pytest.mark.skipif(not fast_linear.available(), reason="this PyTorch has no oneDNN")
+@pytest.mark.parametrize("shape", [(1, 1, 64), (8, 1, 64), (3, 17, 64), (5, 64)])
+def test_packed_linear_equals_the_plain_one(shape):
+    torch.manual_seed(0)
+    model = torch.nn.Sequential(torch.nn.Linear(64, 96), torch.nn.Linear(96, 32, bias=False))
+    x = torch.randn(*shape)
+    with torch.no_grad():
+        expected = model(x)
+        assert fast_linear.prepack_linears(model) == 2
+        got = model(x)
+    assert got.shape == expected.shape
+    assert torch.allclose(got, expected, rtol=1e-5, atol=1e-5), (got - expected).abs().max()
+
+
+def test_only_float32_linears_are_packed():
+    model = torch.nn.Sequential(torch.nn.Linear(8, 8).to(torch.bfloat16), torch.nn.Embedding(4, 8))
+    assert fast_linear.prepack_linears(model) == 0

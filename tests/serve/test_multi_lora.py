@@ -1,0 +1,78 @@
+"""The stacked multi-adapter path computes what PEFT computes, row by row, for adapters of different ranks."""
+
+from __future__ import annotations
+
+import torch
+
+
+def _adapters(tiny_model_dir, tmp_path):
+    from peft import LoraConfig, PeftModel, get_peft_model
+    from transformers import AutoModelForCausalLM
+
+    folders = {}
+    for name, rank, targets in (("a", 8, "all-linear"), ("b", 4, ["q_proj", "v_proj"])):
+        torch.manual_seed(len(folders))
+        model = get_peft_model(AutoModelForCausalLM.from_pretrained(tiny_model_dir),
+                               LoraConfig(r=rank, lora_alpha=2 * rank, target_modules=targets))  # fmt: skip
+        for parameter_name, parameter in model.named_parameters():
+            if "lora_B" in parameter_name:
+                torch.nn.init.normal_(parameter, std=0.05)
+        model.save_pretrained(tmp_path / name)
+        folders[name] = tmp_path / name
+    model = PeftModel.from_pretrained(AutoModelForCausalLM.from_pretrained(tiny_model_dir), folders["a"],
+                                      adapter_name="a")  # fmt: skip
+    model.load_adapter(folders["b"], adapter_name="b")
+    return model.eval()
+
+
+def test_stacked_adapters_equal_peft_mixed_batches(tiny_model_dir, tmp_path):
+    from tunelab.serve import multi_lora
+
+    model = _adapters(tiny_model_dir, tmp_path)
+    names = ["a", "__base__", "b", "a", "b"]
+    ids = torch.randint(5, 200, (len(names), 12))
+    with torch.no_grad():
+        expected = model(input_ids=ids, adapter_names=names).logits
+        assert multi_lora.supports(model, ["a", "b"])
+        stacked = multi_lora.StackedLora(model, ["a", "b"])
+        multi_lora.set_peft_lora(model, False)
+        stacked.use_rows(names)
+        got = model.get_base_model()(input_ids=ids).logits
+        stacked.remove()
+        multi_lora.set_peft_lora(model, True)
+        with model.disable_adapter():
+            base = model(input_ids=ids).logits
+    assert torch.allclose(got, expected, atol=1e-5), (got - expected).abs().max()
+    assert torch.allclose(got[1], base[1], atol=1e-6)  # the __base__ row gets no adapter
+    for row in (0, 2, 3, 4):  # the adapters really change the output
+        assert not torch.allclose(got[row], base[row], atol=1e-3)
+
+
+def test_dora_is_left_to_peft(tiny_model_dir, tmp_path):
+    from peft import LoraConfig, get_peft_model
+    from transformers import AutoModelForCausalLM
+
+    from tunelab.serve import multi_lora
+
+    model = get_peft_model(AutoModelForCausalLM.from_pretrained(tiny_model_dir),
+                           LoraConfig(r=4, target_modules=["q_proj"], use_dora=True))  # fmt: skip
+    assert not multi_lora.supports(model, ["default"])
+
+
+def test_a_continuous_batch_drops_padding_no_row_needs():
+    from transformers import DynamicCache
+
+    from tunelab.serve.engine import _merge_caches, _trim_padding
+
+    def cache_of(rows, length):
+        cache = DynamicCache()
+        for layer in range(2):
+            cache.update(torch.randn(rows, 2, length, 4), torch.randn(rows, 2, length, 4), layer)
+        return cache
+
+    running, joining = cache_of(1, 3), cache_of(1, 7)
+    mask = _merge_caches(running, torch.ones(1, 3, dtype=torch.long), joining, torch.ones(1, 7, dtype=torch.long))
+    assert mask.tolist() == [[0, 0, 0, 0, 1, 1, 1], [1] * 7] and running.layers[0].keys.shape[2] == 7
+    running.batch_select_indices(torch.tensor([0]))  # the long row leaves: its columns are padding for the rest
+    mask = _trim_padding(running, mask[:1])
+    assert mask.tolist() == [[1, 1, 1]] and all(layer.keys.shape[2] == 3 for layer in running.layers)
