@@ -240,6 +240,20 @@ def test_a_disconnected_stream_stops_generating(server, engine, monkeypatch):
     assert httpx.get(f"{server}/health").json()["status"] == "ok"
 
 
+def test_an_abandoned_request_stops_generating(server, engine, monkeypatch):
+    """A client that gives up on a non-streamed request (here: its timeout) stops the decoding too."""
+    step = engine._step
+    monkeypatch.setattr(engine, "_step", lambda row, logits: (time.sleep(0.1), step(row, logits))[1])
+    cancelled = engine.stats["cancelled_rows"]
+    body = {"model": "orders", "messages": MESSAGES, "max_tokens": 64, "temperature": 0, "stop": ["\u2603never"]}
+    with pytest.raises(httpx.TimeoutException):
+        httpx.post(f"{server}/v1/chat/completions", json=body, headers=KEY, timeout=1.5)
+    deadline = time.monotonic() + 20
+    while engine.stats["cancelled_rows"] == cancelled and time.monotonic() < deadline:
+        time.sleep(0.05)
+    assert engine.stats["cancelled_rows"] > cancelled
+
+
 def test_adapters_are_loaded_and_unloaded_at_run_time(server, adapters):
     admin = {"Authorization": "Bearer admin-key"}
     load = {"name": "again", "path": str(adapters["short"])}

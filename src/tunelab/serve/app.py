@@ -150,14 +150,19 @@ class Api:
 
 
 async def _next_event(job: Job, request: Request) -> tuple:
-    """The job's next event; cancels the job when the client has gone away."""
+    """The job's next event; cancels the job when the client has gone away (checked at least twice a second, also
+    while text keeps arriving, so an abandoned non-streamed request does not decode to the end)."""
+    loop = asyncio.get_running_loop()
     while True:
+        if loop.time() - job.checked_at > 0.5:
+            job.checked_at = loop.time()
+            if await request.is_disconnected():
+                job.cancel()
+                raise asyncio.CancelledError
         try:
             return await asyncio.wait_for(job.events.get(), timeout=0.5)
         except TimeoutError:
-            if await request.is_disconnected():
-                job.cancel()
-                raise asyncio.CancelledError from None
+            continue
 
 
 async def collect(job: Job, request: Request) -> tuple[list[str], list[str], int]:

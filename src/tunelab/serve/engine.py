@@ -60,6 +60,7 @@ class Job:
         self.cancelled = threading.Event()
         self.deadline = time.monotonic() + timeout_s
         self.rows = len(prompts) * n
+        self.checked_at = 0.0  # when the HTTP layer last checked that the client is still there
 
     def emit(self, *event: Any) -> None:
         self.loop.call_soon_threadsafe(self.events.put_nowait, event)
