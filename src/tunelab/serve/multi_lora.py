@@ -10,10 +10,10 @@ that row's adapter (none for the base model): two products and a multiply for al
 The low-rank products are computed for every adapter, which costs adapters·r columns: small next to the base layer
 for the handful of adapters a server holds.
 
-PEFT still loads, validates and stores the adapters; during generation its own LoRA path is switched off
-(`disable_adapter()`), so the base layers compute the base model and the hooks add each row's adapter. Adapters this
-path cannot express (DoRA, LoRA on embeddings or convolutions, other variants) make `supports()` false and the
-engine falls back to PEFT's mixed batches.
+PEFT still loads, validates and stores the adapters; during generation its own LoRA path is switched off in every
+layer (`set_peft_lora(model, False)`), so the base layers compute the base model and the hooks add each row's
+adapter. Adapters this path cannot express (DoRA, LoRA with a bias, on embeddings or convolutions, other variants)
+make `supports()` false and the engine falls back to PEFT's mixed batches.
 """
 
 from __future__ import annotations
@@ -42,6 +42,8 @@ def supports(model, adapters: list[str]) -> bool:
             if on_other_layer or name in getattr(module, "lora_embedding_A", {}):
                 return False
             if module.use_dora.get(name, False) or name in getattr(module, "lora_variant", {}):
+                return False
+            if getattr(module, "lora_bias", {}).get(name, False):
                 return False
             if getattr(module, "fan_in_fan_out", False):
                 return False
