@@ -62,7 +62,7 @@ def test_dora_is_left_to_peft(tiny_model_dir, tmp_path):
 def test_a_continuous_batch_drops_padding_no_row_needs():
     from transformers import DynamicCache
 
-    from tunelab.serve.engine import _merge_caches, _trim_padding
+    from tunelab.serve.kv_cache import merge_caches, trim_padding
 
     def cache_of(rows, length):
         cache = DynamicCache()
@@ -71,8 +71,8 @@ def test_a_continuous_batch_drops_padding_no_row_needs():
         return cache
 
     running, joining = cache_of(1, 3), cache_of(1, 7)
-    mask = _merge_caches(running, torch.ones(1, 3, dtype=torch.long), joining, torch.ones(1, 7, dtype=torch.long))
+    mask = merge_caches(running, torch.ones(1, 3, dtype=torch.long), joining, torch.ones(1, 7, dtype=torch.long))
     assert mask.tolist() == [[0, 0, 0, 0, 1, 1, 1], [1] * 7] and running.layers[0].keys.shape[2] == 7
     running.batch_select_indices(torch.tensor([0]))  # the long row leaves: its columns are padding for the rest
-    mask = _trim_padding(running, mask[:1])
+    mask = trim_padding(running, mask[:1])
     assert mask.tolist() == [[1, 1, 1]] and all(layer.keys.shape[2] == 3 for layer in running.layers)

@@ -24,6 +24,7 @@ from typing import Any
 import torch
 
 from tunelab.errors import ModelError, TunelabError
+from tunelab.serve.kv_cache import merge_caches, mergeable, trim_padding
 
 BASE_ADAPTER = "__base__"  # PEFT's name for "no adapter" in a mixed batch
 
@@ -176,9 +177,6 @@ class Engine:
         if name not in self.adapter_paths:
             raise ModelError(f"no adapter named {name!r} is loaded")
         with self.lock:
-            if self._stacked is not None:
-                self._stacked.remove()
-                self._stacked = None
             if len(self.adapter_paths) == 1:
                 self.model = self.model.unload()  # back to the plain base model
             else:
@@ -354,14 +352,14 @@ class Engine:
                 selected = torch.tensor(keep)
                 cache.batch_select_indices(selected)
                 mask, positions = mask[selected], positions[selected]
-                mask = _trim_padding(cache, mask)
+                mask = trim_padding(cache, mask)
             active = [active[i] for i in keep]
         return active, cache, mask, positions
 
     def _admit(self, active: list[Row], cache, mask, positions):
         """Continuous batching: requests that are waiting and fit join the running batch before the next step."""
         room = self.settings.max_batch_rows - len(active)
-        if not self.settings.mixed_batches or room <= 0 or not _mergeable(cache):
+        if not self.settings.mixed_batches or room <= 0 or not mergeable(cache):
             return active, cache, mask, positions
         jobs = self._take_waiting(room)
         if not jobs:
@@ -372,7 +370,7 @@ class Engine:
         joined, new_cache, new_mask, new_positions = self._advance(rows, *self._prefill(rows))
         if not joined:
             return active, cache, mask, positions
-        mask = _merge_caches(cache, mask, new_cache, new_mask)
+        mask = merge_caches(cache, mask, new_cache, new_mask)
         return active + joined, cache, mask, torch.cat([positions, new_positions])
 
     def _take_waiting(self, room: int) -> list[Job]:
@@ -443,36 +441,6 @@ class Engine:
             elif row.finish != "cancelled":
                 job.emit("done", row.choice, row.finish, len(row.tokens))
             row.finish = "reported"
-
-
-def _mergeable(cache) -> bool:
-    """Rows can join a running batch when every cache layer is a plain growing one (not sliding, not static)."""
-    from transformers.cache_utils import DynamicLayer
-
-    layers = getattr(cache, "layers", [])
-    return bool(layers) and all(type(layer) is DynamicLayer for layer in layers)
-
-
-def _merge_caches(cache, mask: torch.Tensor, new_cache, new_mask: torch.Tensor) -> torch.Tensor:
-    """Append `new_cache`'s rows to `cache`, left-padding the shorter one (masked out); returns the joint mask."""
-    width = max(mask.shape[1], new_mask.shape[1])
-    grow, new_grow = width - mask.shape[1], width - new_mask.shape[1]
-    pad = torch.nn.functional.pad
-    for layer, new_layer in zip(cache.layers, new_cache.layers, strict=True):
-        layer.keys = torch.cat([pad(layer.keys, (0, 0, grow, 0)), pad(new_layer.keys, (0, 0, new_grow, 0))])
-        layer.values = torch.cat([pad(layer.values, (0, 0, grow, 0)), pad(new_layer.values, (0, 0, new_grow, 0))])
-    return torch.cat([pad(mask, (grow, 0)), pad(new_mask, (new_grow, 0))])
-
-
-def _trim_padding(cache, mask: torch.Tensor) -> torch.Tensor:
-    """Drop leading cache columns that are padding in every row left (a continuous batch would otherwise keep every
-    column any earlier row needed, and grow for as long as it runs)."""
-    start = int(mask.any(dim=0).to(torch.int8).argmax())
-    if start == 0 or not _mergeable(cache):
-        return mask
-    for layer in cache.layers:
-        layer.keys, layer.values = layer.keys[:, :, start:], layer.values[:, :, start:]
-    return mask[:, start:]
 
 
 def _has_tokenizer(folder: str) -> bool:

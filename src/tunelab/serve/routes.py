@@ -48,10 +48,7 @@ def add_routes(app: FastAPI, api: Api, settings: ServeSettings) -> None:
 
     @app.post("/v1/chat/completions")
     async def chat(request: Request):
-        _check_key(request, settings.api_key)
-        body = parse(ChatCompletionRequest, await read_json(request, settings.max_body_bytes))
-        api.check_model(body.model)
-        sampling = api.sampling(body, body.token_limit())
+        body, sampling = await _request(api, request, ChatCompletionRequest)
         prompt = api.chat_prompt(body)
         job = api.submit(body, [prompt], sampling)
         ident, created = new_id("chatcmpl"), now()
@@ -60,9 +57,7 @@ def add_routes(app: FastAPI, api: Api, settings: ServeSettings) -> None:
             def chunk(choice, text, finish):
                 return _chat_chunk(ident, created, body.model, choice, text, finish)
 
-            include = bool(body.stream_options and body.stream_options.include_usage)
-            events = stream(job, request, chunk, len(prompt), include)
-            return StreamingResponse(events, media_type="text/event-stream", headers=SSE_HEADERS)
+            return _streaming(job, request, chunk, len(prompt), body)
         texts, reasons, tokens = await collect(job, request)
         choices = [
             {"index": i, "message": {"role": "assistant", "content": text}, "logprobs": None, "finish_reason": why}
@@ -73,10 +68,7 @@ def add_routes(app: FastAPI, api: Api, settings: ServeSettings) -> None:
 
     @app.post("/v1/completions")
     async def completions(request: Request):
-        _check_key(request, settings.api_key)
-        body = parse(CompletionRequest, await read_json(request, settings.max_body_bytes))
-        api.check_model(body.model)
-        sampling = api.sampling(body, body.token_limit())
+        body, sampling = await _request(api, request, CompletionRequest)
         tokenizer = engine.tokenizers[body.model]
         prompts = [tokenizer(text)["input_ids"] for text in body.prompts()]
         for ids in prompts:
@@ -92,9 +84,7 @@ def add_routes(app: FastAPI, api: Api, settings: ServeSettings) -> None:
                         "choices": [] if choice is None else
                         [{"index": choice, "text": text or "", "logprobs": None, "finish_reason": finish}]}  # fmt: skip
 
-            include = bool(body.stream_options and body.stream_options.include_usage)
-            events = stream(job, request, chunk, prompt_tokens, include)
-            return StreamingResponse(events, media_type="text/event-stream", headers=SSE_HEADERS)
+            return _streaming(job, request, chunk, prompt_tokens, body)
         texts, reasons, tokens = await collect(job, request)
         choices = [{"index": i, "text": text, "logprobs": None, "finish_reason": reason}
                    for i, (text, reason) in enumerate(zip(texts, reasons, strict=True))]  # fmt: skip
@@ -120,6 +110,20 @@ def add_routes(app: FastAPI, api: Api, settings: ServeSettings) -> None:
         except ModelError as error:
             raise ApiError(404, str(error), param="name", code="model_not_found") from None
         return JSONResponse({"id": name, "object": "model", "deleted": True})
+
+
+async def _request(api: Api, request: Request, model_class):
+    """(validated body, sampling settings) of an inference request: key, size, JSON, fields, model, limits."""
+    _check_key(request, api.settings.api_key)
+    body = parse(model_class, await read_json(request, api.settings.max_body_bytes))
+    api.check_model(body.model)
+    return body, api.sampling(body, body.token_limit())
+
+
+def _streaming(job, request: Request, chunk, prompt_tokens: int, body) -> StreamingResponse:
+    include = bool(body.stream_options and body.stream_options.include_usage)
+    events = stream(job, request, chunk, prompt_tokens, include)
+    return StreamingResponse(events, media_type="text/event-stream", headers=SSE_HEADERS)
 
 
 def _chat_chunk(ident: str, created: int, model: str, choice: int | None, text: str | None, finish: str | None):
