@@ -7,9 +7,13 @@ from pathlib import Path
 os.environ["HF_HUB_OFFLINE"] = "1"
 os.environ["TRANSFORMERS_OFFLINE"] = "1"
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+# An unexpected exception in the CLI is raised with its traceback instead of being summarised for a user: a test that
+# hits one fails loudly (tests of the summary itself unset this).
+os.environ["TUNELAB_DEBUG"] = "1"
 
 import pytest  # noqa: E402
 
+from fuzzing import CASES  # noqa: E402
 from tiny_model import build_tiny_model  # noqa: E402
 
 REPO = Path(__file__).resolve().parents[1]
@@ -34,3 +38,10 @@ def _isolated_home(tmp_path, monkeypatch):
     monkeypatch.setenv("HF_HUB_OFFLINE", "1")
     monkeypatch.setenv("TRANSFORMERS_OFFLINE", "1")
     yield
+
+
+def pytest_terminal_summary(terminalreporter, exitstatus, config):
+    """How many generated cases each property-based test tried, per entry point (the fuzzing bar counts them)."""
+    if CASES:
+        lines = ", ".join(f"{name} {count}" for name, count in sorted(CASES.items()))
+        terminalreporter.write_line(f"fuzz cases tried: {lines}; total {sum(CASES.values())}")

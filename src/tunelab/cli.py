@@ -13,6 +13,8 @@ import warnings
 from collections.abc import Callable
 from pathlib import Path
 
+INTERNAL_ERROR = 70  # EX_SOFTWARE: a bug in tunelab (a TunelabError exits 1, or 2 for a recipe problem)
+
 
 def _recipe_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("recipe", help="the recipe YAML file")
@@ -32,9 +34,21 @@ def run_command(args: argparse.Namespace) -> int:
 
 def validate_command(args: argparse.Namespace) -> int:
     from tunelab.config.load import load_recipe
+    from tunelab.workflow import preflight_warnings
 
     recipe = load_recipe(args.recipe, args.overrides)
     print(f"{args.recipe}: valid (run {recipe.name!r}, method {recipe.method.type}, model {recipe.model.name})")
+    for warning in preflight_warnings(recipe):
+        print(f"warning: {warning}", file=sys.stderr)
+    return 0
+
+
+def status_command(args: argparse.Namespace) -> int:
+    from tunelab.runs import RunDir, describe_status
+
+    for path in args.runs:
+        run = RunDir.open(path)
+        print(f"{run.path}: {describe_status(run.status())}")
     return 0
 
 
@@ -61,18 +75,24 @@ def data_audit_command(args: argparse.Namespace) -> int:
     from rich.console import Console
 
     from tunelab.data.audit_report import summary_lines, write_audit
+    from tunelab.data.clean import check_clean_dir, clean_lines, write_clean
     from tunelab.data.workbench import audit_paths, audit_recipe
 
+    if args.write_clean:
+        check_clean_dir(args.write_clean, args.overwrite)  # before the audit, which can take minutes
     if len(args.inputs) == 1 and args.inputs[0].endswith((".yaml", ".yml")):
         result = audit_recipe(args.inputs[0], against=args.against, threshold=args.threshold)
     else:
         model = None if args.no_lengths else args.model
         result = audit_paths(args.inputs, args.eval, args.against, model, args.max_length, args.threshold)
+    cleaned = write_clean(result, args.write_clean, args.overwrite) if args.write_clean else None
     written = write_audit(result.report, Path(args.out))
-    console = Console()
+    console = Console(soft_wrap=True)  # paths are printed whole, to be copied
     for line in summary_lines(result.report):
         console.print(line)
     console.print(f"report: {written['md']}  (full lists: {written['json']})")
+    for line in clean_lines(cleaned) if cleaned else []:
+        console.print(line, markup=False)
     problems = result.leaks() + result.invalid()
     return 3 if args.strict and problems else 0
 
@@ -224,6 +244,7 @@ def serve_command(args: argparse.Namespace) -> int:
         api_key=_key_from_env(args.api_key_env, "--api-key-env"),
         admin_key=_key_from_env(args.admin_key_env, "--admin-key-env"),
         max_tokens=args.max_tokens, max_prompt_tokens=args.max_prompt_tokens,
+        default_system=not args.no_default_system,
     )  # fmt: skip
     engine_settings = EngineSettings(
         max_batch_rows=args.max_batch, max_queued_rows=args.max_queue, request_timeout_s=args.timeout,
@@ -278,6 +299,10 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("--resume", action="store_true", help="continue the run from its last checkpoint")
     run.add_argument("--overwrite", action="store_true", help="delete an existing run of the same name first")
     run.set_defaults(func=run_command)
+
+    status = verbs.add_parser("status", help="what a run is doing or how it ended (a killed run shows as interrupted)")
+    status.add_argument("runs", nargs="+", help="run directories")
+    status.set_defaults(func=status_command)
 
     validate = verbs.add_parser("validate", help="check a recipe without training")
     _recipe_arguments(validate)
@@ -349,6 +374,11 @@ def build_parser() -> argparse.ArgumentParser:
         action="store_true",
         help="no batching: one request at a time, switching adapters (for comparisons)",
     )
+    serve.add_argument(
+        "--no-default-system",
+        action="store_true",
+        help="do not give chat requests without a system message the system prompt the run's training data shared",
+    )
     serve.add_argument("--log-level", default="info")
     serve.set_defaults(func=serve_command)
 
@@ -392,6 +422,9 @@ def build_parser() -> argparse.ArgumentParser:
     audit.add_argument("--threshold", type=float, default=0.8, help="near-duplicate Jaccard threshold")
     audit.add_argument("--out", default="audit", help="folder for report.md, report.json and plots")
     audit.add_argument("--strict", action="store_true", help="exit 3 when leakage or invalid records are found")
+    clean_help = "also write cleaned copies of the inputs here: no invalid records, no extra exact copies, no leaks"
+    audit.add_argument("--write-clean", metavar="DIR", help=clean_help)
+    audit.add_argument("--overwrite", action="store_true", help="--write-clean into a non-empty folder (not inputs)")
     audit.set_defaults(func=data_audit_command)
 
     split = data_verbs.add_parser("split", help="deterministic split where near-duplicates never straddle splits")
@@ -439,8 +472,33 @@ def _version() -> str:
     return f"tunelab {__version__}"
 
 
+def _internal_error(error: Exception) -> int:
+    """An exception that is not a TunelabError is a bug in tunelab, not a problem with the user's input: one line
+    that says so, the traceback in a file to attach to a bug report (TUNELAB_DEBUG=1 raises it instead)."""
+    import tempfile
+    import traceback
+
+    if os.environ.get("TUNELAB_DEBUG"):
+        raise error
+    text = "".join(traceback.format_exception(error))
+    with tempfile.NamedTemporaryFile("w", prefix="tunelab-error-", suffix=".txt", delete=False) as handle:
+        handle.write(text)
+    print(f"error: internal error ({type(error).__name__}: {error}). This is a bug in tunelab, not in your input; "
+          f"the traceback is in {handle.name} (run with TUNELAB_DEBUG=1 to see it here).", file=sys.stderr)  # fmt: skip
+    return INTERNAL_ERROR
+
+
+def _quiet_bars_when_piped() -> None:
+    """Output to a file or a pipe gets plain lines: no `\r` progress-bar frames from the libraries underneath."""
+    if not sys.stderr.isatty():
+        os.environ.setdefault("HF_HUB_DISABLE_PROGRESS_BARS", "1")  # also transformers' bars
+        os.environ.setdefault("HF_DATASETS_DISABLE_PROGRESS_BARS", "1")
+        os.environ.setdefault("TQDM_DISABLE", "1")  # plain tqdm bars, e.g. transformers' GGUF conversion
+
+
 def main(argv: list[str] | None = None) -> int:
     os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+    _quiet_bars_when_piped()
     # Deprecation notices from upstream libraries are for library authors, not for tunelab's users.
     warnings.filterwarnings("ignore", category=FutureWarning)
     warnings.filterwarnings("ignore", category=DeprecationWarning)
@@ -464,6 +522,8 @@ def main(argv: list[str] | None = None) -> int:
     except KeyboardInterrupt:
         print("interrupted", file=sys.stderr)
         return 130
+    except Exception as error:  # a bug, reported as one: see _internal_error
+        return _internal_error(error)
 
 
 if __name__ == "__main__":

@@ -4,20 +4,31 @@ from __future__ import annotations
 
 from typing import Any
 
+VERDICT_COLOURS = {"better": "green", "worse": "red", "inconclusive": "yellow", "no forgetting": "green",
+                   "FORGETTING": "bold red"}  # fmt: skip
 
-def metrics_table(results: dict[str, dict[str, float]]):
+
+def _coloured(verdict: str) -> str:
+    colour = VERDICT_COLOURS.get(verdict)
+    return f"[{colour}]{verdict}[/]" if colour and verdict else verdict
+
+
+def metrics_table(results: dict[str, dict[str, float]], comparison=None, forgetting=None):
+    """base, tuned, change and, where the run has them, the paired-bootstrap 95% interval and verdict per metric."""
     from rich.table import Table
 
+    from tunelab.eval.run_report import intervals
+
     table = Table(title="held-out test set")
-    table.add_column("metric")
-    table.add_column("base", justify="right")
-    table.add_column("tuned", justify="right")
-    table.add_column("change", justify="right")
+    for column in ("metric", "base", "tuned", "change", "95% CI (pts)", "verdict"):
+        table.add_column(column, justify="left" if column in ("metric", "verdict") else "right")
+    found = intervals(comparison, forgetting)
     base, tuned = results.get("base", {}), results.get("tuned", {})
     for name in sorted(set(base) | set(tuned)):
         before, after = base.get(name), tuned.get(name)
-        change = f"{after - before:+.1%}" if before is not None and after is not None else ""
-        table.add_row(name, _percent(before), _percent(after), change)
+        change = f"{100 * (after - before):+.1f} pts" if before is not None and after is not None else ""
+        interval, verdict = found.get(name, ("—", ""))
+        table.add_row(name, _percent(before), _percent(after), change, interval, _coloured(verdict))
     return table
 
 
@@ -25,12 +36,42 @@ def _percent(value: Any) -> str:
     return f"{value:.1%}" if isinstance(value, int | float) else "—"
 
 
+def truncation_table(section: dict[str, Any]):
+    from rich.table import Table
+
+    from tunelab.eval.lengths import truncation_rows
+
+    head, rows = truncation_rows(section)
+    table = Table(title="answers cut off")
+    for column in head:
+        table.add_column(column, justify="left" if column == "category" else "right")
+    for row in rows:
+        table.add_row(*row)
+    return table
+
+
+def print_truncation(console, section: dict[str, Any] | None) -> None:
+    """The cut-off answers per category, that they count as failures, and the limit to set (nothing if none)."""
+    from tunelab.eval.lengths import truncation_sentences
+
+    if not section:
+        return
+    console.print(truncation_table(section))
+    for line in truncation_sentences(section):
+        console.print(f"[yellow]{line}[/]", highlight=False)
+
+
 def print_outcome(outcome) -> None:
     from rich.console import Console
 
+    from tunelab.eval.comparison import load_comparison
+    from tunelab.eval.run_report import read_forgetting, read_truncation
+
     console = Console()
     if outcome.metrics:
-        console.print(metrics_table(outcome.metrics))
+        comparison, forgetting = load_comparison(outcome.run.eval_dir), read_forgetting(outcome.run)
+        console.print(metrics_table(outcome.metrics, comparison, forgetting))
+        print_truncation(console, read_truncation(outcome.run, outcome.run.read_recipe()))
     if outcome.merge_check:
         check = outcome.merge_check
         verdict = "identical" if check["identical_outputs"] else "DIFFERENT"
@@ -39,9 +80,11 @@ def print_outcome(outcome) -> None:
 
 
 def print_eval_report(report: dict[str, Any]) -> None:
-    """Set-level metrics, then one row per category when the records carry categories."""
+    """Set-level metrics, then one row per category when the records carry categories; then cut-off answers."""
     from rich.console import Console
     from rich.table import Table
+
+    from tunelab.eval.lengths import counts_from_report, truncation_section
 
     metrics = report["metrics"]
     table = Table(title=f"{report['label']}: {report['count']} records")
@@ -53,40 +96,64 @@ def print_eval_report(report: dict[str, Any]) -> None:
         table.add_row(f"{category} ({values['count']})", *(_percent(values.get(name)) for name in metrics))
     console = Console()
     console.print(table)
-    if report.get("truncated"):
-        console.print(f"{report['truncated']} answers were cut off at max_new_tokens")
+    counts = {report["label"]: counts_from_report(report)}
+    print_truncation(console, truncation_section(counts, {report["label"]: report}, report.get("max_new_tokens")))
 
 
 def compare_table(run_paths: list[str]):
-    """One row per run: state, method, steps, losses, tuned metrics and the forgetting change."""
+    """One row per run: state, method, steps, losses, tuned metrics (change, 95% CI and verdict) and forgetting."""
     from rich.table import Table
 
-    from tunelab.eval.run_report import collect
+    from tunelab.eval.run_report import collect, damaged_files_named
     from tunelab.runs import RunDir
 
-    collected = [collect(RunDir.open(path)) for path in run_paths]
+    collected = []
+    for path in run_paths:
+        run = RunDir.open(path)
+        with damaged_files_named(run):
+            collected.append(collect(run))
     metrics = sorted({m for data in collected for m in data["metrics"].get("tuned", {})})
     table = Table(title="runs")
     for column in ("run", "state", "method", "steps", "loss", "best eval loss", *metrics, "forgetting"):
         table.add_column(column, justify="left" if column in ("run", "state", "method") else "right")
-    for data in collected:
-        loss = data["loss"]
-        tuned, base = data["metrics"].get("tuned", {}), data["metrics"].get("base", {})
-        cells = [_with_base(tuned.get(m), base.get(m)) for m in metrics]
-        forgetting = data.get("forgetting")
-        change = f"{100 * forgetting['difference']:+.1f} pts" if forgetting else "—"
-        table.add_row(
-            data["name"], str(data["status"].get("state", "?")), str(data["recipe"].get("method", {}).get("type")),
-            str(loss["steps"]), _number(loss["last"]), _number(loss["best_eval"]), *cells, change,
-        )  # fmt: skip
+    for path, data in zip(run_paths, collected, strict=True):
+        with damaged_files_named(RunDir(path)):
+            table.add_row(*_compare_row(data, metrics))
     return table
+
+
+def _compare_row(data: dict[str, Any], metrics: list[str]) -> list[str]:
+    loss = data["loss"]
+    tuned, base = data["metrics"].get("tuned", {}), data["metrics"].get("base", {})
+    compared = (data.get("comparison") or {}).get("metrics", {})
+    cells = [_with_base(tuned.get(m), base.get(m), compared.get(m)) for m in metrics]
+    return [
+        data["name"], str(data["status"].get("state", "?")), str(data["recipe"].get("method", {}).get("type")),
+        str(loss["steps"]), _number(loss["last"]), _number(loss["best_eval"]), *cells,
+        _forgetting_cell(data.get("forgetting")),
+    ]  # fmt: skip
+
+
+def _forgetting_cell(report: dict[str, Any] | None) -> str:
+    from tunelab.eval.comparison import format_interval
+    from tunelab.eval.forgetting import VERDICT_LABELS
+
+    if not report:
+        return "—"
+    change = f"{100 * report['difference']:+.1f} pts ({format_interval(report['ci95'])})"
+    return f"{change}\n{_coloured(VERDICT_LABELS[report['verdict']])}"
 
 
 def _number(value: Any) -> str:
     return f"{value:.4f}" if isinstance(value, int | float) else "—"
 
 
-def _with_base(tuned: Any, base: Any) -> str:
+def _with_base(tuned: Any, base: Any, compared: dict[str, Any] | None = None) -> str:
+    from tunelab.eval.comparison import format_interval
+
     if tuned is None:
         return "—"
-    return f"{tuned:.1%}" + (f" ({100 * (tuned - base):+.1f})" if isinstance(base, int | float) else "")
+    text = f"{tuned:.1%}" + (f" ({100 * (tuned - base):+.1f})" if isinstance(base, int | float) else "")
+    if compared:
+        text += f"\nCI {format_interval(compared['ci95'])} {_coloured(compared['verdict'])}"
+    return text

@@ -44,7 +44,7 @@ def run_recipe(recipe: Recipe, resume: bool = False, overwrite: bool = False, lo
         from tunelab.data.audit_report import write_audit
 
         write_audit(audit.report, run.data_dir / "audit")
-    run.set_status("preparing")
+    run.set_status("preparing", fresh=True, phase="loading the model")
     try:
         outcome = _run_stages(recipe, run, resume, log, recipe_data, audit)
     except KeyboardInterrupt:
@@ -59,9 +59,32 @@ def run_recipe(recipe: Recipe, resume: bool = False, overwrite: bool = False, lo
     return outcome
 
 
+def preflight_warnings(recipe: Recipe) -> list[str]:
+    """What `tunelab validate` can tell before a run without training or converting anything: today, test
+    references longer than eval.max_new_tokens (answers cut there count as failures)."""
+    from tunelab.model.load import local_folder
+
+    if not recipe.data.test:
+        return []
+    folder = local_folder(recipe.model.name)
+    if folder is None:
+        return [f"test answer lengths not checked: {recipe.model.name} is not on disk yet (the first run fetches or "
+                "converts it)"]  # fmt: skip
+    from tunelab.data.load import load_source
+    from tunelab.data.tokenize import ensure_chat_template
+    from tunelab.eval.lengths import reference_length_warning
+    from tunelab.model.load import load_tokenizer
+
+    tokenizer = load_tokenizer(folder, trust_remote_code=recipe.model.trust_remote_code)
+    ensure_chat_template(tokenizer)
+    records = load_source(recipe.data.test, invalid=[])[: recipe.eval.limit]
+    warning = reference_length_warning(records, tokenizer, recipe.eval.max_new_tokens)
+    return [warning] if warning else []
+
+
 def _audit_first(recipe: Recipe, log):
     """Load the recipe's data and audit it; refuse leaking or invalid data before anything is written."""
-    from tunelab.data.pipeline import check_audit, load_recipe_sets
+    from tunelab.data.pipeline import check_audit, drop_leaked, load_recipe_sets
 
     recipe_data = load_recipe_sets(recipe.data, recipe.seed)
     if not recipe.data.audit:
@@ -78,6 +101,7 @@ def _audit_first(recipe: Recipe, log):
         log(f"[tunelab] {line.strip()}")
     try:
         check_audit(audit, data, len(audit.records))
+        drop_leaked(recipe_data, audit, data, log)  # data.leakage=drop: leaked test/validation records left out
     except DataError as error:
         where = _write_refused_audit(recipe, audit.report)
         raise type(error)(error.where, error.problem, f"{error.fix}\n  audit report: {where}") from None
@@ -105,44 +129,97 @@ def _write_refused_audit(recipe: Recipe, report: dict[str, Any]) -> Path:
 
 def _run_stages(recipe: Recipe, run: RunDir, resume: bool, log, recipe_data, audit) -> RunOutcome:
     from tunelab.data.pipeline import build_splits, train_clusters
+
+    model, tokenizer, model_dir = _load_model(recipe, log)
+    clusters = train_clusters(audit.clusters, len(recipe_data.train)) if audit else []
+    splits = build_splits(recipe_data, recipe.data, tokenizer, recipe.seed, clusters, recipe.eval.limit)
+    _write_data_summary(run, splits.summary, log)
+    _warn_short_answer_limit(splits.test_records, tokenizer, recipe, log)
+    results: dict[str, Any] = read_json(run.eval_dir / "metrics.json", {}) if resume else {}
+    if splits.test_records and recipe.eval.base and "base" not in results:
+        _phase(run, "evaluating the base model", log, f"on {len(splits.test_records)} test records")
+        results["base"] = _evaluate(model, tokenizer, splits.test_records, recipe, run, "base")
+        write_json(run.eval_dir / "metrics.json", results)
+    if recipe.eval.forgetting.enabled:
+        _general_ability(model, tokenizer, recipe, run, "base", results, log)
+    trained = _train(recipe, run, model, tokenizer, splits, resume, log)
+    if trained.interrupted:
+        run.set_status("interrupted", step=trained.global_step)
+        log(f"[tunelab] stopped at step {trained.global_step}; continue with: tunelab run <recipe> --resume")
+        return RunOutcome(run, "interrupted", results, trained.global_step)
+    if splits.test_records:
+        _phase(run, "evaluating the tuned model", log)
+        results["tuned"] = _evaluate(trained.model, tokenizer, splits.test_records, recipe, run, "tuned")
+        write_json(run.eval_dir / "metrics.json", results)
+        _compare_base_and_tuned(run, log)
+    if recipe.eval.forgetting.enabled:
+        _general_ability(trained.model, tokenizer, recipe, run, "tuned", results, log)
+        _forgetting_verdict(recipe, run, log)
+    prompts = _verification_records(splits.test_records, recipe_data)
+    check = _export(recipe, run, model_dir, trained.model, tokenizer, prompts, log)
+    run.set_status("completed", step=trained.global_step, parameters=trained.parameters)
+    from tunelab.eval.run_report import write_report
+
+    log(f"[tunelab] report: {write_report(run)['html']}")  # `tunelab report <run>` writes it again if need be
+    return RunOutcome(run, "completed", results, trained.global_step, check)
+
+
+def _warn_short_answer_limit(test_records: list[dict], tokenizer, recipe: Recipe, log) -> None:
+    """Before any evaluation: references longer than eval.max_new_tokens would be cut off and scored as failures."""
+    from tunelab.eval.lengths import reference_length_warning
+
+    warning = reference_length_warning(test_records, tokenizer, recipe.eval.max_new_tokens)
+    if warning:
+        log(f"[tunelab] warning: {warning}")
+
+
+def _compare_base_and_tuned(run: RunDir, log) -> None:
+    """Paired-bootstrap intervals for every held-out metric's change (eval/comparison.json)."""
+    from tunelab.eval.comparison import describe, write_comparison
+
+    comparison = write_comparison(run.eval_dir)  # None without base predictions (eval.base: false)
+    if comparison is not None:
+        log(f"[tunelab] {describe(comparison)}")
+
+
+def _phase(run: RunDir, phase: str, log=None, detail: str = "") -> None:
+    """Say in status.json (and the log) what the run is doing now, so a reader knows where a killed run stopped."""
+    run.set_status("running", phase=phase)
+    if log is not None:
+        log(f"[tunelab] {phase}{' ' + detail if detail else ''}")
+
+
+def _load_model(recipe: Recipe, log):
     from tunelab.data.tokenize import ensure_chat_template
     from tunelab.model.load import load_model, sync_generation_eos
-    from tunelab.train.sft import run_sft
 
     log(f"[tunelab] loading model {recipe.model.name}")
     model, tokenizer, model_dir = load_model(recipe.model.name, trust_remote_code=recipe.model.trust_remote_code)
     if ensure_chat_template(tokenizer):
         log("[tunelab] the model has no chat template; using tunelab's ChatML fallback")
     sync_generation_eos(model.generation_config, tokenizer)
-    clusters = train_clusters(audit.clusters, len(recipe_data.train)) if audit else []
-    splits = build_splits(recipe_data, recipe.data, tokenizer, recipe.seed, clusters, recipe.eval.limit)
-    _write_data_summary(run, splits.summary, log)
-    results: dict[str, Any] = read_json(run.eval_dir / "metrics.json", {}) if resume else {}
-    if splits.test_records and recipe.eval.base and "base" not in results:
-        log(f"[tunelab] evaluating the base model on {len(splits.test_records)} test records")
-        results["base"] = _evaluate(model, tokenizer, splits.test_records, recipe, run, "base")
-        write_json(run.eval_dir / "metrics.json", results)
-    if recipe.eval.forgetting.enabled:
-        _general_ability(model, tokenizer, recipe, run, "base", results, log)
-    log(f"[tunelab] training ({recipe.method.type}) → {run.path}")
-    trained = run_sft(recipe, run, model, tokenizer, splits, resume=resume)
-    if trained.interrupted:
-        run.set_status("interrupted", step=trained.global_step)
-        log(f"[tunelab] stopped at step {trained.global_step}; continue with: tunelab run <recipe> --resume")
-        return RunOutcome(run, "interrupted", results, trained.global_step)
-    if splits.test_records:
-        log("[tunelab] evaluating the tuned model")
-        results["tuned"] = _evaluate(trained.model, tokenizer, splits.test_records, recipe, run, "tuned")
-        write_json(run.eval_dir / "metrics.json", results)
-    if recipe.eval.forgetting.enabled:
-        _general_ability(trained.model, tokenizer, recipe, run, "tuned", results, log)
-        _forgetting_verdict(recipe, run, log)
-    check = _export(recipe, run, model_dir, trained.model, tokenizer, splits.test_records, log)
-    run.set_status("completed", step=trained.global_step, parameters=trained.parameters)
-    from tunelab.eval.run_report import write_report
+    return model, tokenizer, model_dir
 
-    log(f"[tunelab] report: {write_report(run)['html']}")
-    return RunOutcome(run, "completed", results, trained.global_step, check)
+
+def _train(recipe: Recipe, run: RunDir, model, tokenizer, splits, resume: bool, log):
+    """Train, or on --resume after training had finished (killed while evaluating or merging), load its result."""
+    from tunelab.train.sft import finished_training, load_trained, run_sft
+
+    finished = finished_training(run, recipe) if resume else None
+    if finished is not None:
+        log(f"[tunelab] training had finished at step {finished.get('global_step')}; using the saved model")
+        return load_trained(run, recipe, model, finished)
+    _phase(run, "training", log, f"({recipe.method.type}) → {run.path}")
+    return run_sft(recipe, run, model, tokenizer, splits, resume=resume)
+
+
+def _verification_records(test_records: list[dict], recipe_data) -> list[dict]:
+    """Records whose prompts compare the merged and the adapter model: the test set, else validation, else training
+    records — the user's own prompts, so the check exercises what the model was trained for."""
+    for records in (test_records, recipe_data.sets.get("validation", []), recipe_data.train):
+        if records:
+            return records
+    return []
 
 
 def _write_data_summary(run: RunDir, summary: dict[str, Any], log) -> None:
@@ -233,12 +310,13 @@ def _export(recipe: Recipe, run: RunDir, model_dir: str, trained, tokenizer, rec
     from tunelab.data.tokenize import prompt_ids_for_generation
     from tunelab.export.merge import load_merged, merge_adapter_dir, verify_merge
 
-    log(f"[tunelab] merging the adapter into the base model → {run.merged}")
-    merge_adapter_dir(model_dir, run.adapter, run.merged, dtype=recipe.export.dtype)
+    _phase(run, "merging the adapter into the base model", log, f"→ {run.merged}")
+    # the run's own merged/ is replaced: a resumed run may hold one from an attempt killed while verifying it
+    merge_adapter_dir(model_dir, run.adapter, run.merged, dtype=recipe.export.dtype, overwrite=True)
     _sync_saved_generation_config(run.merged, tokenizer)
-    prompts = [prompt_ids_for_generation(tokenizer, r["messages"]) for r in records[: recipe.export.verify_prompts]]
-    if not prompts:
-        prompts = [tokenizer.apply_chat_template([{"role": "user", "content": "Hello!"}], add_generation_prompt=True)]
+    chosen = records[: max(1, recipe.export.verify_prompts)]
+    prompts = [prompt_ids_for_generation(tokenizer, r["messages"], r.get("tools")) for r in chosen]
+    _phase(run, "verifying the merged model")
     trained.eval()
     check = verify_merge(trained, load_merged(run.merged), tokenizer, prompts)
     write_json(run.merged / "verification.json", check)

@@ -252,3 +252,12 @@ def test_system_column_and_system_message_conflict():
     row = chat(("system", "A"), ("user", "Hi"), ("assistant", "Yo"), system="B")
     with pytest.raises(DataError, match=r'"messages\[0\]": a system message is allowed only as the first'):
         openai_to_record(row, WHERE)
+
+
+@pytest.mark.parametrize("role", [["human"], {"a": 1}, 3, None])
+def test_a_role_that_is_not_a_string_is_a_data_error(role):
+    """Found by fuzzing: a list as a role raised TypeError (unhashable) instead of naming the field."""
+    row = {"conversations": [{"from": role, "value": "hi"}, {"from": "gpt", "value": "hello"}]}
+    with pytest.raises(DataError) as caught:
+        sharegpt_to_record(row, "chat.jsonl line 7")
+    assert "chat.jsonl line 7" in str(caught.value) and "unknown role" in str(caught.value)

@@ -16,18 +16,18 @@ def digest(path: Path) -> str:
     return hashlib.sha256(path.read_bytes()).hexdigest()
 
 
-def leaking_recipe(tmp_path, model_dir):
+def leaking_recipe(tmp_path, model_dir, **data):
     train = quickstart_records("train", 48)
     leaked = [dict(train[3], id="leak-1"), dict(train[7], id="leak-2")]
     test = write_jsonl(tmp_path / "leaky_test.jsonl", quickstart_records("test", 4) + leaked)
-    return tiny_recipe(tmp_path, model_dir, data={"test": str(test)}, export={"merge": False})
+    return tiny_recipe(tmp_path, model_dir, data={"test": str(test), **data}, export={"merge": False})
 
 
 def test_run_refuses_leakage_and_keeps_the_audit(tmp_path, tiny_model_dir, capsys):
     result = cli(["run", leaking_recipe(tmp_path, tiny_model_dir)], capsys)
     assert result.exit_code == 1
     assert "2 evaluation records duplicate training records" in result.err
-    assert "data.allow_leakage=true" in result.err and "leak-1" in result.err
+    assert "data.leakage=drop" in result.err and "data.leakage=allow" in result.err and "leak-1" in result.err
     run = tmp_path / "runs" / "tiny"
     report = (run / "data" / "audit" / "report.md").read_text()
     assert "leak-1" in report and "leak-2" in report
@@ -41,6 +41,40 @@ def test_allow_leakage_trains_anyway(tmp_path, tiny_model_dir, capsys):
     assert result.exit_code == 0, result.err
     audit = json.loads((tmp_path / "runs" / "tiny" / "data" / "audit" / "report.json").read_text())
     assert audit["summary"]["leaked_records"] == 2
+
+
+def test_leakage_drop_trains_without_the_leaked_records(tmp_path, tiny_model_dir, capsys):
+    recipe = leaking_recipe(tmp_path, tiny_model_dir)
+    result = cli(["run", recipe, "data.leakage=drop", "train.max_steps=1", "eval.base=false"], capsys)
+    assert result.exit_code == 0, result.err
+    assert "left out 2 leaked evaluation records (test 2)" in result.out
+    run = tmp_path / "runs" / "tiny"
+    summary = json.loads((run / "data" / "summary.json").read_text())
+    dropped = {(d["set"], d["id"], d["train_id"], d["kind"]) for d in summary["dropped_leaked"]}
+    assert dropped == {("test", "leak-1", "train-0004", "exact"), ("test", "leak-2", "train-0008", "exact")}
+    assert summary["test"]["total"] == 4
+    splits = json.loads((run / "data" / "splits.json").read_text())
+    assert len(splits["test"]) == 4 and not {"leak-1", "leak-2"} & set(splits["test"])
+    predictions = (run / "eval" / "predictions_tuned.jsonl").read_text()
+    assert "leak-1" not in predictions and len(predictions.splitlines()) == 4
+    audit = json.loads((run / "data" / "audit" / "report.json").read_text())
+    assert audit["summary"]["leaked_records_dropped"] == 2
+    assert "left out of evaluation" in (run / "data" / "audit" / "report.md").read_text()
+
+
+def test_audit_of_a_drop_recipe_shows_what_a_run_leaves_out(tmp_path, tiny_model_dir, capsys):
+    recipe = leaking_recipe(tmp_path, tiny_model_dir, leakage="drop")
+    result = cli(["data", "audit", recipe, "--out", tmp_path / "report"], capsys)
+    assert result.exit_code == 0, result.err
+    assert "leaked evaluation records: 2 (2 left out of evaluation)" in result.out
+    report = json.loads((tmp_path / "report" / "report.json").read_text())
+    assert {d["id"] for d in report["leakage"]["dropped"]} == {"leak-1", "leak-2"}
+
+
+def test_contradicting_leakage_settings_are_refused(tmp_path, tiny_model_dir, capsys):
+    recipe = leaking_recipe(tmp_path, tiny_model_dir)
+    result = cli(["validate", recipe, "data.leakage=drop", "data.allow_leakage=true"], capsys)
+    assert result.exit_code == 2 and "data.allow_leakage" in result.err and "data.leakage=drop" in result.err
 
 
 def test_refused_run_does_not_touch_an_existing_run(tmp_path, tiny_model_dir, capsys):
@@ -100,6 +134,39 @@ def test_audit_cli_writes_reports_and_strict_exit(tmp_path, capsys):
     assert report["duplicates"]["cross_set_links"] >= 1
     assert (out / "report.md").is_file() and (out / "turns.png").is_file()
     assert {p: digest(p) for p in hashes} == hashes  # inputs untouched
+
+
+def test_audit_cli_write_clean(tmp_path, capsys):
+    train = quickstart_records("train", 40)
+    data = write_jsonl(tmp_path / "train.jsonl", train + [dict(train[0], id="dup")])
+    test = write_jsonl(tmp_path / "test.jsonl", [dict(train[2], id="leak")] + quickstart_records("test", 5))
+    hashes = {p: digest(p) for p in (data, test)}
+    out = tmp_path / "clean"
+    args = ["data", "audit", data, "--eval", test, "--no-lengths", "--out", tmp_path / "report", "--write-clean", out]
+    result = cli(args, capsys)
+    assert result.exit_code == 0, result.err
+    assert "train.jsonl: 40 of 41 records kept; removed 1 exact duplicate" in result.out
+    assert "test.jsonl: 5 of 6 records kept; removed 1 leaked from training" in result.out
+    assert "clean_summary.json" in result.out
+    assert len((out / "test.jsonl").read_text().splitlines()) == 5
+    assert {p: digest(p) for p in hashes} == hashes
+    again = cli(args, capsys)  # the folder is no longer empty
+    assert again.exit_code == 1 and "not empty" in again.err and "--overwrite" in again.err
+    assert cli([*args, "--overwrite"], capsys).exit_code == 0
+
+
+def test_audit_cli_write_clean_for_a_recipe(tmp_path, tiny_model_dir, capsys):
+    recipe = leaking_recipe(tmp_path, tiny_model_dir)
+    out = tmp_path / "clean"
+    result = cli(["data", "audit", recipe, "--out", tmp_path / "report", "--write-clean", out], capsys)
+    assert result.exit_code == 0, result.err
+    assert sorted(p.name for p in out.iterdir()) == ["clean_summary.json", "test.jsonl", "train.jsonl"]
+    test_ids = [json.loads(line)["id"] for line in (out / "test.jsonl").read_text().splitlines()]
+    assert test_ids == [r["id"] for r in quickstart_records("test", 4)]
+    assert len((out / "train.jsonl").read_text().splitlines()) == 48
+    clean_test = f"data.test={out / 'test.jsonl'}"
+    trained = cli(["run", recipe, clean_test, "train.max_steps=1", "eval.base=false"], capsys)
+    assert trained.exit_code == 0, trained.err  # the cleaned test set passes the audit
 
 
 def test_audit_cli_lengths_and_contamination(tmp_path, tiny_model_dir, capsys):

@@ -158,3 +158,22 @@ def test_the_html_report_renders_in_headless_chromium(finished_run, tmp_path):
     assert pixels.shape[:2] == (2200, 1280)
     colours = {tuple(p) for p in (pixels[::20, ::20, :3] * 255).astype(int).reshape(-1, 3)}
     assert len(colours) > 20  # text, tables and the loss plot, not an empty page
+
+
+def test_a_damaged_run_directory_is_a_clear_error(finished_run, tmp_path, capsys):
+    """Found by fuzzing: a hand-edited or damaged file in a run made `report`, `compare` and `bench` fail with a
+    traceback; now the error names the run and the damaged files, and nothing is written."""
+    import shutil
+
+    damaged = tmp_path / "damaged"
+    shutil.copytree(finished_run, damaged)
+    (damaged / "eval" / "metrics.json").write_text('{"base": 1, "tuned": [2]}')
+    (damaged / "eval" / "forgetting.json").write_text("[1, 2")
+    for verb in (["report", damaged], ["compare", damaged, finished_run]):
+        result = cli(verb, capsys)
+        assert result.exit_code == 1 and str(damaged) in result.err and "Traceback" not in result.err, result.err
+    (damaged / "recipe.yaml").write_text("name: [unclosed\n")
+    assert "completed" in cli(["status", damaged], capsys).out  # status.json alone still says how the run ended
+    for verb in (["report", damaged], ["chat", damaged, "--prompt", "hi"], ["export", damaged]):
+        result = cli(verb, capsys)
+        assert result.exit_code == 1 and "recipe.yaml" in result.err and "damaged" in result.err, (verb, result.err)

@@ -4,12 +4,13 @@ from __future__ import annotations
 
 import json
 
+import numpy as np
 import pytest
 from sacrebleu.metrics import BLEU
 
 from tunelab.errors import TunelabError
 from tunelab.eval.metrics import aggregate, load_json_schema, score_records
-from tunelab.eval.text_metrics import bleu_statistics, corpus_bleu, rouge_l, tokenize
+from tunelab.eval.text_metrics import bleu_statistics, corpus_bleu, corpus_bleu_many, rouge_l, tokenize
 
 
 def test_tokenize_splits_cjk_characters_and_keeps_words():
@@ -50,6 +51,19 @@ def test_corpus_bleu_equals_sacrebleus_corpus_score():
     ]
     assert corpus_bleu(stats) == pytest.approx(chinese.score / 100, abs=1e-9)
     assert corpus_bleu([]) is None
+
+
+def test_vectorised_corpus_bleu_equals_sacrebleu_on_every_row():
+    """The bootstrap's BLEU: brevity penalty, exp smoothing, orders without n-grams, no match at all."""
+    rng = np.random.default_rng(7)
+    total = -np.sort(-rng.integers(0, 7, size=(3000, 4)), axis=1)
+    total[rng.random(3000) < 0.2, 2:] = 0  # short hypotheses: no 3- or 4-grams
+    correct = np.minimum(total, rng.integers(0, 4, size=(3000, 4))) * (rng.random((3000, 4)) < 0.7)
+    lengths = rng.integers(0, 9, size=(3000, 2))
+    rows = np.column_stack([lengths, correct, total])
+    rows[:3] = [[5, 5, 0, 0, 0, 0, 5, 4, 3, 2], [0, 4, 0, 0, 0, 0, 0, 0, 0, 0], [9, 4, 4, 3, 2, 1, 9, 8, 7, 6]]
+    expected = [corpus_bleu([[int(x) for x in row]]) for row in rows]
+    assert corpus_bleu_many(rows) == pytest.approx(expected, abs=1e-12)
 
 
 def test_aggregate_text_metrics():

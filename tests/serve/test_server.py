@@ -12,8 +12,8 @@ import httpx
 import openai
 import pytest
 import torch
+from serving import KEY, assert_error, post
 
-KEY = {"Authorization": "Bearer test-key"}
 MESSAGES = [{"role": "user", "content": "Please send two red shirts to Alice in Berlin."}]
 
 
@@ -39,6 +39,16 @@ def direct_greedy(tiny_model_dir, adapter_dir, messages, max_new_tokens: int) ->
     return tokenizer.decode(out[0, ids["input_ids"].shape[1] :], skip_special_tokens=True)
 
 
+def with_run_system(run, messages=MESSAGES) -> list[dict]:
+    """What the server gives a run's adapter for messages without a system message: the run's shared training system
+    prompt first (the orders run was trained on the quickstart data, which all share one)."""
+    from tunelab.runs import RunDir
+
+    system = RunDir(run).training_system_prompt()
+    assert system
+    return [{"role": "system", "content": system}, *messages]
+
+
 def test_models_lists_the_base_and_each_adapter(client, tiny_model_dir):
     models = {m.id: m for m in client.models.list().data}
     assert set(models) == {str(tiny_model_dir), "orders", "short"}
@@ -47,18 +57,20 @@ def test_models_lists_the_base_and_each_adapter(client, tiny_model_dir):
 
 def test_each_model_answers_like_transformers_and_peft(client, tiny_model_dir, adapters):
     answers = {}
-    for name, folder in [(str(tiny_model_dir), None), ("orders", adapters["orders"] / "adapter"),
-                         ("short", adapters["short"] / "adapter")]:  # fmt: skip
+    for name, folder, expected in [(str(tiny_model_dir), None, MESSAGES),
+                                   ("orders", adapters["orders"] / "adapter", with_run_system(adapters["orders"])),
+                                   ("short", adapters["short"] / "adapter", MESSAGES)]:  # fmt: skip
         reply = client.chat.completions.create(model=name, messages=MESSAGES, temperature=0, max_tokens=12)
         answers[name] = reply.choices[0].message.content
-        assert answers[name] == direct_greedy(tiny_model_dir, folder, MESSAGES, 12), name
+        assert answers[name] == direct_greedy(tiny_model_dir, folder, expected, 12), name
         assert reply.choices[0].finish_reason in ("stop", "length") and reply.model == name
     assert len(set(answers.values())) == 3  # the adapters really change the answers
 
 
-def test_usage_and_finish_reasons(client, engine):
+def test_usage_and_finish_reasons(client, engine, adapters):
     reply = client.chat.completions.create(model="orders", messages=MESSAGES, temperature=0, max_tokens=3)
-    prompt = engine.tokenizers["orders"].apply_chat_template(MESSAGES, add_generation_prompt=True, return_dict=False)
+    prompt = engine.tokenizers["orders"].apply_chat_template(with_run_system(adapters["orders"]),
+                                                             add_generation_prompt=True, return_dict=False)  # fmt: skip
     assert reply.usage.prompt_tokens == len(prompt) and reply.usage.completion_tokens == 3
     assert reply.usage.total_tokens == len(prompt) + 3 and reply.choices[0].finish_reason == "length"
     short = client.chat.completions.create(model="short", messages=MESSAGES, temperature=0, max_tokens=20)
@@ -160,22 +172,6 @@ async def _one(server, model):
         body = {"model": model, "messages": MESSAGES, "temperature": 0, "max_tokens": 10}
         response = await http.post(f"{server}/v1/chat/completions", json=body, headers=KEY, timeout=60)
         return response.json()["choices"][0]["message"]["content"]
-
-
-def post(server, body, headers=KEY, path="/v1/chat/completions", **kwargs):
-    return httpx.post(f"{server}{path}", headers=headers, timeout=60, **({"json": body} if body is not None else {}),
-                      **kwargs)  # fmt: skip
-
-
-def assert_error(response, status, param=None, code=None):
-    assert response.status_code == status, response.text
-    error = response.json()["error"]
-    assert set(error) == {"message", "type", "param", "code"} and error["message"]
-    if param is not None:
-        assert error["param"] == param
-    if code is not None:
-        assert error["code"] == code
-    return error
 
 
 def test_authentication(server):

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, PositiveInt, field_validator, model_validator
+from pydantic import BaseModel, ConfigDict, Field, PositiveInt, ValidationInfo, field_validator, model_validator
 
 DataFormat = Literal["auto", "alpaca", "sharegpt", "openai"]
 MetricName = Literal["json_validity", "json_schema", "field_accuracy", "exact_match", "rouge_l", "bleu"]
@@ -50,7 +50,12 @@ class DataSection(Strict):
     max_length: PositiveInt = 1024
     system: str | None = Field(None, description="a system prompt added to records that have none")
     audit: bool = Field(True, description="audit the data before training and refuse leaking or invalid data")
-    allow_leakage: bool = Field(False, description="train even when test/validation records duplicate training ones")
+    leakage: Literal["refuse", "drop", "allow"] = Field(
+        "refuse",
+        description="test/validation records that duplicate training ones: refuse to train, drop them from the "
+        "evaluation sets (listed in the audit and data summary), or allow them",
+    )
+    allow_leakage: bool | None = Field(None, description="deprecated spelling: true is leakage: allow")
     max_invalid_fraction: Annotated[float, Field(ge=0, le=1)] = Field(
         0.0, description="share of invalid records that are skipped (listed in the audit) instead of refused"
     )
@@ -63,6 +68,34 @@ class DataSection(Strict):
     def _fraction_or_path(cls, value: Any) -> Any:
         if isinstance(value, bool):
             raise ValueError("expected a fraction between 0 and 1, a file path, or null")
+        return value
+
+    @model_validator(mode="before")
+    @classmethod
+    def _old_leakage_spelling(cls, value: Any) -> Any:
+        """`allow_leakage: true` (the old spelling) means `leakage: allow` when `leakage` is not given."""
+        if isinstance(value, dict) and value.get("allow_leakage") is True and "leakage" not in value:
+            return {**value, "leakage": "allow"}
+        return value
+
+    @field_validator("leakage")
+    @classmethod
+    def _drop_needs_the_audit(cls, value: str, info: ValidationInfo) -> str:
+        if value == "drop" and info.data.get("audit") is False:
+            raise ValueError(
+                "drop needs the audit to find the leaked records, but data.audit is false; set data.audit=true"
+            )
+        return value
+
+    @field_validator("allow_leakage")
+    @classmethod
+    def _one_leakage_setting(cls, value: bool | None, info: ValidationInfo) -> bool | None:
+        leakage = info.data.get("leakage")
+        if value is not None and leakage is not None and value != (leakage == "allow"):
+            raise ValueError(
+                f"data.allow_leakage={str(value).lower()} (the old spelling of data.leakage=allow) contradicts "
+                f"data.leakage={leakage}; remove data.allow_leakage and keep data.leakage"
+            )
         return value
 
 

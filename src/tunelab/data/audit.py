@@ -24,12 +24,29 @@ class AuditResult:
     records: list[dict] = field(default_factory=list)  # all records, flattened in set order
     labels: list[str] = field(default_factory=list)  # the set name of each record
     clusters: list[list[int]] = field(default_factory=list)  # near-duplicate clusters over `records`
+    exact_groups: list[list[int]] = field(default_factory=list)  # all exact-duplicate groups over `records`
+    leak_pairs: list[tuple[int, int, str, float]] = field(default_factory=list)  # all (eval, train, kind, similarity)
+    invalid_errors: list[DataError] = field(default_factory=list)  # every invalid record, not only the listed ones
+    inputs: dict[str, list[Path]] = field(default_factory=dict)  # the files each set was read from, when known
 
     def leaks(self) -> int:
         return self.report["summary"]["leaked_records"]
 
     def invalid(self) -> int:
         return self.report["summary"]["invalid_records"]
+
+    def leaked_records(self) -> list[dict[str, Any]]:
+        """One entry per leaked evaluation record: its index and set, and the closest training record it duplicates."""
+        best: dict[int, tuple[int, str, float]] = {}
+        for i, j, kind, similarity in self.leak_pairs:
+            if i not in best or similarity > best[i][2]:
+                best[i] = (j, kind, similarity)
+        return [
+            {"index": i, "set": self.labels[i], "id": str(self.records[i].get("id")),
+             "source": str(self.records[i].get("source", "")), "train_set": self.labels[j],
+             "train_id": str(self.records[j].get("id")), "kind": kind, "similarity": round(similarity, 3)}
+            for i, (j, kind, similarity) in sorted(best.items())
+        ]  # fmt: skip
 
 
 def _ref(record: dict, label: str) -> dict[str, str]:
@@ -52,19 +69,22 @@ def audit_sets(
     records = [r for name in sets for r in sets[name]]
     labels = [name for name in sets for _ in sets[name]]
     duplicates = find_duplicates([record_text(r) for r in records], threshold=threshold)
+    leak_pairs = _leak_pairs(duplicates, labels, roles)
     report: dict[str, Any] = {
         "sets": {name: {"records": len(rows), "role": roles.get(name, "train")} for name, rows in sets.items()},
         "threshold": threshold,
         "invalid": [{"where": e.where, "problem": e.problem, "fix": e.fix} for e in (invalid or [])][:LISTED],
         "duplicates": _duplicate_section(duplicates, records, labels),
-        "leakage": _leakage_section(duplicates, records, labels, roles),
+        "leakage": _leakage_section(leak_pairs, records, labels),
         "contamination": _contamination_section(records, labels, roles, against),
         "quality": _quality_section(records, labels),
         "lengths": _length_section(sets, tokenizer, max_length),
     }
     report["summary"] = _summary(report, len(invalid or []), records)
     report["seconds"] = round(time.monotonic() - started, 2)
-    return AuditResult(report, records, labels, duplicates.clusters)
+    return AuditResult(
+        report, records, labels, duplicates.clusters, duplicates.exact_groups, leak_pairs, list(invalid or [])
+    )
 
 
 def _duplicate_section(duplicates, records, labels) -> dict[str, Any]:
@@ -86,20 +106,28 @@ def _duplicate_section(duplicates, records, labels) -> dict[str, Any]:
     }
 
 
-def _leakage_section(duplicates, records, labels, roles) -> dict[str, Any]:
+def _leak_pairs(duplicates, labels, roles) -> list[tuple[int, int, str, float]]:
+    """Every (evaluation record, training record) pair that is an exact or near duplicate, by record index."""
     from tunelab.data.dedup import cross_pairs
 
     names = list(dict.fromkeys(labels))
     evals = [n for n in names if roles.get(n) == "eval"]
     trains = [n for n in names if roles.get(n, "train") == "train"]
-    pairs = []
-    for eval_name in evals:
-        for train_name in trains:
-            for i, j, kind, sim in cross_pairs(duplicates, labels, eval_name, train_name):
-                pairs.append({"eval": _ref(records[i], labels[i]), "train": _ref(records[j], labels[j]),
-                              "kind": kind, "similarity": round(sim, 3)})  # fmt: skip
-    leaked = {(p["eval"]["set"], p["eval"]["id"]) for p in pairs}
+    return [pair for e in evals for t in trains for pair in cross_pairs(duplicates, labels, e, t)]
+
+
+def _leakage_section(leak_pairs, records, labels) -> dict[str, Any]:
+    pairs = [{"eval": _ref(records[i], labels[i]), "train": _ref(records[j], labels[j]),
+              "kind": kind, "similarity": round(sim, 3)} for i, j, kind, sim in leak_pairs]  # fmt: skip
+    leaked = {i for i, _, _, _ in leak_pairs}
     return {"pairs": len(pairs), "leaked_records": len(leaked), "listed": pairs[:LISTED]}
+
+
+def mark_dropped(report: dict[str, Any], dropped: list[dict[str, Any]]) -> None:
+    """Record in the report that these leaked evaluation records are left out (`data.leakage: drop`)."""
+    report["leakage"]["dropped_records"] = len(dropped)
+    report["leakage"]["dropped"] = [{k: v for k, v in item.items() if k != "index"} for item in dropped[:LISTED]]
+    report["summary"]["leaked_records_dropped"] = len(dropped)
 
 
 def _contamination_section(records, labels, roles, against) -> dict[str, Any]:
@@ -123,7 +151,7 @@ def _contamination_section(records, labels, roles, against) -> dict[str, Any]:
 
 
 def _quality_section(records, labels) -> dict[str, Any]:
-    from tunelab.data.quality import answer_flags, language, prompt_text, turns
+    from tunelab.data.quality import INFO_FLAGS, answer_flags, language, prompt_text, turns
 
     flagged: dict[str, list[dict]] = {}
     languages: dict[str, Counter] = {}
@@ -133,8 +161,10 @@ def _quality_section(records, labels) -> dict[str, Any]:
             flagged.setdefault(flag, []).append(_ref(record, label))
         languages.setdefault(label, Counter())[language(prompt_text(record))] += 1
         turn_counts.setdefault(label, Counter())[turns(record)] += 1
+    counted = {flag: {"count": len(refs), "listed": refs[:LISTED]} for flag, refs in flagged.items()}
     return {
-        "flags": {flag: {"count": len(refs), "listed": refs[:LISTED]} for flag, refs in flagged.items()},
+        "flags": {flag: info for flag, info in counted.items() if flag not in INFO_FLAGS},
+        "info": {flag: info for flag, info in counted.items() if flag in INFO_FLAGS},
         "languages": {label: dict(counts) for label, counts in languages.items()},
         "turns": {label: {str(k): v for k, v in sorted(c.items())} for label, c in turn_counts.items()},
     }

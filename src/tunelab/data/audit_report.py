@@ -9,6 +9,10 @@ from typing import Any
 from tunelab.runs import write_atomic
 
 SHOWN = 20  # rows per section in the markdown; report.json has up to audit.LISTED
+INFO_NOTES = {
+    "answer_extracted_from_prompt": "expected for extraction tasks, not a problem: the answer takes spans or values "
+    "from the prompt; an answer that repeats the prompt itself is counted as answer repeats prompt",
+}
 
 
 def write_audit(report: dict[str, Any], out_dir: Path) -> dict[str, Path]:
@@ -45,7 +49,8 @@ def _histogram(lengths: dict[str, list[int]], out: Path, xlabel: str, report: di
     axis.set_xlabel(xlabel)
     axis.set_ylabel("records")
     axis.set_title("token length distribution")
-    axis.legend()
+    if axis.get_legend_handles_labels()[0]:
+        axis.legend()
     figure.tight_layout()
     figure.savefig(out)
     plt.close(figure)
@@ -64,7 +69,8 @@ def _turns_plot(turns: dict[str, dict[str, int]], out: Path) -> Path:
     axis.set_xlabel("assistant turns per record")
     axis.set_ylabel("records")
     axis.set_title("conversation turns")
-    axis.legend()
+    if axis.get_legend_handles_labels()[0]:  # no records (all invalid): no legend, nor matplotlib's warning about it
+        axis.legend()
     figure.tight_layout()
     figure.savefig(out)
     plt.close(figure)
@@ -135,7 +141,7 @@ def _leakage_lines(section: dict[str, Any]) -> list[str]:
         return ["## Leakage", "", "No evaluation record duplicates a training record.", ""]
     rows = [[_ref(p["eval"]), _ref(p["train"]), p["kind"], p["similarity"]] for p in section["listed"][:SHOWN]]
     head = f"**{section['leaked_records']} evaluation records duplicate training records** ({section['pairs']} pairs)."
-    return [
+    lines = [
         "## Leakage",
         "",
         head,
@@ -143,6 +149,17 @@ def _leakage_lines(section: dict[str, Any]) -> list[str]:
         _table(["evaluation record", "training record", "kind", "similarity"], rows),
         "",
     ]
+    return lines + _dropped_lines(section)
+
+
+def _dropped_lines(section: dict[str, Any]) -> list[str]:
+    if "dropped_records" not in section:
+        return []
+    rows = [[f"`{d['id']}` ({d['set']}, {d['source']})", f"`{d['train_id']}`", d["kind"], d["similarity"]]
+            for d in section["dropped"][:SHOWN]]  # fmt: skip
+    head = (f"**{section['dropped_records']} leaked evaluation records are left out of evaluation** "
+            "(`data.leakage: drop`); training uses every training record.")  # fmt: skip
+    return [head, "", _table(["left out", "duplicates training record", "kind", "similarity"], rows), ""]
 
 
 def _contamination_lines(section: dict[str, Any]) -> list[str]:
@@ -168,6 +185,11 @@ def _quality_lines(section: dict[str, Any]) -> list[str]:
         lines.append(f"- **{flag.replace('_', ' ')}**: {info['count']} (e.g. {examples})")
     if not section["flags"]:
         lines.append("- No short answers, echoed prompts or answers in another language.")
+    for flag, info in section.get("info", {}).items():
+        examples = ", ".join(_ref(r) for r in info["listed"][:3])
+        lines.append(
+            f"- {flag.replace('_', ' ')}: {info['count']} ({INFO_NOTES.get(flag, 'information')}; e.g. {examples})"
+        )
     rows = [[name, ", ".join(f"{lang} {count}" for lang, count in sorted(counts.items()))]
             for name, counts in section["languages"].items()]  # fmt: skip
     return [*lines, "", _table(["set", "prompt languages"], rows), ""]
@@ -200,7 +222,8 @@ def summary_lines(report: dict[str, Any]) -> list[str]:
     lines.append(
         f"  exact duplicate copies: {s['exact_duplicate_copies']}, near-duplicate pairs: {s['near_duplicate_pairs']}"
     )
-    lines.append(f"  leaked evaluation records: {s['leaked_records']}")
+    dropped = f" ({s['leaked_records_dropped']} left out of evaluation)" if "leaked_records_dropped" in s else ""
+    lines.append(f"  leaked evaluation records: {s['leaked_records']}{dropped}")
     if s.get("contaminated_records") is not None:
         lines.append(f"  benchmark-contaminated training records: {s['contaminated_records']}")
     if s.get("truncated") is not None:
@@ -208,4 +231,7 @@ def summary_lines(report: dict[str, Any]) -> list[str]:
     flags = {k: v for k, v in s.items() if k in {"short_answer", "answer_repeats_prompt", "answer_in_other_language"}}
     if flags:
         lines.append("  " + ", ".join(f"{k.replace('_', ' ')}: {v}" for k, v in flags.items()))
+    extracted = report["quality"].get("info", {}).get("answer_extracted_from_prompt", {}).get("count")
+    if extracted:
+        lines.append(f"  answers extracted from the prompt: {extracted} (expected for extraction tasks, not a problem)")
     return lines

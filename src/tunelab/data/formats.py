@@ -164,7 +164,7 @@ def _role(message: Mapping[str, Any], role_tag: str, role_names: dict, where: st
             fix = "these messages use role/content keys: use the openai format (columns.messages names the list)"
         raise DataError(_at(where, field), "missing", fix=fix)
     value = message[role_tag]
-    if value not in role_names:
+    if not isinstance(value, str) or value not in role_names:
         allowed = ", ".join(sorted(role_names))
         raise DataError(
             _at(where, field), f"unknown role {value!r}", fix=f"use one of: {allowed} (or map it with tags)"

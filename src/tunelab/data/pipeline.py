@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections import Counter
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -25,6 +26,7 @@ class RecipeData:
     roles: dict[str, str]
     invalid: list[DataError]
     mix_report: list[dict] | None = None
+    dropped_leaked: list[dict] = field(default_factory=list)  # evaluation records left out (`data.leakage: drop`)
 
     @property
     def train(self) -> list[dict]:
@@ -77,7 +79,7 @@ def check_audit(audit, data: DataSection, total_records: int) -> None:
             "fix the records listed (all are in the audit report), or skip them with "
             f"data.max_invalid_fraction={min(1.0, round(share + 0.005, 3))}",
         )
-    if audit.leaks() and not data.allow_leakage:
+    if audit.leaks() and data.leakage == "refuse":
         pairs = audit.report["leakage"]["listed"][:5]
         listed = "\n".join(
             f"  {p['eval']['set']} {p['eval']['id']} ≈ train {p['train']['id']} ({p['kind']})" for p in pairs
@@ -85,9 +87,43 @@ def check_audit(audit, data: DataSection, total_records: int) -> None:
         raise DataError(
             "data",
             f"{audit.leaks()} evaluation records duplicate training records (leakage):\n{listed}",
-            "remove them from the test/validation file (the audit report lists all), or train anyway with "
-            "data.allow_leakage=true",
+            "leave them out of evaluation and train with data.leakage=drop, remove them from the test/validation "
+            "file yourself (the audit report lists all; `tunelab data audit <recipe> --write-clean DIR` writes "
+            "cleaned files), or keep them with data.leakage=allow",
         )
+
+
+def drop_leaked(recipe_data: RecipeData, audit, data: DataSection, log=print) -> None:
+    """`data.leakage: drop`: leave the leaked evaluation records out of the validation and test sets.
+
+    They are listed in `recipe_data.dropped_leaked` (which `build_splits` puts in the data summary) and in the audit
+    report. An evaluation set left empty is refused: there would be nothing to evaluate on.
+    """
+    if audit is None or data.leakage != "drop":
+        return
+    from tunelab.data.audit import mark_dropped
+
+    leaked = audit.leaked_records()
+    left_out = {id(audit.records[item["index"]]) for item in leaked}
+    evaluation = [name for name, role in recipe_data.roles.items() if role == "eval"]
+    kept = {name: [r for r in recipe_data.sets[name] if id(r) not in left_out] for name in evaluation}
+    for name in evaluation:
+        if not kept[name] and recipe_data.sets[name]:
+            raise DataError(
+                f"data.{name}",
+                f"all {len(recipe_data.sets[name])} records duplicate training records, so data.leakage=drop "
+                "leaves nothing to evaluate on",
+                f"use a {name} file with records unlike the training data, or set data.{name}=null",
+            )
+    recipe_data.sets |= kept
+    recipe_data.dropped_leaked = [{k: v for k, v in item.items() if k != "index"} for item in leaked]
+    mark_dropped(audit.report, leaked)
+    if not leaked:
+        log("[tunelab] data.leakage=drop: no evaluation record duplicates a training record; none left out")
+        return
+    counts = ", ".join(f"{name} {n}" for name, n in Counter(item["set"] for item in leaked).items())
+    log(f"[tunelab] data.leakage=drop: left out {len(leaked)} leaked evaluation records ({counts}); "
+        "listed in data/summary.json and the audit report")  # fmt: skip
 
 
 def split_validation(records: list[dict], data: DataSection, clusters: list[list[int]], seed: int):
@@ -135,6 +171,8 @@ def build_splits(recipe_data: RecipeData, data: DataSection, tokenizer, seed: in
         validation = Dataset.from_list([{"input_ids": r["input_ids"], "labels": r["labels"]} for r in rows])
     test_records = recipe_data.sets.get("test", [])[:limit] if limit else recipe_data.sets.get("test", [])
     summary["test"] = {"total": len(test_records)}
+    if data.leakage == "drop":
+        summary["dropped_leaked"] = recipe_data.dropped_leaked
     summary["ids"] = {
         "train": [r["id"] for r in train_rows],
         "validation": [r["id"] for r in validation_records],

@@ -33,13 +33,16 @@ def audit_paths(
     invalid: list[DataError] = []
     sets: dict[str, list[dict]] = {}
     roles: dict[str, str] = {}
+    inputs: dict[str, list[Path]] = {}
     for role, paths in (("train", train), ("eval", evaluation)):
         for path in paths:
             name = _unique_name(Path(path).name, sets)
             sets[name] = load_lenient(path, invalid=invalid)
-            roles[name] = role
+            roles[name], inputs[name] = role, [Path(path)]
     tokenizer = _tokenizer(model) if model else None
-    return audit_sets(sets, roles, invalid, tokenizer, max_length, list(against), threshold)
+    result = audit_sets(sets, roles, invalid, tokenizer, max_length, list(against), threshold)
+    result.inputs = inputs
+    return result
 
 
 def _unique_name(name: str, taken: dict[str, Any]) -> str:
@@ -71,7 +74,27 @@ def audit_recipe(
     benchmarks = [*data.contamination_against, *against]
     tokenizer = _tokenizer(recipe.model.name)
     near = threshold if threshold is not None else data.near_threshold
-    return audit_sets(loaded.sets, loaded.roles, loaded.invalid, tokenizer, data.max_length, benchmarks, near)
+    result = audit_sets(loaded.sets, loaded.roles, loaded.invalid, tokenizer, data.max_length, benchmarks, near)
+    result.inputs = recipe_inputs(data)
+    if data.leakage == "drop":  # what `tunelab run` would leave out
+        from tunelab.data.audit import mark_dropped
+
+        mark_dropped(result.report, result.leaked_records())
+    return result
+
+
+def recipe_inputs(data) -> dict[str, list[Path]]:
+    """The files behind each set a recipe names: training sources and registry datasets, validation and test files."""
+    from tunelab.data.registry import registry_entries
+
+    train = [Path(source.path) for source in data.sources]
+    if data.registry and data.datasets:
+        train += [Path(entry["path"]) for entry in registry_entries(data.registry, data.datasets)]
+    inputs = {"train": train}
+    for name, path in (("validation", data.validation), ("test", data.test)):
+        if isinstance(path, str):
+            inputs[name] = [Path(path)]
+    return inputs
 
 
 def split_file(

@@ -17,6 +17,7 @@ from typing import Any
 from tunelab.data.tokenize import prompt_ids_for_generation
 from tunelab.errors import DataError, TunelabError
 from tunelab.eval.generate import generate_batch
+from tunelab.eval.lengths import length_summary, reference_token_lengths, truncation_counts
 from tunelab.eval.metrics import aggregate, aggregate_by_category, check_metrics, score_record
 
 Scorer = Callable[[str, str], dict[str, Any]]
@@ -146,7 +147,9 @@ def evaluate_model(
     """Generate, score and save predictions for canonical test records; resume from `out_path` if it exists.
 
     Returns {"metrics": {name: value}, "by_category": {category: {...}}, "count": n} plus how many predictions were
-    generated, reused and cut off by `max_new_tokens` ("truncated").
+    generated, reused and cut off by `max_new_tokens` ("truncated", "truncated_by_category"), and the references'
+    token lengths with this tokenizer ("reference_tokens": {"max", "p95", "mean"}, "references_over_limit",
+    "suggested_max_new_tokens"; see `lengths.py`).
     """
     if not records:
         raise TunelabError(
@@ -167,11 +170,13 @@ def evaluate_model(
         rows.update(_generate_missing(model, tokenizer, pending, out_path, label, score, max_new_tokens, batch_size))
     ordered = [rows[item["id"]] for item in prepared]
     _write_lines_atomic(out_path, ordered)  # final file in the test set's order, easier to read and diff
-    return _summary(ordered, label, generated=len(pending), reused=reused)
+    lengths = reference_token_lengths([item["reference"] for item in prepared], tokenizer)
+    return _summary(ordered, label, generated=len(pending), reused=reused) | length_summary(lengths, max_new_tokens)
 
 
 def _summary(rows: list[dict[str, Any]], label: str, generated: int, reused: int) -> dict[str, Any]:
     scores = [row["scores"] for row in rows]
+    cut = truncation_counts(rows)
     return {
         "label": label,
         "metrics": aggregate(scores),
@@ -179,5 +184,6 @@ def _summary(rows: list[dict[str, Any]], label: str, generated: int, reused: int
         "count": len(rows),
         "generated": generated,
         "reused": reused,
-        "truncated": sum(1 for row in rows if row.get("finish_reason") == "length"),
+        "truncated": cut["truncated"],
+        "truncated_by_category": {name: group["truncated"] for name, group in cut["by_category"].items()},
     }

@@ -2,20 +2,28 @@
 
 from __future__ import annotations
 
+import re
 from typing import Any
 
+from tunelab.eval.lengths import truncation_rows, truncation_sentences
 from tunelab.eval.run_report import (
+    category_comparison_rows,
+    comparison_note,
     escape,
     forgetting_rows,
+    forgetting_style,
     forgetting_verdict,
     judge_rows,
     metric_rows,
     summary_rows,
 )
 
-FORGETTING_HEAD = ("category", "items", "base", "tuned", "change (pts)", "95% CI (pts)")
+FORGETTING_HEAD = ("category", "items", "base", "tuned", "change (pts)", "95% CI (pts)", "verdict")
 JUDGE_HEAD = ("comparison", "judge", "wins", "ties", "losses", "unparseable", "win rate", "95% CI")
-METRIC_HEAD = ("metric", "base", "tuned", "change")
+METRIC_HEAD = ("metric", "base", "tuned", "change", "95% CI (pts)", "verdict")
+CATEGORY_HEAD = ("category", "records", "metric", "base", "tuned", "change", "95% CI (pts)", "verdict")
+TRUNCATION_TITLE = "Answers cut off at the token limit"
+MD_MARKS = {"flag": "🔴 **", "unsure": "🟠 ", "ok": "🟢 "}  # red and bold only for established forgetting
 
 
 def _md_table(head: tuple[str, ...], rows: list[tuple[str, ...]]) -> list[str]:
@@ -46,6 +54,31 @@ def _pct(value: Any) -> str:
     return f"{value:.1%}" if isinstance(value, int | float) else "—"
 
 
+def _md_held_out(data: dict[str, Any]) -> list[str]:
+    comparison = data.get("comparison")
+    lines = ["## Held-out test set", ""]
+    if comparison:
+        lines += [comparison_note(comparison), ""]
+    lines += _md_table(METRIC_HEAD, metric_rows(data["metrics"], comparison, data.get("forgetting"))) + [""]
+    rows = category_comparison_rows(comparison)
+    if rows:
+        lines += _md_table(CATEGORY_HEAD, rows) + [""]
+    else:
+        head, rows = _category_rows(data["by_category"])
+        lines += _md_table(head, rows) + [""] if rows else []
+    if data.get("truncation"):
+        head, rows = truncation_rows(data["truncation"])
+        lines += [f"### {TRUNCATION_TITLE}", "", *truncation_sentences(data["truncation"]), ""]
+        lines += _md_table(head, rows) + [""]
+    return lines
+
+
+def _md_forgetting(report: dict[str, Any]) -> list[str]:
+    mark = MD_MARKS[forgetting_style(report)]
+    verdict = f"> {mark}{forgetting_verdict(report)}" + ("**" if mark.endswith("**") else "")
+    return ["## Forgetting check", "", verdict, ""] + _md_table(FORGETTING_HEAD, forgetting_rows(report)) + [""]
+
+
 def render_markdown(data: dict[str, Any]) -> str:
     lines = [f"# Run report: {data['name']}", ""]
     lines += _md_table(("run", data["name"]), summary_rows(data)) + [""]
@@ -56,14 +89,9 @@ def render_markdown(data: dict[str, Any]) -> str:
     if data["loss_plot"].is_file():
         lines += ["## Loss", "", "![loss curves](../plots/loss.png)", ""]
     if data["metrics"]:
-        lines += ["## Held-out test set", ""] + _md_table(METRIC_HEAD, metric_rows(data["metrics"])) + [""]
-        head, rows = _category_rows(data["by_category"])
-        if rows:
-            lines += _md_table(head, rows) + [""]
+        lines += _md_held_out(data)
     if data.get("forgetting"):
-        report = data["forgetting"]
-        lines += ["## Forgetting check", "", forgetting_verdict(report), ""]
-        lines += _md_table(FORGETTING_HEAD, forgetting_rows(report)) + [""]
+        lines += _md_forgetting(data["forgetting"])
     if data["judge"]:
         lines += ["## Pairwise A/B (judged in both orders)", ""] + _md_table(JUDGE_HEAD, judge_rows(data["judge"]))
         lines += [""]
@@ -89,6 +117,10 @@ table { border-collapse: collapse; margin: .6rem 0; } td, th { border: 1px solid
 th { background: #f2f4f8; text-align: left; } td.num { text-align: right; font-variant-numeric: tabular-nums; }
 .up { color: #17794a; } .down { color: #b3261e; } .flag { background: #fdecea; padding: .5rem; border-radius: 4px; }
 .ok { background: #e8f5ee; padding: .5rem; border-radius: 4px; } pre { white-space: pre-wrap; margin: 0; }
+.flag { border-left: 5px solid #b3261e; font-weight: 600; } .ok { border-left: 5px solid #17794a; }
+.unsure { background: #fff6dc; padding: .5rem; border-radius: 4px; border-left: 5px solid #b07800; }
+td.v-better { color: #17794a; font-weight: 600; } td.v-worse { color: #b3261e; font-weight: 600; }
+td.v-unsure { color: #8a6100; } p.note { color: #4a5261; font-size: .9rem; } h3 { font-size: 1.05rem; }
 .examples td { vertical-align: top; width: 33%; } img { max-width: 100%; border: 1px solid #e3e6eb; }
 """
 
@@ -98,18 +130,49 @@ def _html_key_values(rows: list[tuple[str, str]]) -> str:
     return f"<table>{body}</table>"
 
 
+_SIGNED = re.compile(r"[+-]\d+(\.\d+)?( pts)?")
+_VERDICT_CSS = {"better": "v-better", "no forgetting": "v-better", "worse": "v-worse", "FORGETTING": "v-worse",
+                "inconclusive": "v-unsure"}  # fmt: skip
+
+
+def _cell_class(text: str, colour_changes: bool = True) -> str:
+    """num for numbers; a single signed change is green or red (unless its row is inconclusive); verdict words get
+    their colour."""
+    if text in _VERDICT_CSS:
+        return _VERDICT_CSS[text]
+    kind = "num" if text[:1] in "+-0123456789—" else ""
+    if colour_changes and _SIGNED.fullmatch(text) and float(text.split()[0]) != 0:
+        kind += " up" if text.startswith("+") else " down"
+    return kind.strip()
+
+
 def _html_table(head: tuple[str, ...], rows: list[tuple[str, ...]], css: str = "") -> str:
     cells = "".join(f"<th>{escape(h)}</th>" for h in head)
     body = []
     for row in rows:
-        tds = []
-        for value in row:
-            text = str(value)
-            kind = "num" if text[:1] in "+-0123456789—" else ""
-            kind += " up" if text.startswith("+") and text != "+0.0 pts" else " down" if text.startswith("-") else ""
-            tds.append(f'<td class="{kind.strip()}">{escape(text)}</td>')
-        body.append("<tr>" + "".join(tds) + "</tr>")
+        decided = "inconclusive" not in row  # a change whose interval spans 0 is shown without green or red
+        tds = "".join(f'<td class="{_cell_class(str(value), decided)}">{escape(value)}</td>' for value in row)
+        body.append(f"<tr>{tds}</tr>")
     return f'<table class="{css}"><tr>{cells}</tr>{"".join(body)}</table>'
+
+
+def _html_held_out(data: dict[str, Any]) -> list[str]:
+    comparison = data.get("comparison")
+    parts = ["<h2>Held-out test set</h2>"]
+    if comparison:
+        parts.append(f'<p class="note">{escape(comparison_note(comparison))}</p>')
+    parts.append(_html_table(METRIC_HEAD, metric_rows(data["metrics"], comparison, data.get("forgetting"))))
+    rows = category_comparison_rows(comparison)
+    if rows:
+        parts.append(_html_table(CATEGORY_HEAD, rows))
+    else:
+        head, rows = _category_rows(data["by_category"])
+        parts += [_html_table(head, rows)] if rows else []
+    if data.get("truncation"):
+        head, rows = truncation_rows(data["truncation"])
+        sentences = " ".join(truncation_sentences(data["truncation"]))
+        parts += [f"<h3>{TRUNCATION_TITLE}</h3>", f'<p class="unsure">{escape(sentences)}</p>', _html_table(head, rows)]
+    return parts
 
 
 def render_html(data: dict[str, Any], loss_png_base64: str | None) -> str:
@@ -120,13 +183,10 @@ def render_html(data: dict[str, Any], loss_png_base64: str | None) -> str:
     if loss_png_base64:
         parts += ["<h2>Loss</h2>", f'<img alt="loss curves" src="data:image/png;base64,{loss_png_base64}">']
     if data["metrics"]:
-        parts += ["<h2>Held-out test set</h2>", _html_table(METRIC_HEAD, metric_rows(data["metrics"]))]
-        head, rows = _category_rows(data["by_category"])
-        if rows:
-            parts.append(_html_table(head, rows))
+        parts += _html_held_out(data)
     if data.get("forgetting"):
         report = data["forgetting"]
-        css = "flag" if report["flagged"] else "ok"
+        css = forgetting_style(report)
         parts += ["<h2>Forgetting check</h2>", f'<p class="{css}">{escape(forgetting_verdict(report))}</p>',
                   _html_table(FORGETTING_HEAD, forgetting_rows(report))]  # fmt: skip
     if data["judge"]:

@@ -1,9 +1,10 @@
 """One report per run: `eval/report.md` and a self-contained `eval/report.html`, built only from the run directory.
 
 Sections: what was trained (recipe summary), the data (counts and audit), the loss curves, held-out metrics base vs
-tuned (per category too), the forgetting check, pairwise A/B results, and the tuned model's best and worst test
-answers beside the base model's. Sections whose files are missing are left out, so a failed or partial run still
-gets a report of what it has.
+tuned with paired-bootstrap intervals and verdicts (per category too), answers cut off at the token limit, the
+forgetting check, pairwise A/B results, and the tuned model's best and worst test answers beside the base model's.
+Sections whose files are missing are left out, so a failed or partial run still gets a report of what it has; runs
+written before comparison.json and the verdicts existed get them computed from what they stored.
 """
 
 from __future__ import annotations
@@ -11,23 +12,32 @@ from __future__ import annotations
 import base64
 import html
 import json
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
+from tunelab.errors import RunError
+from tunelab.eval.bootstrap import MIN_ITEMS, SAMPLES, direction
+from tunelab.eval.comparison import format_interval, load_comparison
+from tunelab.eval.forgetting import FORGETTING, INCONCLUSIVE, VERDICT_LABELS, verdict_sentence, with_verdicts
+from tunelab.eval.lengths import truncation_counts, truncation_section
 from tunelab.runs import RunDir, read_json, write_atomic
 
 EXAMPLES = 3
 
 
 def _jsonl(path: Path) -> list[dict[str, Any]]:
+    """The prediction rows of a file (lines that are not a complete prediction are skipped)."""
     if not path.is_file():
         return []
     rows = []
-    for line in path.read_text(encoding="utf-8").splitlines():
+    for line in path.read_text(encoding="utf-8", errors="replace").splitlines():
         try:
-            rows.append(json.loads(line))
+            row = json.loads(line)
         except ValueError:
             continue
+        if isinstance(row, dict) and "id" in row and isinstance(row.get("scores", {}), dict):
+            rows.append(row)
     return rows
 
 
@@ -63,8 +73,34 @@ def examples(run: RunDir, count: int = EXAMPLES) -> dict[str, list[dict[str, Any
     return {"best": best, "worst": [e for e in worst if e not in best]}
 
 
+def read_truncation(run: RunDir, recipe: dict[str, Any]) -> dict[str, Any] | None:
+    """What the report says about answers cut at eval.max_new_tokens (None when none was), from the predictions."""
+    rows = {label: _jsonl(run.eval_dir / f"predictions_{label}.jsonl") for label in ("base", "tuned")}
+    counts = {label: truncation_counts(found) for label, found in rows.items() if found}
+    reports = {label: read_json(run.eval_dir / f"report_{label}.json") or {} for label in ("base", "tuned")}
+    return truncation_section(counts, reports, recipe.get("eval", {}).get("max_new_tokens"))
+
+
+def read_forgetting(run: RunDir) -> dict[str, Any] | None:
+    """forgetting.json with its verdicts (computed for reports written before they existed), or None."""
+    report = read_json(run.eval_dir / "forgetting.json")
+    return with_verdicts(report) if report else None
+
+
+def read_metrics_file(path: Path) -> dict[str, dict[str, Any]]:
+    """eval/metrics.json: {label: {metric: number or null}}; any other shape is a damaged file (ValueError)."""
+    metrics = read_json(path) or {}
+    valid = isinstance(metrics, dict) and all(
+        isinstance(values, dict) and all(v is None or isinstance(v, int | float) for v in values.values())
+        for values in metrics.values()
+    )
+    if not valid:
+        raise ValueError(f"{path.name} is not {{label: {{metric: number}}}}")
+    return metrics
+
+
 def collect(run: RunDir) -> dict[str, Any]:
-    """Everything the report shows, read from the run directory."""
+    """Everything the report shows, read from the run directory (comparison.json is computed when it is missing)."""
     recipe = run.read_recipe()
     rows = run.metrics()
     losses = [r["loss"] for r in rows if "loss" in r]
@@ -80,10 +116,12 @@ def collect(run: RunDir) -> dict[str, Any]:
         "loss": {"first": losses[0] if losses else None, "last": losses[-1] if losses else None,
                  "best_eval": min(evals) if evals else None, "steps": rows[-1]["step"] if rows else 0},
         "loss_plot": run.plots / "loss.png",
-        "metrics": read_json(run.eval_dir / "metrics.json") or {},
+        "metrics": read_metrics_file(run.eval_dir / "metrics.json"),
         "by_category": {label: (read_json(run.eval_dir / f"report_{label}.json") or {}).get("by_category", {})
                         for label in ("base", "tuned")},
-        "forgetting": read_json(run.eval_dir / "forgetting.json"),
+        "comparison": load_comparison(run.eval_dir),
+        "truncation": read_truncation(run, recipe),
+        "forgetting": read_forgetting(run),
         "judge": [read_json(p) for p in sorted(judge_dir.glob("*/summary.json"))] if judge_dir.is_dir() else [],
         "merge": read_json(run.merged / "verification.json"),
         "examples": examples(run),
@@ -135,10 +173,46 @@ def summary_rows(data: dict[str, Any]) -> list[tuple[str, str]]:
     return rows
 
 
-def metric_rows(metrics: dict[str, dict[str, Any]]) -> list[tuple[str, str, str, str]]:
+def intervals(comparison: dict[str, Any] | None, forgetting: dict[str, Any] | None) -> dict[str, tuple[str, str]]:
+    """{metric: (95% CI in points, verdict)} for the held-out metrics, and the forgetting task's accuracy."""
+    found = {
+        name: (format_interval(m["ci95"]), m["verdict"]) for name, m in (comparison or {}).get("metrics", {}).items()
+    }
+    if forgetting:
+        low, high = forgetting["ci95"]
+        found[f"{forgetting['task']}_accuracy"] = (
+            format_interval([low, high]),
+            direction(low, high, forgetting["count"]),
+        )
+    return found
+
+
+def metric_rows(metrics: dict[str, dict[str, Any]], comparison=None, forgetting=None) -> list[tuple[str, ...]]:
+    """metric, base, tuned, change, 95% CI (pts), verdict (the last two "—" and "" where nothing was resampled)."""
     base, tuned = metrics.get("base", {}), metrics.get("tuned", {})
-    names = sorted(set(base) | set(tuned))
-    return [(n, _percent(base.get(n)), _percent(tuned.get(n)), _change(base.get(n), tuned.get(n))) for n in names]
+    found = intervals(comparison, forgetting)
+    return [(n, _percent(base.get(n)), _percent(tuned.get(n)), _change(base.get(n), tuned.get(n)),
+             *found.get(n, ("—", ""))) for n in sorted(set(base) | set(tuned))]  # fmt: skip
+
+
+def comparison_note(comparison: dict[str, Any]) -> str:
+    unpaired = comparison.get("unpaired", {})
+    extra = sum(unpaired.values())
+    note = f" ({extra} records answered by only one model are left out)" if extra else ""
+    return (f"Tuned vs base on the same {comparison['count']} test records{note}. 95% intervals from a paired "
+            f"bootstrap ({comparison.get('samples', SAMPLES):,} resamples of records): better or worse only when the "
+            f"whole interval is on one side of 0 and there are at least {MIN_ITEMS} records, otherwise "
+            "inconclusive. A probe_accuracy row is the forgetting check's (its own interval and verdict).")  # fmt: skip
+
+
+def category_comparison_rows(comparison: dict[str, Any] | None) -> list[tuple[str, ...]]:
+    """category, records, metric, base, tuned, change, 95% CI (pts), verdict: one row per category and metric."""
+    rows = []
+    for name, group in (comparison or {}).get("by_category", {}).items():
+        for metric, m in group["metrics"].items():
+            rows.append((name, str(m["count"]), metric, _percent(m["base"]), _percent(m["tuned"]),
+                         _change(m["base"], m["tuned"]), format_interval(m["ci95"]), m["verdict"]))  # fmt: skip
+    return rows
 
 
 def forgetting_rows(report: dict[str, Any]) -> list[tuple[str, ...]]:
@@ -146,15 +220,20 @@ def forgetting_rows(report: dict[str, Any]) -> list[tuple[str, ...]]:
         low, high = part["ci95"]
         interval = f"{100 * low:+.1f} to {100 * high:+.1f}"
         return (name, str(part["count"]), _percent(part["base"]), _percent(part["tuned"]),
-                f"{100 * part['difference']:+.1f}", interval)  # fmt: skip
+                f"{100 * part['difference']:+.1f}", interval, VERDICT_LABELS[part["verdict"]])  # fmt: skip
 
+    report = with_verdicts(report)
     return [row("all", report), *(row(name, part) for name, part in report["by_category"].items())]
 
 
 def forgetting_verdict(report: dict[str, Any]) -> str:
-    if report["flagged"]:
-        return f"FORGETTING: accuracy dropped by more than {report['threshold_points']:g} points on {report['task']}."
-    return f"No drop larger than {report['threshold_points']:g} points on {report['task']}."
+    return verdict_sentence(report)
+
+
+def forgetting_style(report: dict[str, Any]) -> str:
+    """CSS class of the verdict: red only for established forgetting, amber when inconclusive, green otherwise."""
+    verdict = with_verdicts(report)["verdict"]
+    return {FORGETTING: "flag", INCONCLUSIVE: "unsure"}.get(verdict, "ok")
 
 
 def judge_rows(summaries: list[dict[str, Any]]) -> list[tuple[str, ...]]:
@@ -171,13 +250,30 @@ def write_report(run: RunDir) -> dict[str, Path]:
     """Write eval/report.md and eval/report.html; returns their paths."""
     from tunelab.eval.report_render import render_html, render_markdown
 
-    data = collect(run)
+    with damaged_files_named(run):
+        data = collect(run)
+        markdown = render_markdown(data)
+        plot = data["loss_plot"]
+        image = base64.b64encode(plot.read_bytes()).decode() if plot.is_file() else None
+        page = render_html(data, image)
     paths = {"md": run.eval_dir / "report.md", "html": run.eval_dir / "report.html"}
-    write_atomic(paths["md"], render_markdown(data))
-    plot = data["loss_plot"]
-    image = base64.b64encode(plot.read_bytes()).decode() if plot.is_file() else None
-    write_atomic(paths["html"], render_html(data, image))
+    write_atomic(paths["md"], markdown)
+    write_atomic(paths["html"], page)
     return paths
+
+
+@contextmanager
+def damaged_files_named(run: RunDir):
+    """Files tunelab wrote have known shapes; one edited or damaged by hand can break reading them. Say which file
+    it is (the JSON files that do not parse or hold the wrong kind of value) instead of failing somewhere inside."""
+    try:
+        yield
+    except (KeyError, TypeError, ValueError, AttributeError, IndexError) as error:
+        suspects = [str(path.relative_to(run.path)) for path in sorted(run.path.rglob("*.json"))
+                    if not isinstance(read_json(path), dict | list)] or ["(no file fails to parse)"]  # fmt: skip
+        raise RunError(f"{run.path}: cannot read this run's results ({type(error).__name__}: {error}); damaged or "
+                       f"hand-edited files: {', '.join(suspects[:5])}. Restore them, or run the recipe again "
+                       "(--resume keeps what is intact)") from None  # fmt: skip
 
 
 def escape(text: Any) -> str:

@@ -8,8 +8,6 @@ never leaves a half-written model where a server or a person would look for one.
 from __future__ import annotations
 
 import copy
-import os
-import shutil
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
@@ -76,27 +74,18 @@ def _resolve_dtype(dtype: Any, config: Any) -> torch.dtype:
 
 def _save_atomic(model, tokenizer, out_dir: Path, overwrite: bool) -> Path:
     """Save model (safetensors), tokenizer and generation config to a hidden sibling, then rename it to `out_dir`."""
+    from tunelab.runs import save_folder_atomic
+
     out_dir = Path(out_dir)
     if out_dir.exists() and any(out_dir.iterdir()) and not overwrite:
         raise RunError(f"{out_dir} already holds a model; choose another folder or pass overwrite=True to replace it")
-    out_dir.parent.mkdir(parents=True, exist_ok=True)
-    partial = out_dir.with_name(f".{out_dir.name}.partial-{os.getpid()}")
-    old = out_dir.with_name(f".{out_dir.name}.old-{os.getpid()}")
-    shutil.rmtree(partial, ignore_errors=True)
-    try:
-        model.save_pretrained(partial, safe_serialization=True)
-        model.generation_config.save_pretrained(partial)
-        tokenizer.save_pretrained(partial)
-        if out_dir.exists():
-            os.replace(out_dir, old)
-        os.replace(partial, out_dir)
-    except BaseException:
-        shutil.rmtree(partial, ignore_errors=True)
-        if old.exists() and not out_dir.exists():
-            os.replace(old, out_dir)
-        raise
-    shutil.rmtree(old, ignore_errors=True)
-    return out_dir
+
+    def write(folder: Path) -> None:
+        model.save_pretrained(folder, safe_serialization=True)
+        model.generation_config.save_pretrained(folder)
+        tokenizer.save_pretrained(folder)
+
+    return save_folder_atomic(out_dir, write)
 
 
 def merge_adapter(peft_model, tokenizer, out_dir: Path, dtype=None, overwrite: bool = False) -> Path:

@@ -85,11 +85,28 @@ def model_folder(name: str) -> str:
     return ref.location
 
 
-def convert_gguf(gguf_path: Path) -> Path:
-    """Dequantize a GGUF file into a safetensors folder in the cache (once), and return the folder."""
+def converted_folder(gguf_path: Path) -> Path:
+    """Where `convert_gguf` caches this GGUF file's conversion (it may not exist yet)."""
     stat = gguf_path.stat()
     key = hashlib.sha256(f"{gguf_path.resolve()}:{stat.st_size}:{stat.st_mtime_ns}".encode()).hexdigest()[:12]
-    target = tunelab_home() / "models" / f"{gguf_path.stem}-{key}"
+    return tunelab_home() / "models" / f"{gguf_path.stem}-{key}"
+
+
+def local_folder(name: str) -> str | None:
+    """The model's folder when it is on disk already (a folder, or a GGUF converted before), else None: for checks
+    that should not download or convert anything."""
+    ref = resolve_model(name)
+    if ref.kind == "folder":
+        return ref.location
+    if ref.kind in ("builtin", "gguf"):
+        folder = converted_folder(Path(ref.location))
+        return str(folder) if (folder / "config.json").is_file() else None
+    return None
+
+
+def convert_gguf(gguf_path: Path) -> Path:
+    """Dequantize a GGUF file into a safetensors folder in the cache (once), and return the folder."""
+    target = converted_folder(gguf_path)
     if (target / "config.json").is_file():
         return target
     from transformers import AutoModelForCausalLM, AutoTokenizer

@@ -1,9 +1,10 @@
 """The OpenAI-compatible HTTP API around an `Engine`: `create_app(engine, settings)`.
 
 Every request is read, size-checked, parsed and validated before anything is queued or a byte is streamed; every
-error has OpenAI's shape `{"error": {"message", "type", "param", "code"}}` and a 4xx status for bad input; 429 with
-`Retry-After` when the queue is full. Inference routes need `Authorization: Bearer <key>` when a key is set, admin
-routes their own key; keys are compared in constant time.
+error has OpenAI's shape `{"error": {"message", "type", "param", "code"}}` and a 4xx status for bad input (the body is
+read as JSON whatever its Content-Type says); 429 with `Retry-After` when the queue is full; an unexpected failure in
+a route answers 500 `server_error` in the same shape, without a traceback. Inference routes need
+`Authorization: Bearer <key>` when a key is set, admin routes their own key; keys are compared in constant time.
 """
 
 from __future__ import annotations
@@ -21,8 +22,10 @@ from pydantic import ValidationError
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from tunelab.errors import TunelabError
-from tunelab.serve.engine import Engine, Job, Overloaded, Sampling
+from tunelab.serve.engine import Engine, Job, Overloaded
+from tunelab.serve.sampling import Sampling
 from tunelab.serve.schemas import (
+    FIELD_NAMES,
     AdapterLoad,
     ChatCompletionRequest,
     CompletionRequest,
@@ -42,6 +45,16 @@ class ServeSettings:
     default_max_tokens: int = 512  # when a request does not say
     max_n: int = 8
     retry_after_s: int = 1
+    default_system: bool = True  # a run's shared training system prompt for chat requests that bring none
+
+
+class OpenAIJSONResponse(JSONResponse):
+    """Starlette's JSON, except that a lone surrogate (a `\\ud800` escape in a request, echoed in an error message) is
+    written back as that same JSON escape instead of failing to encode as UTF-8."""
+
+    def render(self, content: Any) -> bytes:
+        text = json.dumps(content, ensure_ascii=False, allow_nan=False, separators=(",", ":"))
+        return text.encode("utf-8", errors="backslashreplace")  # only surrogates, only ever inside JSON strings
 
 
 class ApiError(Exception):
@@ -52,13 +65,13 @@ class ApiError(Exception):
 
 
 def _error_response(error: ApiError) -> JSONResponse:
-    return JSONResponse(error.body, status_code=error.status, headers=error.headers)
+    return OpenAIJSONResponse(error.body, status_code=error.status, headers=error.headers)
 
 
 async def read_json(request: Request, limit: int) -> Any:
     """The body as JSON, refusing more than `limit` bytes without reading past them."""
     declared = request.headers.get("content-length")
-    if declared and declared.isdigit() and int(declared) > limit:
+    if declared and declared.isascii() and declared.isdigit() and int(declared) > limit:
         raise ApiError(413, f"the request body is larger than {limit} bytes", code="request_too_large")
     body = bytearray()
     async for chunk in request.stream():
@@ -67,7 +80,9 @@ async def read_json(request: Request, limit: int) -> Any:
             raise ApiError(413, f"the request body is larger than {limit} bytes", code="request_too_large")
     try:
         return json.loads(body)
-    except ValueError as error:
+    except RecursionError:  # not a ValueError: the parser's own stack limit, e.g. 100,000 nested arrays
+        raise ApiError(400, "the request body nests arrays or objects too deeply", code="invalid_json") from None
+    except ValueError as error:  # also invalid UTF-8 (UnicodeDecodeError) and integers of more than 4300 digits
         raise ApiError(400, f"the request body is not valid JSON ({error})", code="invalid_json") from None
 
 
@@ -77,10 +92,27 @@ def parse(model_class, payload: Any):
     try:
         return model_class.model_validate(payload)
     except ValidationError as error:
-        first = error.errors()[0]
-        where = ".".join(str(part) for part in first["loc"]) or None
-        message = first["msg"].removeprefix("Value error, ")
+        where, message = _first_problem(error.errors())
         raise ApiError(400, f"{where}: {message}" if where else message, param=where) from None
+
+
+def _first_problem(errors: list[dict]) -> tuple[str | None, str]:
+    """(parameter path, message) of the most specific error about the first field that has one.
+
+    pydantic adds the name of each member of a union to the location (`content.str`, `content.list[TextPart]`);
+    those are dropped, and of the alternatives the deepest is reported: for a content part of an unknown type, the
+    part's `type`, not "should be a valid string"."""
+    paths = [_param_path(e) for e in errors]
+    head = paths[0][:1]
+    index = max((i for i, path in enumerate(paths) if path[:1] == head), key=lambda i: len(paths[i]))
+    where = ".".join(str(part) for part in paths[index]) or None
+    return where, errors[index]["msg"].removeprefix("Value error, ")
+
+
+def _param_path(error: dict) -> list[str | int]:
+    """The error's location without union member names; an unknown field (where refused) keeps its own name."""
+    last = len(error["loc"]) - 1 if error["type"] == "extra_forbidden" else -1
+    return [part for i, part in enumerate(error["loc"]) if isinstance(part, int) or part in FIELD_NAMES or i == last]
 
 
 def _check_key(request: Request, key: str | None, admin: bool = False) -> None:
@@ -104,6 +136,18 @@ class Api:
             served = ", ".join(self.engine.names)
             raise ApiError(404, f"the model {name!r} does not exist; served: {served}", param="model",
                            code="model_not_found")  # fmt: skip
+
+    def tokenizer(self, name: str):
+        """The model's tokenizer; 404 for an adapter unloaded since `check_model`."""
+        tokenizer = self.engine.tokenizers.get(name)
+        if tokenizer is None:
+            self.check_model(name)
+            raise ApiError(404, f"the model {name!r} was unloaded meanwhile", param="model", code="model_not_found")
+        return tokenizer
+
+    def default_system(self, name: str) -> str | None:
+        """The system prompt a chat request for `name` gets when it has none: its run's shared training prompt."""
+        return self.engine.system_prompts.get(name) if self.settings.default_system else None
 
     def sampling(self, body, limit: int | None) -> Sampling:
         max_tokens = limit or min(self.settings.default_max_tokens, self.settings.max_tokens)
@@ -129,7 +173,10 @@ class Api:
             raise ApiError(400, f"{len(body.messages)} messages; this server allows at most "
                            f"{self.settings.max_messages}", param="messages")  # fmt: skip
         messages = [{"role": "system" if m.role == "developer" else m.role, "content": m.text()} for m in body.messages]
-        tokenizer = self.engine.tokenizers[body.model]
+        system = self.default_system(body.model)
+        if system and all(m["role"] != "system" for m in messages):
+            messages.insert(0, {"role": "system", "content": system})
+        tokenizer = self.tokenizer(body.model)
         try:
             ids = _as_ids(tokenizer.apply_chat_template(messages, add_generation_prompt=True, tokenize=True,
                                                         return_dict=False))  # fmt: skip
@@ -141,6 +188,10 @@ class Api:
     def submit(self, body, prompts: list[list[int]], sampling: Sampling) -> Job:
         job = Job(body.model, prompts, sampling, body.n or 1, asyncio.get_running_loop(),
                   self.engine.settings.request_timeout_s)  # fmt: skip
+        limit = self.engine.settings.max_queued_rows
+        if job.rows > limit:  # a 429 would never clear: the queue cannot hold this request even when empty
+            raise ApiError(400, f"the request asks for {job.rows} sequences (prompts × n); this server takes at most "
+                           f"{limit} at once", param="n" if len(prompts) == 1 else "prompt")  # fmt: skip
         try:
             self.engine.submit(job)
         except Overloaded as error:
@@ -214,7 +265,7 @@ def create_app(engine: Engine, settings: ServeSettings | None = None) -> FastAPI
     from tunelab.serve.routes import add_routes
 
     settings = settings or ServeSettings()
-    app = FastAPI(title="tunelab", docs_url=None, redoc_url=None)
+    app = FastAPI(title="tunelab", docs_url=None, redoc_url=None, default_response_class=OpenAIJSONResponse)
     api = Api(engine, settings)
 
     @app.exception_handler(ApiError)
@@ -229,6 +280,11 @@ def create_app(engine: Engine, settings: ServeSettings | None = None) -> FastAPI
     async def _http_error(request: Request, error: StarletteHTTPException):
         kind = "not_found_error" if error.status_code == 404 else "invalid_request_error"
         return _error_response(ApiError(error.status_code, str(error.detail), kind=kind))
+
+    @app.exception_handler(Exception)
+    async def _unexpected(request: Request, error: Exception):  # a bug; Starlette re-raises it for the server log
+        message = f"the server failed on this request ({type(error).__name__}); its log has the details"
+        return _error_response(ApiError(500, message, kind="server_error"))
 
     add_routes(app, api, settings)
     app.state.engine, app.state.settings = engine, settings

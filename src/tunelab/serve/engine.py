@@ -24,7 +24,9 @@ from typing import Any
 import torch
 
 from tunelab.errors import ModelError, TunelabError
+from tunelab.serve.adapters import adapter_tokenizer, resolve_adapter
 from tunelab.serve.kv_cache import merge_caches, mergeable, trim_padding
+from tunelab.serve.sampling import Sampling, sample_next, visible_text
 
 BASE_ADAPTER = "__base__"  # PEFT's name for "no adapter" in a mixed batch
 
@@ -41,15 +43,6 @@ class EngineSettings:
     request_timeout_s: float = 300.0
     mixed_batches: bool = True  # False: one request at a time, switching the active adapter (the baseline)
     prepack_weights: bool = True  # linear weights packed once for oneDNN (fast_linear.py), in either mode
-
-
-@dataclass
-class Sampling:
-    max_tokens: int
-    temperature: float = 1.0
-    top_p: float = 1.0
-    stop: list[str] = field(default_factory=list)
-    seed: int | None = None
 
 
 class Job:
@@ -81,34 +74,6 @@ class Row:
     finish: str | None = None
 
 
-def sample_next(logits: torch.Tensor, sampling: Sampling, generator: torch.Generator | None) -> int:
-    """Greedy at temperature 0; otherwise temperature and nucleus (top-p) sampling."""
-    if sampling.temperature == 0:
-        return int(torch.argmax(logits))
-    probs = torch.softmax(logits.float() / sampling.temperature, dim=-1)
-    if sampling.top_p < 1.0:
-        ordered, order = torch.sort(probs, descending=True)
-        outside = torch.cumsum(ordered, dim=-1) - ordered > sampling.top_p  # keeps at least the most likely token
-        ordered[outside] = 0.0
-        probs = torch.zeros_like(probs).scatter_(0, order, ordered)
-    return int(torch.multinomial(probs, 1, generator=generator))
-
-
-def visible_text(text: str, stops: list[str], final: bool) -> tuple[str, bool]:
-    """(text up to any stop sequence, whether one was found); while not final, hold back a possible stop prefix."""
-    cut = min((text.find(s) for s in stops if s in text), default=-1)
-    if cut >= 0:
-        return text[:cut], True
-    if final:
-        return text, False
-    hold = max((len(s) - 1 for s in stops), default=0)
-    text = text.rstrip("\ufffd")  # an incomplete multi-byte character decodes as U+FFFD until its last byte
-    for size in range(min(hold, len(text)), 0, -1):
-        if any(s.startswith(text[-size:]) for s in stops):
-            return text[:-size], False
-    return text, False
-
-
 class Engine:
     def __init__(self, base: str, adapters: dict[str, str] | None = None, settings: EngineSettings | None = None):
         from tunelab.data.tokenize import ensure_chat_template
@@ -127,6 +92,7 @@ class Engine:
         ensure_chat_template(self.tokenizer)
         self.tokenizers: dict[str, Any] = {base: self.tokenizer}
         self.adapter_paths: dict[str, str] = {}
+        self.system_prompts: dict[str, str | None] = {}  # per adapter: its run's shared training system prompt
         self.stop_ids = set(stop_token_ids(self.model, self.tokenizer))
         self.lock = threading.Lock()  # the model: the worker's batches and adapter loading take turns
         self.pending: queue.Queue[Job] = queue.Queue()
@@ -149,29 +115,26 @@ class Engine:
         return [self.base_name, *self.adapter_paths]
 
     def load_adapter(self, name: str, path: str) -> None:
+        """Serve the adapter at `path` (a run directory or an adapter folder) as model `name`; a run's shared
+        training system prompt is kept in `system_prompts` (None for a plain adapter folder)."""
         from peft import PeftModel
-        from transformers import AutoTokenizer
-
-        from tunelab.data.tokenize import ensure_chat_template
-        from tunelab.model.targets import resolve_target
 
         if name in self.names:
             raise ModelError(f"a model named {name!r} is already served; unload it first or choose another name")
-        folder = resolve_target(path).adapter or path
+        folder, system = resolve_adapter(path)
+        tokenizer = adapter_tokenizer(folder, path, self.tokenizer)
         with self.lock:
             try:
                 if isinstance(self.model, PeftModel):
                     self.model.load_adapter(folder, adapter_name=name)
                 else:
                     self.model = PeftModel.from_pretrained(self.model, folder, adapter_name=name)
-            except (OSError, ValueError, KeyError, RuntimeError) as error:  # RuntimeError: shapes of another base
+            except (OSError, ValueError, KeyError, TypeError, RuntimeError) as error:  # RuntimeError: another base
                 raise ModelError(f"{path}: cannot load it as a LoRA adapter for {self.base_name} ({error})") from None
             self.model.eval()
+            self.tokenizers[name], self.system_prompts[name] = tokenizer, system  # before the name is served
             self.adapter_paths[name] = str(folder)
             self._restack()
-        tokenizer = AutoTokenizer.from_pretrained(folder) if _has_tokenizer(folder) else self.tokenizer
-        ensure_chat_template(tokenizer)
-        self.tokenizers[name] = tokenizer
 
     def unload_adapter(self, name: str) -> None:
         if name not in self.adapter_paths:
@@ -185,7 +148,7 @@ class Engine:
                 self.model.delete_adapter(name)
             del self.adapter_paths[name]
             self._restack()
-        del self.tokenizers[name]
+        del self.tokenizers[name], self.system_prompts[name]
 
     def _restack(self) -> None:
         """Rebuild the stacked adapter weights after a change (callers hold the lock)."""
@@ -441,9 +404,3 @@ class Engine:
             elif row.finish != "cancelled":
                 job.emit("done", row.choice, row.finish, len(row.tokens))
             row.finish = "reported"
-
-
-def _has_tokenizer(folder: str) -> bool:
-    from pathlib import Path
-
-    return (Path(folder) / "tokenizer_config.json").is_file()

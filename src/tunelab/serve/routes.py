@@ -40,10 +40,9 @@ def add_routes(app: FastAPI, api: Api, settings: ServeSettings) -> None:
     async def models(request: Request) -> dict[str, Any]:
         _check_key(request, settings.api_key)
         created = now()
-        data = [{"id": engine.base_name, "object": "model", "created": created, "owned_by": "tunelab",
-                 "parent": None, "root": engine.base_name}]  # fmt: skip
-        data += [{"id": name, "object": "model", "created": created, "owned_by": "tunelab",
-                  "parent": engine.base_name, "root": engine.base_name} for name in engine.adapter_paths]  # fmt: skip
+        data = [{"id": name, "object": "model", "created": created, "owned_by": "tunelab",
+                 "parent": None if name == engine.base_name else engine.base_name, "root": engine.base_name,
+                 "default_system_prompt": api.default_system(name)} for name in engine.names]  # fmt: skip
         return {"object": "list", "data": data}
 
     @app.post("/v1/chat/completions")
@@ -69,7 +68,7 @@ def add_routes(app: FastAPI, api: Api, settings: ServeSettings) -> None:
     @app.post("/v1/completions")
     async def completions(request: Request):
         body, sampling = await _request(api, request, CompletionRequest)
-        tokenizer = engine.tokenizers[body.model]
+        tokenizer = api.tokenizer(body.model)
         prompts = [tokenizer(text)["input_ids"] for text in body.prompts()]
         for ids in prompts:
             api.check_prompt(ids, "prompt")
@@ -100,7 +99,8 @@ def add_routes(app: FastAPI, api: Api, settings: ServeSettings) -> None:
         except ModelError as error:
             status = 409 if "already served" in str(error) else 400
             raise ApiError(status, str(error), param="name" if status == 409 else "path") from None
-        return {"id": body.name, "object": "model", "parent": engine.base_name, "path": engine.adapter_paths[body.name]}
+        return {"id": body.name, "object": "model", "parent": engine.base_name, "path": engine.adapter_paths[body.name],
+                "default_system_prompt": api.default_system(body.name)}  # fmt: skip
 
     @app.delete("/admin/adapters/{name}")
     async def unload_adapter(name: str, request: Request):

@@ -12,21 +12,33 @@ import time
 import uuid
 from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+from pydantic import AfterValidator, BaseModel, ConfigDict, Field, field_validator, model_validator
 
 Role = Literal["system", "developer", "user", "assistant", "tool"]
+
+
+def _valid_unicode(value: str) -> str:
+    """JSON's `\\ud800` escapes decode to lone surrogates, which no tokenizer or UTF-8 encoder accepts."""
+    try:
+        value.encode("utf-8")
+    except UnicodeEncodeError as error:
+        raise ValueError(f"the text holds an unpaired UTF-16 surrogate at character {error.start}") from None
+    return value
+
+
+Text = Annotated[str, AfterValidator(_valid_unicode)]
 
 
 class TextPart(BaseModel):
     model_config = ConfigDict(extra="ignore")
     type: Literal["text"]
-    text: str
+    text: Text
 
 
 class Message(BaseModel):
     model_config = ConfigDict(extra="ignore")
     role: Role
-    content: str | list[TextPart] | None = None
+    content: Text | list[TextPart] | None = None
     name: str | None = None
 
     def text(self) -> str:
@@ -46,11 +58,11 @@ class SamplingFields(BaseModel):
     """What chat and text completions share."""
 
     model_config = ConfigDict(extra="ignore")
-    model: str
+    model: Text
     temperature: Annotated[float, Field(ge=0, le=2)] | None = None
     top_p: Annotated[float, Field(gt=0, le=1)] | None = None
     n: Annotated[int, Field(ge=1)] | None = None
-    stop: str | list[str] | None = None
+    stop: Text | list[Text] | None = None
     seed: int | None = None
     stream: bool | None = False
     stream_options: StreamOptions | None = None
@@ -103,7 +115,7 @@ class ChatCompletionRequest(SamplingFields):
 
 
 class CompletionRequest(SamplingFields):
-    prompt: str | list[str]
+    prompt: Text | list[Text]
     echo: bool = False
     suffix: str | None = None
 
@@ -127,7 +139,11 @@ class CompletionRequest(SamplingFields):
 class AdapterLoad(BaseModel):
     model_config = ConfigDict(extra="forbid")
     name: str = Field(pattern=r"^[A-Za-z0-9][A-Za-z0-9._:-]{0,63}$")
-    path: str
+    path: Text
+
+
+FIELD_NAMES = frozenset(name for model in (TextPart, Message, StreamOptions, ChatCompletionRequest, CompletionRequest,
+                                           AdapterLoad) for name in model.model_fields)  # fmt: skip
 
 
 def error_body(message: str, kind: str = "invalid_request_error", param: str | None = None,

@@ -6,6 +6,7 @@ The stage bodies stay readable because everything a person watches is written he
 from __future__ import annotations
 
 import signal
+import sys
 import time
 from typing import Any
 
@@ -96,10 +97,49 @@ class ConciseProgress(ProgressCallback):
             self.training_bar.write("  ".join(parts))
 
 
-def use_concise_progress(trainer) -> None:
-    if any(isinstance(c, ProgressCallback) for c in trainer.callback_handler.callbacks):
-        trainer.remove_callback(ProgressCallback)
-        trainer.add_callback(ConciseProgress())
+class PlainProgress(TrainerCallback):
+    """One plain line per logging step, for output that goes to a file or a pipe (no `\r` progress-bar frames):
+    step, share done, losses, learning rate, elapsed time and ETA."""
+
+    def __init__(self, write=print):
+        self.write = write
+        self._started: tuple[float, int] | None = None
+
+    def on_train_begin(self, args, state, control, **kwargs):
+        self._started = (time.monotonic(), state.global_step)  # a resumed run's ETA counts only its own steps
+
+    def on_log(self, args, state, control, logs=None, **kwargs):
+        if not state.is_world_process_zero or not logs:
+            return
+        parts = [f"step {state.global_step}/{state.max_steps} ({state.global_step / max(1, state.max_steps):.0%})"]
+        parts += [f"{key} {logs[key]:.4f}" for key in ("loss", "eval_loss") if isinstance(logs.get(key), float)]
+        if "learning_rate" in logs:
+            parts.append(f"lr {logs['learning_rate']:.2e}")
+        if len(parts) == 1:
+            return
+        parts.append(self._timing(state))
+        self.write("[tunelab] " + "  ".join(parts), flush=True)
+
+    def _timing(self, state) -> str:
+        started, first_step = self._started or (time.monotonic(), 0)
+        elapsed, done = time.monotonic() - started, state.global_step - first_step
+        left = (state.max_steps - state.global_step) * elapsed / done if done > 0 else None
+        return f"elapsed {_clock(elapsed)}" + (f"  eta {_clock(left)}" if left is not None else "")
+
+
+def _clock(seconds: float) -> str:
+    minutes, secs = divmod(int(seconds), 60)
+    hours, minutes = divmod(minutes, 60)
+    return f"{hours}:{minutes:02d}:{secs:02d}" if hours else f"{minutes}:{secs:02d}"
+
+
+def use_concise_progress(trainer, terminal: bool | None = None) -> None:
+    """A progress bar with one short line per log on a terminal; plain lines when output is a file or a pipe."""
+    if not any(isinstance(c, ProgressCallback) for c in trainer.callback_handler.callbacks):
+        return
+    trainer.remove_callback(ProgressCallback)
+    terminal = sys.stderr.isatty() if terminal is None else terminal  # tqdm draws its bars on stderr
+    trainer.add_callback(ConciseProgress() if terminal else PlainProgress())
 
 
 def standard_callbacks(run: RunDir, train: dict[str, Any]) -> list[TrainerCallback]:

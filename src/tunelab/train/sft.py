@@ -9,7 +9,7 @@ from tunelab.config.schema import Recipe
 from tunelab.config.train_args import build_sft_config
 from tunelab.data.pipeline import Splits
 from tunelab.model.adapters import apply_method, count_parameters
-from tunelab.runs import RunDir, write_json
+from tunelab.runs import RunDir, read_json, save_folder_atomic, write_json
 from tunelab.train.callbacks import GracefulStop, standard_callbacks, use_concise_progress
 from tunelab.train.packing import packing_collator, restore_attention, use_packed_attention
 from tunelab.train.speed import apply_threads, plan_speed
@@ -58,8 +58,8 @@ def run_sft(recipe: Recipe, run: RunDir, model, tokenizer, splits: Splits, resum
     )
     use_concise_progress(trainer)
     checkpoint = run.last_checkpoint() if resume else None
-    if checkpoint is not None:
-        run.truncate_metrics_after(int(checkpoint.name.split("-")[-1]))
+    if resume:  # rows logged after the checkpoint (or all of them, starting over) would be logged again
+        run.truncate_metrics_after(int(checkpoint.name.split("-")[-1]) if checkpoint else 0)
     stopper = next(c for c in callbacks if isinstance(c, GracefulStop))
     stopper.install()
     try:
@@ -75,7 +75,7 @@ def run_sft(recipe: Recipe, run: RunDir, model, tokenizer, splits: Splits, resum
     restore_attention(model.get_base_model() if hasattr(model, "get_base_model") else model)
     model.eval()
     save_trained(model, tokenizer, run, recipe)
-    return TrainResult(
+    result = TrainResult(
         model=model,
         interrupted=stopper.requested,
         global_step=trainer.state.global_step,
@@ -84,12 +84,62 @@ def run_sft(recipe: Recipe, run: RunDir, model, tokenizer, splits: Splits, resum
         train_seconds=seconds,
         tokens_seen=tokens,
     )
+    if not result.interrupted:  # a resumed run that was killed after this point does not train again
+        training = read_json(run.path / "training.json", {})
+        write_json(run.path / "training.json", training | {"completed": True, "global_step": result.global_step,
+                   "best_checkpoint": result.best_checkpoint, "parameters": result.parameters,
+                   "fingerprint": training_fingerprint(recipe)})  # fmt: skip
+    return result
+
+
+def training_fingerprint(recipe: Recipe) -> str:
+    """A digest of what decides the trained weights: a resumed run whose recipe changed (more steps, say) trains on."""
+    import hashlib
+    import json
+
+    parts = recipe.model_dump(mode="json", include={"seed", "model", "data", "method", "train"})
+    return hashlib.sha256(json.dumps(parts, sort_keys=True, default=str).encode()).hexdigest()[:16]
 
 
 def save_trained(model, tokenizer, run: RunDir, recipe: Recipe) -> None:
-    """LoRA → adapter/ (PEFT format); full and freeze → merged/ (a complete model folder)."""
-    target = run.adapter if recipe.method.type == "lora" else run.merged
-    model.save_pretrained(target)
-    tokenizer.save_pretrained(target)
-    if recipe.method.type != "lora":
-        model.generation_config.save_pretrained(target)
+    """LoRA → adapter/ (PEFT format); full and freeze → merged/ (a complete model folder). Saved beside the target
+    and renamed into place, so a kill while saving never leaves half a model there."""
+    lora = recipe.method.type == "lora"
+
+    def write(folder) -> None:
+        model.save_pretrained(folder)
+        tokenizer.save_pretrained(folder)
+        if not lora:
+            model.generation_config.save_pretrained(folder)
+
+    save_folder_atomic(run.adapter if lora else run.merged, write)
+
+
+def finished_training(run: RunDir, recipe: Recipe) -> dict[str, Any] | None:
+    """training.json of a run whose training completed, with this recipe, and saved its model; else None."""
+    training = read_json(run.path / "training.json", {})
+    saved = run.adapter / "adapter_config.json" if recipe.method.type == "lora" else run.merged / "config.json"
+    same = training.get("fingerprint") == training_fingerprint(recipe)
+    return training if training.get("completed") and same and saved.is_file() else None
+
+
+def load_trained(run: RunDir, recipe: Recipe, model, training: dict[str, Any]) -> TrainResult:
+    """The model a finished training saved (adapter on the given base model, or the full model folder)."""
+    if recipe.method.type == "lora":
+        from peft import PeftModel
+
+        trained = PeftModel.from_pretrained(model, str(run.adapter))
+    else:
+        from transformers import AutoModelForCausalLM
+
+        trained = AutoModelForCausalLM.from_pretrained(run.merged, dtype=model.dtype)
+    trained.eval()
+    return TrainResult(
+        model=trained,
+        interrupted=False,
+        global_step=int(training.get("global_step", 0)),
+        best_checkpoint=training.get("best_checkpoint"),
+        parameters=training.get("parameters") or count_parameters(trained),
+        train_seconds=float(training.get("train_seconds") or 0.0),
+        tokens_seen=int(training.get("tokens_seen") or 0),
+    )
