@@ -24,12 +24,13 @@ $(STAMP): pyproject.toml Makefile
 bench-setup: setup
 	$(BIN)/python -m pip install --quiet -e ".[dev,bench]" "$(TORCH)"
 
-# Headless Chromium (and a CJK font) for the tests that open the HTML report and, later, the web UI in a real
-# browser. Installed from Debian's packages when missing and possible (root); otherwise those tests skip.
+# Headless Chromium (and CJK and emoji fonts) for the tests that open the HTML report and the web UI in a real
+# browser (Playwright drives it; it downloads no browser). Installed from Debian's packages when missing and possible
+# (root); otherwise those tests skip.
 browser:
 	@command -v chromium >/dev/null 2>&1 || { [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1 && \
 	  (apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium fonts-wqy-zenhei \
-	  >/dev/null) || echo "note: chromium not installed; browser tests will be skipped"; }
+	  fonts-noto-color-emoji >/dev/null) || echo "note: chromium not installed; browser tests will be skipped"; }
 
 demo: setup
 	$(BIN)/tunelab run examples/quickstart/recipe.yaml name=quickstart-$$(date +%Y%m%d-%H%M%S)

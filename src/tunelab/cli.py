@@ -259,6 +259,14 @@ def serve_command(args: argparse.Namespace) -> int:
     return 0
 
 
+def ui_command(args: argparse.Namespace) -> int:
+    from tunelab.ui.app import serve_ui
+
+    serve_ui(args.workspace, host=args.host, port=args.port, auth_env=args.auth_env, language=args.language,
+             max_upload_bytes=int(args.max_upload_mb * 1024 * 1024))  # fmt: skip
+    return 0
+
+
 def report_command(args: argparse.Namespace) -> int:
     from tunelab.eval.run_report import write_report
     from tunelab.runs import RunDir
@@ -381,6 +389,15 @@ def build_parser() -> argparse.ArgumentParser:
     )
     serve.add_argument("--log-level", default="info")
     serve.set_defaults(func=serve_command)
+
+    ui = verbs.add_parser("ui", help="the web UI: data, train, watch, evaluate, chat, export, serve")
+    ui.add_argument("--workspace", default=".", help="folder for recipes, uploads, audits and runs (default: here)")
+    ui.add_argument("--host", default="127.0.0.1", help="address to bind (default: loopback only)")
+    ui.add_argument("--port", type=int, default=7860)
+    ui.add_argument("--auth-env", help="environment variable holding the password (required off loopback)")
+    ui.add_argument("--language", choices=["en", "zh"], default="en", help="the page's language (switchable there)")
+    ui.add_argument("--max-upload-mb", type=float, default=200, help="the largest file an upload may be")
+    ui.set_defaults(func=ui_command)
 
     report = verbs.add_parser("report", help="write a run's eval/report.html and report.md again")
     report.add_argument("run", help="a run directory")

@@ -10,6 +10,7 @@ runs/<name>/
   adapter/         the trained adapter in PEFT format (LoRA runs)
   merged/          a full model folder: merged LoRA, or the trained model for full/freeze runs
   eval/            predictions and metrics.json {"base": {...}, "tuned": {...}}
+  run.log          the run's console output, when it was started in the background (the web UI does)
 Every JSON file is written atomically (temp name, then rename), so readers never see half a file, and model folders
 are saved beside their place and renamed into it, so a killed process never leaves half a model where one is read.
 
@@ -32,6 +33,7 @@ import yaml
 from tunelab.errors import RunError
 
 STOP_FILE = "STOP"
+LOG_FILE = "run.log"  # the output of a run started in the background (`tunelab ui`); not part of the run itself
 ACTIVE_STATES = ("preparing", "running")  # a process is working on the run; anything else is final or resumable
 
 
@@ -174,10 +176,10 @@ class RunDir:
             raise RunError(f"{run.path} is being run right now by process {live}; wait for it, stop it (touch "
                            f"{run.stop_file} or Ctrl-C), or pick another name (name=...)")  # fmt: skip
         if run.status().get("state") == "refused" and not (run.path / "recipe.yaml").exists():
-            shutil.rmtree(run.path)  # only the audit of a run that never started: the new audit replaces it
-        if run.path.exists() and any(run.path.iterdir()):
+            run.clear()  # only the audit of a run that never started: the new audit replaces it
+        if run.path.exists() and any(p.name != LOG_FILE for p in run.path.iterdir()):
             if overwrite:
-                shutil.rmtree(run.path)
+                run.clear()
             elif not resume:
                 state = run.status().get("state", "unknown")
                 raise RunError(
@@ -191,6 +193,13 @@ class RunDir:
         run.stop_file.unlink(missing_ok=True)
         remove_partial_folders(run.path)
         return run
+
+    def clear(self) -> None:
+        """Remove the run's files, except the log a launcher (the web UI) is writing the run's output to."""
+        for part in self.path.iterdir():
+            if part.name == LOG_FILE:
+                continue
+            shutil.rmtree(part) if part.is_dir() and not part.is_symlink() else part.unlink()
 
     @classmethod
     def open(cls, path: str | Path) -> RunDir:

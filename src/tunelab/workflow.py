@@ -120,7 +120,8 @@ def _write_refused_audit(recipe: Recipe, report: dict[str, Any]) -> Path:
     from tunelab.data.audit_report import write_audit
 
     run_dir = Path(recipe.output_dir) / recipe.name
-    target = run_dir / "data" / "audit" if not run_dir.exists() else run_dir.with_name(f"{recipe.name}.refused-audit")
+    started = RunDir.is_run(run_dir) or (run_dir / "status.json").exists()  # a log file alone is not a run
+    target = run_dir / "data" / "audit" if not started else run_dir.with_name(f"{recipe.name}.refused-audit")
     write_audit(report, target)
     if not (run_dir / "recipe.yaml").exists() and target.is_relative_to(run_dir):
         RunDir(run_dir).set_status("refused", reason="data audit")

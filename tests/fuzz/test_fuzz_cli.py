@@ -93,9 +93,20 @@ def command(draw, places):
     return [*verb.split(), *args]
 
 
+@pytest.fixture(scope="module")
+def no_blocking_servers():
+    """`tunelab ui` builds its whole app from the fuzzed arguments, but does not start listening (it would block)."""
+    import gradio
+
+    original = gradio.Blocks.launch
+    gradio.Blocks.launch = lambda self, *args, **kwargs: None
+    yield
+    gradio.Blocks.launch = original
+
+
 @given(data=st.data())
 @fuzz_settings(examples=450)
-def test_every_verb_fails_clearly_on_bad_arguments(places, capsys, data):
+def test_every_verb_fails_clearly_on_bad_arguments(places, capsys, no_blocking_servers, data):
     argv = data.draw(command(places))
     if argv[0] in ("chat", "serve", "bench", "eval", "judge") and any(p == str(places["run"]) for p in argv):
         return
@@ -114,7 +125,8 @@ def test_every_verb_fails_clearly_on_bad_arguments(places, capsys, data):
 
 def test_every_verb_is_fuzzed():
     expected = {"run", "validate", "status", "chat", "eval", "judge", "export", "serve", "report", "compare", "bench",
-                "data audit", "data split", "data mix", "data convert", "data augment", "data preview"}  # fmt: skip
+                "ui", "data audit", "data split", "data mix", "data convert", "data augment",
+                "data preview"}  # fmt: skip
     assert expected <= set(VERBS)
 
 

@@ -1,5 +1,7 @@
 """The `train:` section: TRL's `SFTConfig` fields plus tunelab's defaults and two early-stopping keys.
 
+`report_to` takes tunelab's trackers only (none, tensorboard, mlflow, wandb; see train/trackers.py).
+
 The section is forwarded to `trl.SFTConfig`; unknown keys and wrong types are reported here with the YAML path before
 TRL sees them, and `SFTConfig` itself is constructed to catch inconsistent combinations.
 """
@@ -24,8 +26,7 @@ TUNELAB_TRAIN_KEYS = {
 # Set by tunelab, not by the user, with what to do instead.
 RESERVED = {
     "output_dir": "set by tunelab from the run directory; remove it (use output_dir/name at the top level)",
-    "logging_dir": "set by tunelab from the run directory; remove it",
-    "report_to": "tunelab writes metrics.jsonl and plots itself; remove it",
+    "logging_dir": "set by tunelab: with report_to: tensorboard, event files go to <run>/tensorboard; remove it",
     "max_length": "tunelab truncates and counts truncation itself; set data.max_length instead",
 }
 
@@ -72,7 +73,11 @@ def check_train_section(train: dict[str, Any]) -> list[tuple[str, str]]:
             if not _matches(value, TUNELAB_TRAIN_KEYS[key]):
                 problems.append((f"train.{key}", f"expected {TUNELAB_TRAIN_KEYS[key].__name__}, got {value!r}"))
             continue
-        if key in RESERVED:
+        if key == "report_to":  # a closed set of trackers, each checked for its packages
+            from tunelab.train.trackers import check_report_to
+
+            problems += check_report_to(value)
+        elif key in RESERVED:
             problems.append((f"train.{key}", RESERVED[key]))
         elif key not in fields:
             close = difflib.get_close_matches(key, list(fields) + list(TUNELAB_TRAIN_KEYS), n=1)
@@ -122,13 +127,16 @@ def build_sft_config(train: dict[str, Any], output_dir: str, seed: int, has_vali
     """
     from trl import SFTConfig
 
+    from tunelab.train.trackers import selected
+
     values = tunelab_defaults() | {k: v for k, v in train.items() if k not in TUNELAB_TRAIN_KEYS}
     if plan is not None:
         checkpointing = plan.gradient_checkpointing
         # transformers 5 renamed the switch; TRL still defaults the old name to True, so both are set
         values |= {"bf16": plan.bf16, "activation_checkpointing": checkpointing, "gradient_checkpointing": None}
         values["padding_free"] = False
-    values |= {"output_dir": output_dir, "report_to": "none", "seed": values.get("seed", seed)}
+    values |= {"output_dir": output_dir, "report_to": selected(train.get("report_to")) or "none"}
+    values["seed"] = values.get("seed", seed)
     if has_validation:
         values.setdefault("eval_strategy", "steps")
         if values.get("eval_strategy") != "no" and train.get("early_stopping_patience") is not None:

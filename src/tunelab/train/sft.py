@@ -13,6 +13,7 @@ from tunelab.runs import RunDir, read_json, save_folder_atomic, write_json
 from tunelab.train.callbacks import GracefulStop, standard_callbacks, use_concise_progress
 from tunelab.train.packing import packing_collator, restore_attention, use_packed_attention
 from tunelab.train.speed import apply_threads, plan_speed
+from tunelab.train.trackers import Tracking
 from tunelab.train.trainer import TunelabSFTTrainer
 
 
@@ -36,44 +37,18 @@ def run_sft(recipe: Recipe, run: RunDir, model, tokenizer, splits: Splits, resum
     if plan.padding_free and use_packed_attention(model):
         plan.attention = model.config._attn_implementation
     model = apply_method(model, recipe.method)
-    args = build_sft_config(
-        recipe.train,
-        str(run.checkpoints),
-        recipe.seed,
-        has_validation=splits.validation is not None,
-        plan=plan,
-        include_num_input_tokens_seen="non_padding",
-    )
-    write_json(run.path / "training.json", plan.as_dict())
-    callbacks = standard_callbacks(run, recipe.train)
-    trainer = TunelabSFTTrainer(
-        model=model,
-        args=args,
-        train_dataset=splits.train,
-        eval_dataset=splits.validation,
-        processing_class=tokenizer,
-        data_collator=packing_collator() if plan.padding_free else None,
-        callbacks=callbacks,
-        label_only_loss=plan.label_only_loss,
-    )
-    use_concise_progress(trainer)
-    checkpoint = run.last_checkpoint() if resume else None
-    if resume:  # rows logged after the checkpoint (or all of them, starting over) would be logged again
-        run.truncate_metrics_after(int(checkpoint.name.split("-")[-1]) if checkpoint else 0)
+    tracking = Tracking(recipe.train.get("report_to"), run.path, recipe.name)
+    write_json(run.path / "training.json", plan.as_dict() | tracking.describe())
+    callbacks = standard_callbacks(run, recipe.train) + tracking.callbacks()
     stopper = next(c for c in callbacks if isinstance(c, GracefulStop))
-    stopper.install()
-    try:
-        output = trainer.train(resume_from_checkpoint=str(checkpoint) if checkpoint else None)
-    finally:
-        stopper.uninstall()
+    with tracking:  # the trackers' integrations read their settings when the trainer is built and when it starts
+        trainer = build_trainer(recipe, run, model, tokenizer, splits, plan, callbacks)
+        tracking.attach(trainer)
+        output = run_trainer(trainer, run, stopper, resume)
     seconds, tokens = float(output.metrics.get("train_runtime", 0.0)), int(trainer.state.num_input_tokens_seen)
-    write_json(run.path / "training.json", plan.as_dict() | {"train_seconds": seconds, "tokens_seen": tokens,
-               "real_tokens_per_second": tokens / seconds if seconds else None})  # fmt: skip
-    # accelerate wraps forward() in bf16 autocast for mixed precision; unwrap so the returned model (evaluated and
-    # compared with the merged export) computes in full precision like the saved weights.
-    model = trainer.accelerator.unwrap_model(trainer.model, keep_fp32_wrapper=False)
-    restore_attention(model.get_base_model() if hasattr(model, "get_base_model") else model)
-    model.eval()
+    write_json(run.path / "training.json", plan.as_dict() | tracking.describe() | {"train_seconds": seconds,
+               "tokens_seen": tokens, "real_tokens_per_second": tokens / seconds if seconds else None})  # fmt: skip
+    model = trained_model(trainer)
     save_trained(model, tokenizer, run, recipe)
     result = TrainResult(
         model=model,
@@ -90,6 +65,52 @@ def run_sft(recipe: Recipe, run: RunDir, model, tokenizer, splits: Splits, resum
                    "best_checkpoint": result.best_checkpoint, "parameters": result.parameters,
                    "fingerprint": training_fingerprint(recipe)})  # fmt: skip
     return result
+
+
+def build_trainer(recipe: Recipe, run: RunDir, model, tokenizer, splits: Splits, plan, callbacks):
+    """TRL's trainer with tunelab's settings, collator, loss and progress lines."""
+    args = build_sft_config(
+        recipe.train,
+        str(run.checkpoints),
+        recipe.seed,
+        has_validation=splits.validation is not None,
+        plan=plan,
+        include_num_input_tokens_seen="non_padding",
+        run_name=recipe.train.get("run_name") or recipe.name,  # MLflow's and W&B's name for the run
+    )
+    trainer = TunelabSFTTrainer(
+        model=model,
+        args=args,
+        train_dataset=splits.train,
+        eval_dataset=splits.validation,
+        processing_class=tokenizer,
+        data_collator=packing_collator() if plan.padding_free else None,
+        callbacks=callbacks,
+        label_only_loss=plan.label_only_loss,
+    )
+    use_concise_progress(trainer)
+    return trainer
+
+
+def run_trainer(trainer, run: RunDir, stopper: GracefulStop, resume: bool):
+    """Train (from the last checkpoint when resuming) with Ctrl-C asking for a clean stop."""
+    checkpoint = run.last_checkpoint() if resume else None
+    if resume:  # rows logged after the checkpoint (or all of them, starting over) would be logged again
+        run.truncate_metrics_after(int(checkpoint.name.split("-")[-1]) if checkpoint else 0)
+    stopper.install()
+    try:
+        return trainer.train(resume_from_checkpoint=str(checkpoint) if checkpoint else None)
+    finally:
+        stopper.uninstall()
+
+
+def trained_model(trainer):
+    """The trained model, unwrapped: accelerate wraps forward() in bf16 autocast for mixed precision, and the returned
+    model (evaluated and compared with the merged export) must compute in full precision like the saved weights."""
+    model = trainer.accelerator.unwrap_model(trainer.model, keep_fp32_wrapper=False)
+    restore_attention(model.get_base_model() if hasattr(model, "get_base_model") else model)
+    model.eval()
+    return model
 
 
 def training_fingerprint(recipe: Recipe) -> str:
