@@ -41,9 +41,12 @@ test: setup browser
 test-fast: setup
 	$(BIN)/python -m pytest -q -m "not slow"
 
+# ruff's rules include complexity, branches and statements per function (pyproject.toml); the shape tests add lines
+# per function and per module, and repeated code (with the `duplicates` tool, where installed)
 lint: setup
 	$(BIN)/ruff check src tests examples bench
 	$(BIN)/ruff format --check src tests examples bench
+	$(BIN)/python -m pytest -q -p no:cacheprovider tests/test_code_shape.py tests/test_lint.py
 
 clean:
 	rm -rf $(VENV) .pytest_cache .ruff_cache

@@ -128,8 +128,8 @@ def measure(count: int, seed: int, model: str = "smollm2-135m-instruct") -> dict
 def _audit_function(model: str | None) -> Any:
     """The full audit as `tunelab data audit --max-length 1024` runs it: a 90/10 train/test split (so leakage is
     checked too) and, unless the model is "none", token lengths with that model's tokenizer."""
+    from tunelab.audit import _tokenizer
     from tunelab.data.audit import audit_sets
-    from tunelab.data.workbench import _tokenizer
 
     tokenizer = _tokenizer(model) if model and model != "none" else None
 

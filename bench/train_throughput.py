@@ -11,7 +11,7 @@ Configurations, each run in its own subprocess (so peak RSS is its own) and inte
   position ids reset per sequence) with and without bf16; the faster of the two is "TRL best" (bf16 is only fast
   on CPUs with native bf16 matrix instructions). Packed rows are `max_length` = the tokens of `batch` average
   examples, one row per step, so every configuration sees about the same tokens per optimizer step.
-- `tunelab`: `tunelab.train.sft.run_sft`, the code `tunelab run` trains with, with its automatic speed plan;
+- `tunelab`: `tunelab.train.fit.fit` with the sft stage, the code `tunelab run` trains with, and its speed plan;
   `tunelab_checkpointing` the same with `train.gradient_checkpointing: true` (what the plan picks when memory is
   short), to show the memory/speed trade.
 
@@ -125,11 +125,12 @@ def _train_trl(config: str, model, tokenizer, train_records, args, out: Path):
 def _train_tunelab(model_name: str, train_records, args, out: Path, checkpointing: bool = False):
     import yaml
 
-    from tunelab.config.load import load_recipe
     from tunelab.data.pipeline import load_recipe_sets
     from tunelab.model.load import load_model
+    from tunelab.recipe import load_recipe
     from tunelab.runs import RunDir
-    from tunelab.train.sft import run_sft
+    from tunelab.train.fit import fit
+    from tunelab.train.stages import get_stage
 
     data = out / "train.jsonl"
     data.write_text("".join(json.dumps({"messages": r["messages"]}) + "\n" for r in train_records), encoding="utf-8")
@@ -152,7 +153,7 @@ def _train_tunelab(model_name: str, train_records, args, out: Path, checkpointin
     model, tokenizer, _ = load_model(recipe.model.name)
     splits = build_splits(load_recipe_sets(recipe.data, recipe.seed), recipe.data, tokenizer, recipe.seed, [])
     run = RunDir.prepare(Path(recipe.output_dir) / recipe.name, resume=False, overwrite=True)
-    result = run_sft(recipe, run, model, tokenizer, splits)
+    result = fit(get_stage(recipe.stage), recipe, run, model, tokenizer, splits)
     losses = [row["loss"] for row in run.metrics() if row.get("loss") is not None]
     plan = json.loads((run.path / "training.json").read_text())
     return result.model, result.train_seconds, result.tokens_seen, losses, plan
@@ -305,7 +306,7 @@ def print_table(summary: dict, machine: str) -> None:
         print(f"{key}: {value:+.2%}" if key.endswith("held_out_loss") else f"{key}: {value:.2f}")
 
 
-def main(argv: list[str] | None = None) -> None:
+def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--model", default="smollm2-135m-instruct")
     parser.add_argument("--steps", type=int, default=8, help="optimizer steps per configuration")
@@ -320,7 +321,24 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--out", help="write the figures to this JSON file")
     parser.add_argument("--worker", choices=CONFIGURATIONS, help=argparse.SUPPRESS)
     parser.add_argument("--dataset", help=argparse.SUPPRESS)
-    args = parser.parse_args(argv)
+    return parser.parse_args(argv)
+
+
+def runnable_configurations(configurations: list[str], peaks: dict[str, float]) -> tuple[list[str], dict[str, str]]:
+    """The configurations worth running on this CPU, and why any other was skipped."""
+    skipped = {}
+    if peaks["bfloat16"] < peaks["float32"] and "trl_packing_bf16" in configurations:
+        # without native bf16 matrix instructions bf16 products are emulated (here ~100x slower than fp32): TRL's
+        # best CPU setting is then packing in fp32, and a bf16 run would take hours to say so
+        skipped["trl_packing_bf16"] = (f"bf16 matrix products run at {peaks['bfloat16']:.1f} GFLOP/s here against "
+                                       f"{peaks['float32']:.0f} in fp32 (no native bf16 on this CPU)")  # fmt: skip
+        configurations = [name for name in configurations if name != "trl_packing_bf16"]
+        print(f"skipping trl_packing_bf16: {skipped['trl_packing_bf16']}", flush=True)
+    return configurations, skipped
+
+
+def main(argv: list[str] | None = None) -> None:
+    args = parse_args(argv)
     if args.threads is None:
         from tunelab.hardware import physical_cores
 
@@ -344,15 +362,7 @@ def main(argv: list[str] | None = None) -> None:
     peaks = {name: matmul_peak(name, args.threads) for name in ("bfloat16", "float32")}
     print(f"matmul peak ({args.threads} threads): bf16 {peaks['bfloat16']:.1f} GFLOP/s, fp32 "
           f"{peaks['float32']:.0f} GFLOP/s", flush=True)  # fmt: skip
-    configurations = args.only or CONFIGURATIONS
-    skipped = {}
-    if peaks["bfloat16"] < peaks["float32"] and "trl_packing_bf16" in configurations:
-        # without native bf16 matrix instructions bf16 products are emulated (here ~100x slower than fp32): TRL's
-        # best CPU setting is then packing in fp32, and a bf16 run would take hours to say so
-        skipped["trl_packing_bf16"] = (f"bf16 matrix products run at {peaks['bfloat16']:.1f} GFLOP/s here against "
-                                       f"{peaks['float32']:.0f} in fp32 (no native bf16 on this CPU)")  # fmt: skip
-        configurations = [name for name in configurations if name != "trl_packing_bf16"]
-        print(f"skipping trl_packing_bf16: {skipped['trl_packing_bf16']}", flush=True)
+    configurations, skipped = runnable_configurations(args.only or CONFIGURATIONS, peaks)
     results: dict[str, list[dict]] = {name: [] for name in configurations}
     complete = not args.only
     for repeat in range(args.repeats):

@@ -24,7 +24,7 @@ def load_chat_model(target: str, system: str | None = None, max_new_tokens: int 
 
 
 def reply(session: ChatSession, user_text: str) -> str:
-    from tunelab.eval.generate import generate_batch
+    from tunelab.model.generate import generate_batch
 
     session.messages.append({"role": "user", "content": user_text})
     prompt = session.tokenizer.apply_chat_template(session.messages, add_generation_prompt=True, tokenize=False)

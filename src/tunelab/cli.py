@@ -1,28 +1,45 @@
 """The command line: a table of verbs, each a few lines that call the library.
 
-Imports are lazy so that `tunelab --help` answers at once. A `TunelabError` is printed without a traceback and the
-process exits non-zero (2 for recipe problems, 1 for the rest).
+The table, `tunelab.cli_verbs.VERBS`, holds every verb (and sub-verb, such as `data audit`) with its help and its
+arguments as data; `build_parser` makes argparse parsers of it, and the verb `data audit` is handled here by
+`data_audit_command`. The library is imported inside the handlers, so that `tunelab --help` answers at once (the
+table imports only what its choices come from: the recipe schema, data/convert and ui/i18n). A `TunelabError` is
+printed without a traceback and the process exits non-zero (2 for recipe problems, 1 for the rest).
 """
 
 from __future__ import annotations
 
 import argparse
+import copy
 import os
 import sys
 import warnings
 from collections.abc import Callable
 from pathlib import Path
 
+from tunelab.cli_verbs import GROUPS, VERBS
+
 INTERNAL_ERROR = 70  # EX_SOFTWARE: a bug in tunelab (a TunelabError exits 1, or 2 for a recipe problem)
 
 
-def _recipe_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("recipe", help="the recipe YAML file")
-    parser.add_argument("overrides", nargs="*", help="section.key=value overrides, e.g. train.max_steps=20")
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="tunelab", description="Fine-tune, evaluate and export language models.")
+    parser.add_argument("--version", action="version", version=_version())
+    verbs = {"": parser.add_subparsers(dest="verb", metavar="VERB", required=True)}
+    for name, (text, args) in VERBS.items():
+        group, _, verb = name.rpartition(" ")
+        if group not in verbs:
+            holder = verbs[""].add_parser(group, help=GROUPS[group])
+            verbs[group] = holder.add_subparsers(dest=f"{group}_verb", metavar=f"{group.upper()}_VERB", required=True)
+        sub = verbs[group].add_parser(verb, help=text)
+        for names, options in args:
+            sub.add_argument(*names, **copy.deepcopy(options))  # no two parses share a default list
+        sub.set_defaults(func=globals()[f"{name.replace(' ', '_')}_command"])  # found when built: tests patch them
+    return parser
 
 
 def run_command(args: argparse.Namespace) -> int:
-    from tunelab.config.load import load_recipe
+    from tunelab.recipe import load_recipe
     from tunelab.report import print_outcome
     from tunelab.workflow import run_recipe
 
@@ -33,7 +50,7 @@ def run_command(args: argparse.Namespace) -> int:
 
 
 def validate_command(args: argparse.Namespace) -> int:
-    from tunelab.config.load import load_recipe
+    from tunelab.recipe import load_recipe
     from tunelab.workflow import preflight_warnings
 
     recipe = load_recipe(args.recipe, args.overrides)
@@ -64,8 +81,8 @@ def chat_command(args: argparse.Namespace) -> int:
 
 
 def data_preview_command(args: argparse.Namespace) -> int:
-    from tunelab.config.load import load_recipe
     from tunelab.preview import preview_recipe
+    from tunelab.recipe import load_recipe
 
     preview_recipe(load_recipe(args.recipe, args.overrides), index=args.index)
     return 0
@@ -74,9 +91,9 @@ def data_preview_command(args: argparse.Namespace) -> int:
 def data_audit_command(args: argparse.Namespace) -> int:
     from rich.console import Console
 
+    from tunelab.audit import audit_paths, audit_recipe
     from tunelab.data.audit_report import summary_lines, write_audit
     from tunelab.data.clean import check_clean_dir, clean_lines, write_clean
-    from tunelab.data.workbench import audit_paths, audit_recipe
 
     if args.write_clean:
         check_clean_dir(args.write_clean, args.overwrite)  # before the audit, which can take minutes
@@ -150,8 +167,9 @@ def data_mix_command(args: argparse.Namespace) -> int:
 
 
 def data_augment_command(args: argparse.Namespace) -> int:
-    from tunelab.data.augment import EndpointParaphraser, LocalParaphraser, augment_file
+    from tunelab.data.augment import EndpointParaphraser, augment_file
     from tunelab.errors import DataError
+    from tunelab.model.paraphrase import LocalParaphraser
 
     if bool(args.model) == bool(args.base_url):
         raise DataError(
@@ -294,193 +312,6 @@ def bench_command(args: argparse.Namespace) -> int:
     print(format_report(report, subjects=not args.no_subjects))
     print(f"report: {folder / 'report.json'}  (every item: {folder / 'items.jsonl'})")
     return 0
-
-
-def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="tunelab", description="Fine-tune, evaluate and export language models.")
-    parser.add_argument("--version", action="version", version=_version())
-    verbs = parser.add_subparsers(dest="verb", metavar="VERB")
-    verbs.required = True
-
-    run = verbs.add_parser("run", help="data → baseline eval → fine-tune → eval → merged export")
-    _recipe_arguments(run)
-    run.add_argument("--resume", action="store_true", help="continue the run from its last checkpoint")
-    run.add_argument("--overwrite", action="store_true", help="delete an existing run of the same name first")
-    run.set_defaults(func=run_command)
-
-    status = verbs.add_parser("status", help="what a run is doing or how it ended (a killed run shows as interrupted)")
-    status.add_argument("runs", nargs="+", help="run directories")
-    status.set_defaults(func=status_command)
-
-    validate = verbs.add_parser("validate", help="check a recipe without training")
-    _recipe_arguments(validate)
-    validate.set_defaults(func=validate_command)
-
-    chat = verbs.add_parser("chat", help="talk to a run's model or any model")
-    chat.add_argument("target", help="a run directory, a model folder, a .gguf file or a built-in alias")
-    chat.add_argument("--prompt", help="answer this one prompt and exit")
-    chat.add_argument("--system", help="a system prompt (default for a run: the one all its training records share)")
-    chat.add_argument("--max-new-tokens", type=int, default=256)
-    chat.set_defaults(func=chat_command)
-
-    evaluate = verbs.add_parser("eval", help="held-out metrics for a run or a model (predictions.jsonl + report)")
-    evaluate.add_argument("target", help="a run directory, an adapter folder, a model folder, a .gguf file or an alias")
-    evaluate.add_argument("--data", help="a test file (default for a run: its recipe's data.test)")
-    evaluate.add_argument("--metrics", nargs="+", help="json_validity json_schema field_accuracy exact_match rouge_l "
-                          "bleu (default: the recipe's, or chosen from the references)")  # fmt: skip
-    evaluate.add_argument("--json-schema", help="a JSON Schema file for the json_schema metric")
-    evaluate.add_argument("--max-new-tokens", type=int)
-    evaluate.add_argument("--batch-size", type=int)
-    evaluate.add_argument("--limit", type=int, help="evaluate only the first N records")
-    evaluate.add_argument("--out", help="output folder (default: the run's eval/, or eval/<model>)")
-    evaluate.set_defaults(func=eval_command)
-
-    judge = verbs.add_parser("judge", help="pairwise A/B comparison of two models by a judge, in both orders")
-    judge.add_argument("--a", required=True, help="model A: a run directory, adapter folder, model folder or alias")
-    judge.add_argument("--b", required=True, help="model B, e.g. the base model")
-    judge.add_argument("--judge", required=True, help="a judge model (alias, folder, run) or an OpenAI-compatible "
-                       "base URL such as http://127.0.0.1:8000/v1")  # fmt: skip
-    judge.add_argument("--judge-model", default="default", help="the model name to request from a judge endpoint")
-    judge.add_argument("--judge-api-key-env", help="environment variable holding the judge endpoint's API key")
-    judge.add_argument("--data", help="test prompts (default: the test set of run A or B)")
-    judge.add_argument("--reference", action="store_true", help="show the judge the test reference answer")
-    judge.add_argument("--prompt-file", help="your own judge prompt with {question}, {answer_a}, {answer_b} "
-                       "(and {reference}) placeholders")  # fmt: skip
-    judge.add_argument("--limit", type=int, help="judge only the first N prompts")
-    judge.add_argument("--max-new-tokens", type=int, default=256, help="answer length for A and B")
-    judge.add_argument("--out", help="output folder (default: <run A>/eval/judge/<B>, or judge/<A>-vs-<B>)")
-    judge.set_defaults(func=judge_command)
-
-    export = verbs.add_parser("export", help="a run's adapter (PEFT/vLLM layout) or merged model folder, verified")
-    export.add_argument("run", help="a run directory")
-    export.add_argument("--merged", action="store_true", help="merge the adapter into the base model")
-    export.add_argument("--dtype", choices=["float32", "bfloat16", "float16"], help="dtype of a merged export")
-    export.add_argument("--out", help="output folder (default: <run>/export/adapter or <run>/export/merged)")
-    export.add_argument("--overwrite", action="store_true", help="replace a non-empty output folder")
-    export.set_defaults(func=export_command)
-
-    serve = verbs.add_parser("serve", help="an OpenAI-compatible server: one base model, many adapters, batched")
-    serve.add_argument("--model", default="smollm2-135m-instruct", help="the base model (alias, folder, .gguf)")
-    serve.add_argument(
-        "--adapter",
-        action="append",
-        default=[],
-        metavar="NAME=PATH",
-        help="an adapter to serve as model NAME: a run directory or an adapter folder (repeatable)",
-    )
-    serve.add_argument("--host", default="127.0.0.1", help="address to bind (default: loopback only)")
-    serve.add_argument("--port", type=int, default=8000)
-    serve.add_argument("--api-key-env", help="environment variable holding the API key that clients must send")
-    serve.add_argument("--admin-key-env", help="environment variable holding the key for /admin/adapters")
-    serve.add_argument("--max-batch", type=int, default=16, help="sequences generated together")
-    serve.add_argument("--max-queue", type=int, default=64, help="sequences waiting before requests get 429")
-    serve.add_argument("--timeout", type=float, default=300.0, help="seconds a request may take")
-    serve.add_argument("--max-tokens", type=int, default=2048, help="the most tokens a request may ask for")
-    serve.add_argument("--max-prompt-tokens", type=int, default=4096)
-    serve.add_argument(
-        "--one-at-a-time",
-        action="store_true",
-        help="no batching: one request at a time, switching adapters (for comparisons)",
-    )
-    serve.add_argument(
-        "--no-default-system",
-        action="store_true",
-        help="do not give chat requests without a system message the system prompt the run's training data shared",
-    )
-    serve.add_argument("--log-level", default="info")
-    serve.set_defaults(func=serve_command)
-
-    ui = verbs.add_parser("ui", help="the web UI: data, train, watch, evaluate, chat, export, serve")
-    ui.add_argument("--workspace", default=".", help="folder for recipes, uploads, audits and runs (default: here)")
-    ui.add_argument("--host", default="127.0.0.1", help="address to bind (default: loopback only)")
-    ui.add_argument("--port", type=int, default=7860)
-    ui.add_argument("--auth-env", help="environment variable holding the password (required off loopback)")
-    ui.add_argument("--language", choices=["en", "zh"], default="en", help="the page's language (switchable there)")
-    ui.add_argument("--max-upload-mb", type=float, default=200, help="the largest file an upload may be")
-    ui.set_defaults(func=ui_command)
-
-    report = verbs.add_parser("report", help="write a run's eval/report.html and report.md again")
-    report.add_argument("run", help="a run directory")
-    report.set_defaults(func=report_command)
-
-    compare = verbs.add_parser("compare", help="a table of runs: losses, metrics, forgetting")
-    compare.add_argument("runs", nargs="+", help="run directories")
-    compare.set_defaults(func=compare_command)
-
-    bench = verbs.add_parser("bench", help="multiple-choice benchmark by the log-likelihood of the answer letters")
-    bench.add_argument("target", help="a run directory, an adapter folder, a model folder, a .gguf file or an alias")
-    bench.add_argument("--task", default="probe", help="probe (built in), mmlu, cmmlu, ceval, arc_easy, arc_challenge, "
-                       "or a benchmark file/folder")  # fmt: skip
-    bench.add_argument("--data", help="the benchmark folder (for mmlu, cmmlu, ceval, arc_*)")
-    bench.add_argument("--split", help="the split to score (default: test; C-Eval val; ARC test, else dev)")
-    bench.add_argument("--shots", type=int, default=5, help="solved examples before each question (default 5)")
-    bench.add_argument("--limit", type=int, help="at most this many items per subject")
-    scoring_help = "letters: the answer letter's likelihood (MMLU, CMMLU, C-Eval); text: each choice's (ARC, probe)"
-    bench.add_argument("--scoring", choices=["letters", "text"], help=scoring_help)
-    bench.add_argument("--out", help="folder for report.json and items.jsonl")
-    bench.add_argument("--no-subjects", action="store_true", help="print categories only")
-    bench.set_defaults(func=bench_command)
-
-    data = verbs.add_parser("data", help="data tools")
-    data_verbs = data.add_subparsers(dest="data_verb", metavar="DATA_VERB")
-    data_verbs.required = True
-    preview = data_verbs.add_parser("preview", help="print one tokenized example with the trained spans marked")
-    _recipe_arguments(preview)
-    preview.add_argument("--index", type=int, default=0, help="which training example to show")
-    preview.set_defaults(func=data_preview_command)
-
-    audit = data_verbs.add_parser("audit", help="invalid records, duplicates, leakage, contamination, lengths")
-    audit.add_argument("inputs", nargs="+", help="data files (each audited as a set), or one recipe.yaml")
-    audit.add_argument("--eval", nargs="*", default=[], help="test/validation files that must not overlap the others")
-    audit.add_argument("--against", nargs="*", default=[], help="benchmark files or folders to check contamination")
-    audit.add_argument("--model", default="smollm2-135m-instruct", help="tokenizer for token lengths")
-    audit.add_argument("--no-lengths", action="store_true", help="skip token lengths (no tokenizer needed)")
-    audit.add_argument("--max-length", type=int, default=None, help="report truncation at this many tokens")
-    audit.add_argument("--threshold", type=float, default=0.8, help="near-duplicate Jaccard threshold")
-    audit.add_argument("--out", default="audit", help="folder for report.md, report.json and plots")
-    audit.add_argument("--strict", action="store_true", help="exit 3 when leakage or invalid records are found")
-    clean_help = "also write cleaned copies of the inputs here: no invalid records, no extra exact copies, no leaks"
-    audit.add_argument("--write-clean", metavar="DIR", help=clean_help)
-    audit.add_argument("--overwrite", action="store_true", help="--write-clean into a non-empty folder (not inputs)")
-    audit.set_defaults(func=data_audit_command)
-
-    split = data_verbs.add_parser("split", help="deterministic split where near-duplicates never straddle splits")
-    split.add_argument("file")
-    split.add_argument("--out", required=True, help="folder for <split>.jsonl and split_ids.json")
-    split.add_argument("--fractions", default="train=0.8,validation=0.1,test=0.1")
-    split.add_argument("--seed", type=int, default=42)
-    split.add_argument("--stratify", help="a record field (e.g. category) whose proportions each split keeps")
-    split.add_argument("--threshold", type=float, default=0.8, help="near-duplicate Jaccard threshold")
-    split.set_defaults(func=data_split_command)
-
-    mix = data_verbs.add_parser("mix", help="mix sources at target ratios (e.g. domain 80%%, general 20%%)")
-    mix.add_argument("sources", nargs="+", metavar="FILE=RATIO")
-    mix.add_argument("--out", required=True, help="the mixed JSONL file to write")
-    mix.add_argument("--seed", type=int, default=42)
-    mix.add_argument("--total", type=int, default=None, help="records in the mix (default: no record copied)")
-    mix.set_defaults(func=data_mix_command)
-
-    convert = data_verbs.add_parser("convert", help="between alpaca, sharegpt, openai and preference formats")
-    convert.add_argument("file")
-    convert.add_argument("--to", required=True, choices=["alpaca", "sharegpt", "openai", "trl", "stack_exchange"])
-    convert.add_argument("--from", dest="from_format", default="auto")
-    convert.add_argument("--out", required=True, help="a new .jsonl or .json file")
-    convert.add_argument("--overwrite", action="store_true", help="replace an existing output file (never an input)")
-    convert.set_defaults(func=data_convert_command)
-
-    augment = data_verbs.add_parser("augment", help="paraphrase instructions with a model; originals are kept")
-    augment.add_argument("file")
-    augment.add_argument("--out", required=True, help="a new JSONL file: originals + kept paraphrases")
-    augment.add_argument("--model", help="a local model (alias, folder, .gguf) to paraphrase with")
-    augment.add_argument("--base-url", help="an OpenAI-compatible endpoint, e.g. http://127.0.0.1:8000/v1")
-    augment.add_argument("--endpoint-model", default="default", help="the model name to ask the endpoint for")
-    augment.add_argument("--api-key-env", help="environment variable holding the endpoint's API key")
-    augment.add_argument("--per-record", type=int, default=1, help="paraphrases per record")
-    augment.add_argument("--seed", type=int, default=0)
-    augment.add_argument("--prompt-file", help="your own paraphrase prompt with an {instruction} placeholder")
-    augment.add_argument("--overwrite", action="store_true", help="replace an existing output file (never the input)")
-    augment.set_defaults(func=data_augment_command)
-    return parser
 
 
 def _version() -> str:

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 from typing import Any
 
+from tunelab.formatting import percent
+
 VERDICT_COLOURS = {"better": "green", "worse": "red", "inconclusive": "yellow", "no forgetting": "green",
                    "FORGETTING": "bold red"}  # fmt: skip
 
@@ -17,7 +19,7 @@ def metrics_table(results: dict[str, dict[str, float]], comparison=None, forgett
     """base, tuned, change and, where the run has them, the paired-bootstrap 95% interval and verdict per metric."""
     from rich.table import Table
 
-    from tunelab.eval.run_report import intervals
+    from tunelab.eval.report_rows import intervals
 
     table = Table(title="held-out test set")
     for column in ("metric", "base", "tuned", "change", "95% CI (pts)", "verdict"):
@@ -28,12 +30,8 @@ def metrics_table(results: dict[str, dict[str, float]], comparison=None, forgett
         before, after = base.get(name), tuned.get(name)
         change = f"{100 * (after - before):+.1f} pts" if before is not None and after is not None else ""
         interval, verdict = found.get(name, ("—", ""))
-        table.add_row(name, _percent(before), _percent(after), change, interval, _coloured(verdict))
+        table.add_row(name, percent(before), percent(after), change, interval, _coloured(verdict))
     return table
-
-
-def _percent(value: Any) -> str:
-    return f"{value:.1%}" if isinstance(value, int | float) else "—"
 
 
 def truncation_table(section: dict[str, Any]):
@@ -91,9 +89,9 @@ def print_eval_report(report: dict[str, Any]) -> None:
     table.add_column("")
     for name in metrics:
         table.add_column(name, justify="right")
-    table.add_row("all", *(_percent(metrics[name]) for name in metrics))
+    table.add_row("all", *(percent(metrics[name]) for name in metrics))
     for category, values in report.get("by_category", {}).items():
-        table.add_row(f"{category} ({values['count']})", *(_percent(values.get(name)) for name in metrics))
+        table.add_row(f"{category} ({values['count']})", *(percent(values.get(name)) for name in metrics))
     console = Console()
     console.print(table)
     counts = {report["label"]: counts_from_report(report)}

@@ -9,7 +9,10 @@ from typing import Any
 
 from tunelab.config.schema import Recipe
 from tunelab.errors import DataError, TunelabError
+from tunelab.jsonl import read_jsonl
 from tunelab.runs import RunDir, read_json, write_json
+from tunelab.train.stage import Stage
+from tunelab.train.stages import get_stage
 
 
 @dataclass
@@ -60,8 +63,8 @@ def run_recipe(recipe: Recipe, resume: bool = False, overwrite: bool = False, lo
 
 
 def preflight_warnings(recipe: Recipe) -> list[str]:
-    """What `tunelab validate` can tell before a run without training or converting anything: today, test
-    references longer than eval.max_new_tokens (answers cut there count as failures)."""
+    """What `tunelab validate` can tell before a run without training or converting anything: what the stage says
+    of the test records (for sft: references longer than eval.max_new_tokens, whose answers would be cut there)."""
     from tunelab.model.load import local_folder
 
     if not recipe.data.test:
@@ -71,15 +74,11 @@ def preflight_warnings(recipe: Recipe) -> list[str]:
         return [f"test answer lengths not checked: {recipe.model.name} is not on disk yet (the first run fetches or "
                 "converts it)"]  # fmt: skip
     from tunelab.data.load import load_source
-    from tunelab.data.tokenize import ensure_chat_template
-    from tunelab.eval.lengths import reference_length_warning
     from tunelab.model.load import load_tokenizer
 
-    tokenizer = load_tokenizer(folder, trust_remote_code=recipe.model.trust_remote_code)
-    ensure_chat_template(tokenizer)
+    tokenizer = _chat_ready(load_tokenizer(folder, trust_remote_code=recipe.model.trust_remote_code))
     records = load_source(recipe.data.test, invalid=[])[: recipe.eval.limit]
-    warning = reference_length_warning(records, tokenizer, recipe.eval.max_new_tokens)
-    return [warning] if warning else []
+    return get_stage(recipe.stage).test_warnings(records, tokenizer, recipe)
 
 
 def _audit_first(recipe: Recipe, log):
@@ -129,35 +128,37 @@ def _write_refused_audit(recipe: Recipe, report: dict[str, Any]) -> Path:
 
 
 def _run_stages(recipe: Recipe, run: RunDir, resume: bool, log, recipe_data, audit) -> RunOutcome:
-    from tunelab.data.pipeline import build_splits, train_clusters
+    from tunelab.data.pipeline import train_clusters
 
+    stage = get_stage(recipe.stage)
     model, tokenizer, model_dir = _load_model(recipe, log)
     clusters = train_clusters(audit.clusters, len(recipe_data.train)) if audit else []
-    splits = build_splits(recipe_data, recipe.data, tokenizer, recipe.seed, clusters, recipe.eval.limit)
+    splits = stage.build_datasets(recipe_data, recipe, tokenizer, clusters)
     _write_data_summary(run, splits.summary, log)
-    _warn_short_answer_limit(splits.test_records, tokenizer, recipe, log)
+    for warning in stage.test_warnings(splits.test_records, tokenizer, recipe):
+        log(f"[tunelab] warning: {warning}")  # before any evaluation, so a user can stop and fix the recipe
     results: dict[str, Any] = read_json(run.eval_dir / "metrics.json", {}) if resume else {}
     if splits.test_records and recipe.eval.base and "base" not in results:
         _phase(run, "evaluating the base model", log, f"on {len(splits.test_records)} test records")
-        results["base"] = _evaluate(model, tokenizer, splits.test_records, recipe, run, "base")
+        results["base"] = stage.evaluate(model, tokenizer, splits.test_records, recipe, run.eval_dir, "base")
         write_json(run.eval_dir / "metrics.json", results)
-    if recipe.eval.forgetting.enabled:
+    if _checks_forgetting(recipe, stage):
         _general_ability(model, tokenizer, recipe, run, "base", results, log)
-    trained = _train(recipe, run, model, tokenizer, splits, resume, log)
+    trained = _train(stage, recipe, run, model, tokenizer, splits, resume, log)
     if trained.interrupted:
         run.set_status("interrupted", step=trained.global_step)
         log(f"[tunelab] stopped at step {trained.global_step}; continue with: tunelab run <recipe> --resume")
         return RunOutcome(run, "interrupted", results, trained.global_step)
     if splits.test_records:
         _phase(run, "evaluating the tuned model", log)
-        results["tuned"] = _evaluate(trained.model, tokenizer, splits.test_records, recipe, run, "tuned")
+        results["tuned"] = stage.evaluate(trained.model, tokenizer, splits.test_records, recipe, run.eval_dir, "tuned")
         write_json(run.eval_dir / "metrics.json", results)
         _compare_base_and_tuned(run, log)
-    if recipe.eval.forgetting.enabled:
+    if _checks_forgetting(recipe, stage):
         _general_ability(trained.model, tokenizer, recipe, run, "tuned", results, log)
         _forgetting_verdict(recipe, run, log)
-    prompts = _verification_records(splits.test_records, recipe_data)
-    check = _export(recipe, run, model_dir, trained.model, tokenizer, prompts, log)
+    records = _verification_records(splits.test_records, recipe_data)
+    check = _export(stage, recipe, run, model_dir, trained.model, tokenizer, records, log)
     run.set_status("completed", step=trained.global_step, parameters=trained.parameters)
     from tunelab.eval.run_report import write_report
 
@@ -165,13 +166,9 @@ def _run_stages(recipe: Recipe, run: RunDir, resume: bool, log, recipe_data, aud
     return RunOutcome(run, "completed", results, trained.global_step, check)
 
 
-def _warn_short_answer_limit(test_records: list[dict], tokenizer, recipe: Recipe, log) -> None:
-    """Before any evaluation: references longer than eval.max_new_tokens would be cut off and scored as failures."""
-    from tunelab.eval.lengths import reference_length_warning
-
-    warning = reference_length_warning(test_records, tokenizer, recipe.eval.max_new_tokens)
-    if warning:
-        log(f"[tunelab] warning: {warning}")
+def _checks_forgetting(recipe: Recipe, stage: Stage) -> bool:
+    """The general-ability check generates answers: it applies to a stage that produces a policy."""
+    return recipe.eval.forgetting.enabled and stage.produces == "policy"
 
 
 def _compare_base_and_tuned(run: RunDir, log) -> None:
@@ -202,16 +199,16 @@ def _load_model(recipe: Recipe, log):
     return model, tokenizer, model_dir
 
 
-def _train(recipe: Recipe, run: RunDir, model, tokenizer, splits, resume: bool, log):
+def _train(stage: Stage, recipe: Recipe, run: RunDir, model, tokenizer, splits, resume: bool, log):
     """Train, or on --resume after training had finished (killed while evaluating or merging), load its result."""
-    from tunelab.train.sft import finished_training, load_trained, run_sft
+    from tunelab.train.fit import finished_training, fit, load_trained
 
     finished = finished_training(run, recipe) if resume else None
     if finished is not None:
         log(f"[tunelab] training had finished at step {finished.get('global_step')}; using the saved model")
         return load_trained(run, recipe, model, finished)
-    _phase(run, "training", log, f"({recipe.method.type}) → {run.path}")
-    return run_sft(recipe, run, model, tokenizer, splits, resume=resume)
+    _phase(run, "training", log, f"({stage.name}, {recipe.method.type}) → {run.path}")
+    return fit(stage, recipe, run, model, tokenizer, splits, resume=resume)
 
 
 def _verification_records(test_records: list[dict], recipe_data) -> list[dict]:
@@ -235,32 +232,6 @@ def _write_data_summary(run: RunDir, summary: dict[str, Any], log) -> None:
     )
 
 
-def _schema_validator(recipe: Recipe):
-    if recipe.eval.json_schema is None:
-        return None
-    from tunelab.eval.metrics import load_json_schema
-
-    return load_json_schema(recipe.eval.json_schema)
-
-
-def _evaluate(model, tokenizer, records, recipe: Recipe, run: RunDir, label: str) -> dict[str, float]:
-    from tunelab.eval.heldout import evaluate_model
-
-    report = evaluate_model(
-        model,
-        tokenizer,
-        records,
-        run.eval_dir / f"predictions_{label}.jsonl",
-        recipe.eval.metrics,
-        max_new_tokens=recipe.eval.max_new_tokens,
-        batch_size=recipe.eval.batch_size,
-        label=label,
-        schema_validator=_schema_validator(recipe),
-    )
-    write_json(run.eval_dir / f"report_{label}.json", report)
-    return report["metrics"]
-
-
 def _general_ability(model, tokenizer, recipe: Recipe, run: RunDir, label: str, results: dict, log) -> None:
     """Score the model on the forgetting task (once: a resumed run keeps the base model's scores)."""
     from tunelab.eval.bench import run_benchmark
@@ -281,17 +252,11 @@ def _forgetting_verdict(recipe: Recipe, run: RunDir, log) -> None:
     from tunelab.eval.forgetting import describe, forgetting_report
 
     folder = run.eval_dir / "forgetting"
-    rows = {label: _jsonl(folder / label / "items.jsonl") for label in ("base", "tuned")}
+    rows = {label: read_jsonl(folder / label / "items.jsonl") for label in ("base", "tuned")}
     settings = recipe.eval.forgetting
     report = forgetting_report(rows["base"], rows["tuned"], settings.task, settings.threshold)
     write_json(run.eval_dir / "forgetting.json", report)
     log(f"[tunelab] {describe(report)}")
-
-
-def _jsonl(path: Path) -> list[dict[str, Any]]:
-    import json
-
-    return [json.loads(line) for line in path.read_text(encoding="utf-8").splitlines() if line.strip()]
 
 
 def _sync_saved_generation_config(folder: Path, tokenizer) -> None:
@@ -304,23 +269,23 @@ def _sync_saved_generation_config(folder: Path, tokenizer) -> None:
         config.save_pretrained(folder)
 
 
-def _export(recipe: Recipe, run: RunDir, model_dir: str, trained, tokenizer, records, log) -> dict[str, Any] | None:
-    """Merge the LoRA adapter into the base model and check the merged model answers like the adapter model."""
-    if recipe.method.type != "lora" or not recipe.export.merge:
+def _export(stage: Stage, recipe: Recipe, run: RunDir, model_dir: str, trained, tokenizer, records, log):
+    """Merge the trained adapter into the base model and check the merged model behaves like the adapter model."""
+    from tunelab.model.methods import method_spec
+
+    if not (recipe.export.merge and method_spec(recipe.method).can_merge):
         return None
-    from tunelab.data.tokenize import prompt_ids_for_generation
-    from tunelab.export.merge import load_merged, merge_adapter_dir, verify_merge
+    from tunelab.export.merge import load_merged, merge_adapter_dir
+    from tunelab.export.verify import MERGE_CHECKS
 
     _phase(run, "merging the adapter into the base model", log, f"→ {run.merged}")
     # the run's own merged/ is replaced: a resumed run may hold one from an attempt killed while verifying it
     merge_adapter_dir(model_dir, run.adapter, run.merged, dtype=recipe.export.dtype, overwrite=True)
     _sync_saved_generation_config(run.merged, tokenizer)
-    chosen = records[: max(1, recipe.export.verify_prompts)]
-    prompts = [prompt_ids_for_generation(tokenizer, r["messages"], r.get("tools")) for r in chosen]
     _phase(run, "verifying the merged model")
     trained.eval()
-    check = verify_merge(trained, load_merged(run.merged), tokenizer, prompts)
+    merge_check = MERGE_CHECKS[stage.produces]
+    check = merge_check.verify(trained, load_merged(run.merged), tokenizer, records, recipe.export.verify_prompts)
     write_json(run.merged / "verification.json", check)
-    verdict = "identical" if check["identical_outputs"] else "DIFFERENT"
-    log(f"[tunelab] merged vs adapter: {verdict} greedy outputs, max |Δlogit| {check['max_abs_logit_diff']:.2e}")
+    log(f"[tunelab] {merge_check.describe(check)}")
     return check

@@ -8,8 +8,9 @@ import pytest
 import yaml
 
 from helpers import cli, tiny_recipe
-from tunelab.config.load import apply_overrides, load_recipe
+from tunelab.config.load import apply_overrides
 from tunelab.errors import RecipeError
+from tunelab.recipe import load_recipe
 
 REPO = Path(__file__).resolve().parents[2]
 SHIPPED = sorted(REPO.glob("examples/**/recipe*.yaml"))

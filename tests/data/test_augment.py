@@ -19,7 +19,6 @@ from helpers import write_jsonl
 from tunelab.data.augment import (
     DEFAULT_PROMPT,
     EndpointParaphraser,
-    LocalParaphraser,
     augment_file,
     augment_records,
     clean_paraphrase,
@@ -27,6 +26,7 @@ from tunelab.data.augment import (
     rejection,
 )
 from tunelab.errors import DataError, TunelabError
+from tunelab.model.paraphrase import LocalParaphraser
 
 SYNONYMS = {
     "summarise": "condense",

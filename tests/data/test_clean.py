@@ -9,8 +9,8 @@ from pathlib import Path
 import pytest
 
 from helpers import quickstart_records, write_jsonl
+from tunelab.audit import audit_paths
 from tunelab.data.clean import check_clean_dir, clean_lines, write_clean
-from tunelab.data.workbench import audit_paths
 from tunelab.errors import DataError
 
 

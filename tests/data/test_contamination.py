@@ -10,6 +10,7 @@ import sys
 import pytest
 
 from helpers import shared_data
+from tunelab.data.benchmarks import BenchmarkItem, read_benchmark
 from tunelab.data.contamination import (
     benchmark_ngrams,
     find_contamination,
@@ -17,7 +18,6 @@ from tunelab.data.contamination import (
     join_tokens,
     normalized_tokens,
 )
-from tunelab.eval.benchmarks import BenchmarkItem, read_benchmark
 
 
 def record(record_id: str, user: str, assistant: str = "OK.") -> dict:
@@ -187,7 +187,7 @@ def test_index_is_the_same_in_every_process():
     # Python's own hash() of a string changes with PYTHONHASHSEED; the index must not.
     script = (
         "from tunelab.data.contamination import benchmark_ngrams\n"
-        "from tunelab.eval.benchmarks import BenchmarkItem\n"
+        "from tunelab.data.benchmarks import BenchmarkItem\n"
         "q = 'What is the embryological origin of the hyoid bone in the human body today'\n"
         "index = benchmark_ngrams([BenchmarkItem('a', 's', q, ['x', 'y'], ['A', 'B'], 'A', 'mmlu')])\n"
         "print(sorted(int(h) for h in index.hashes[13]))\n"

@@ -6,12 +6,12 @@ import pytest
 from pydantic import ValidationError
 
 from helpers import QUICKSTART, quickstart_records
-from tunelab.config.load import load_recipe
 from tunelab.config.schema import DataSection
 from tunelab.data.audit import audit_sets
 from tunelab.data.audit_report import render_markdown
 from tunelab.data.pipeline import RecipeData, check_audit, drop_leaked
 from tunelab.errors import DataError, RecipeError
+from tunelab.recipe import load_recipe
 
 
 def leaking_data() -> RecipeData:

@@ -30,7 +30,7 @@ def mark(name: str, kind: str) -> None:
 def patch_training() -> None:
     from transformers import TrainerCallback
 
-    import tunelab.train.sft as sft
+    import tunelab.train.fit as fit
 
     class Marker(TrainerCallback):
         def on_save(self, args, state, control, **kwargs):
@@ -39,8 +39,8 @@ def patch_training() -> None:
         def on_step_end(self, args, state, control, **kwargs):
             mark(f"step-{state.global_step}", "step")
 
-    original = sft.standard_callbacks
-    sft.standard_callbacks = lambda run, train: [*original(run, train), Marker()]
+    original = fit.standard_callbacks
+    fit.standard_callbacks = lambda run, train: [*original(run, train), Marker()]
 
 
 def patch_evaluation() -> None:

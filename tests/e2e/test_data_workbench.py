@@ -284,7 +284,7 @@ def test_augment_cli_with_a_local_model(tmp_path, tiny_model_dir, capsys):
 
 def test_audit_finds_the_duplicates_in_the_llamafactory_demo_sets():
     from helpers import shared_data
-    from tunelab.data.workbench import audit_paths
+    from tunelab.audit import audit_paths
 
     folder = shared_data("llamafactory")
     names = ["alpaca_en_demo.json", "alpaca_zh_demo.json", "identity.json", "glaive_toolcall_en_demo.json"]

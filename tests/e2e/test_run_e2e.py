@@ -123,13 +123,13 @@ def test_stop_file_leaves_a_resumable_checkpoint(tmp_path, tiny_model_dir, capsy
 
     original = callbacks.standard_callbacks
     callbacks_list = lambda run_dir, train: [StopAtThree(), *original(run_dir, train)]  # noqa: E731
-    import tunelab.train.sft as sft
+    import tunelab.train.fit as fit
 
-    sft.standard_callbacks, saved = callbacks_list, sft.standard_callbacks
+    fit.standard_callbacks, saved = callbacks_list, fit.standard_callbacks
     try:
         result = cli(["run", recipe, "train.max_steps=50"], capsys)
     finally:
-        sft.standard_callbacks = saved
+        fit.standard_callbacks = saved
     assert result.exit_code == 130
     assert json.loads((run / "status.json").read_text())["state"] == "interrupted"
     assert (run / "checkpoints" / "checkpoint-4").is_dir()

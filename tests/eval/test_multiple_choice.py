@@ -10,9 +10,9 @@ import torch
 from transformers import AutoModelForCausalLM, AutoTokenizer
 
 from helpers import shared_data
+from tunelab.data.benchmarks import BenchmarkItem
 from tunelab.errors import DataError
 from tunelab.eval.bench import run_benchmark, summarize
-from tunelab.eval.benchmarks import BenchmarkItem
 from tunelab.eval.multiple_choice import accuracy_with_stderr, build_prompts, score_prompts
 from tunelab.eval.tasks import TASKS, LoadedTask, check_task, load_task
 

@@ -12,8 +12,8 @@ from pathlib import Path
 import pytest
 
 from helpers import cli, read_metrics, tiny_recipe
-from tunelab.config.load import load_recipe
 from tunelab.errors import RecipeError
+from tunelab.recipe import load_recipe
 from tunelab.train.trackers import Tracking, tracker_environment, tracker_variables, wandb_settings
 
 QUICK = ["train.max_steps=4", "eval.base=false", "eval.forgetting=false", "export.merge=false"]

@@ -1,23 +1,40 @@
 """Load a recipe: YAML file → dotted overrides → strict schema → file and combination checks.
 
-Every problem is collected and reported at once as a `RecipeError`, each with its YAML path and a hint.
+Every problem is collected and reported at once as a `RecipeError`, each with its YAML path and a hint. What only a
+higher layer can check (the stage's trainer settings, a registry's datasets, an evaluation task) comes in as
+`Checks`; `tunelab.recipe.load_recipe` passes all of them, and is what the CLI, the UI and the workflow call.
 """
 
 from __future__ import annotations
 
 import difflib
 import re
+from collections.abc import Callable
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import yaml
 from pydantic import BaseModel, ValidationError
 
-from tunelab.config.schema import Recipe
-from tunelab.config.train_args import check_train_section
+from tunelab.config.schema import Recipe, method_sections
 from tunelab.errors import RecipeError
 
 Problem = tuple[str, str]
+
+
+def _no_problems(_: Any) -> list[Problem]:
+    return []
+
+
+@dataclass(frozen=True)
+class Checks:
+    """Checks a higher layer adds: on the raw mapping (reported beside schema problems), on the validated recipe
+    (beside file and combination problems), and last, once everything else is clean (building the trainer's config)."""
+
+    raw: Callable[[dict[str, Any]], list[Problem]] = _no_problems
+    recipe: Callable[[Recipe], list[Problem]] = _no_problems
+    final: Callable[[Recipe], list[Problem]] = _no_problems
 
 
 class RecipeLoader(yaml.SafeLoader):
@@ -35,12 +52,12 @@ def parse_yaml(text: str) -> Any:
     return yaml.load(text, Loader=RecipeLoader)  # noqa: S506 - a SafeLoader subclass
 
 
-def load_recipe(path: str | Path, overrides: list[str] | tuple[str, ...] = ()) -> Recipe:
+def load_recipe(path: str | Path, overrides: list[str] | tuple[str, ...] = (), checks: Checks = Checks()) -> Recipe:
     """Read, override and validate a recipe; relative data paths are resolved against the recipe's folder."""
     path = Path(path)
     raw = read_yaml(path)
     apply_overrides(raw, overrides, source=str(path))
-    return validate_recipe(raw, source=str(path), base_dir=path.resolve().parent)
+    return validate_recipe(raw, source=str(path), base_dir=path.resolve().parent, checks=checks)
 
 
 def read_yaml(path: Path) -> dict[str, Any]:
@@ -104,33 +121,20 @@ def _set_dotted(node: Any, parts: list[str], value: Any) -> str | None:
     return None
 
 
-def validate_recipe(raw: dict[str, Any], source: str, base_dir: Path) -> Recipe:
+def validate_recipe(raw: dict[str, Any], source: str, base_dir: Path, checks: Checks = Checks()) -> Recipe:
     try:
         recipe = Recipe.model_validate(raw)
     except ValidationError as error:
         problems = [_describe(e, Recipe) for e in error.errors()]
-        problems += check_train_section(raw.get("train") or {}) if isinstance(raw.get("train"), dict) else []
-        problems += _raw_file_problems(raw, base_dir)
-        raise RecipeError(source, problems) from None
+        raise RecipeError(source, problems + checks.raw(raw) + _raw_file_problems(raw, base_dir)) from None
     _resolve_paths(recipe, base_dir)
-    problems = check_files(recipe) + check_combinations(recipe) + check_train_section(recipe.train)
+    problems = check_files(recipe) + check_combinations(recipe) + checks.recipe(recipe)
     if problems:
         raise RecipeError(source, problems)
-    _check_sft_config(recipe, source)
+    problems = checks.final(recipe)
+    if problems:
+        raise RecipeError(source, problems)
     return recipe
-
-
-def _check_sft_config(recipe: Recipe, source: str) -> None:
-    """Construct TRL's SFTConfig once so that inconsistent train settings fail here, not mid-run."""
-    import tempfile
-
-    from tunelab.config.train_args import build_sft_config
-
-    with tempfile.TemporaryDirectory() as scratch:
-        try:
-            build_sft_config(recipe.train, scratch, recipe.seed, has_validation=recipe.data.validation is not None)
-        except RecipeError as error:
-            raise RecipeError(source, error.problems) from None
 
 
 def _raw_file_problems(raw: dict[str, Any], base_dir: Path) -> list[Problem]:
@@ -160,26 +164,27 @@ def _describe(error: dict[str, Any], schema: type[BaseModel]) -> Problem:
     if kind == "union_tag_invalid":
         return (
             where or "method.type",
-            f"unknown choice {error.get('input', {}).get('type')!r}; choose lora, full or freeze",
+            f"unknown choice {error.get('input', {}).get('type')!r}; choose {_choices(method_sections())}",
         )
     got = error.get("input")
     shown = f"{got!r}" if not isinstance(got, dict | list) else type(got).__name__
     return where, f"{error['msg']}, got {shown}"
 
 
+def _choices(names) -> str:
+    names = list(names)
+    return ", ".join(names[:-1]) + f" or {names[-1]}" if len(names) > 1 else "".join(names)
+
+
 def _is_union_tag(part: Any) -> bool:
-    return part in {"lora", "full", "freeze"}
+    return part in method_sections()
 
 
 def _did_you_mean(loc: tuple[Any, ...], schema: type[BaseModel]) -> str:
     model: Any = schema
     for part in loc[:-1]:
         if _is_union_tag(part):
-            from tunelab.config import schema as schema_module
-
-            model = {"lora": schema_module.LoraMethod, "full": schema_module.FullMethod}.get(
-                part, schema_module.FreezeMethod
-            )
+            model = method_sections()[part]
             continue
         field = getattr(model, "model_fields", {}).get(part)
         annotation = getattr(field, "annotation", None)
@@ -230,47 +235,7 @@ def check_files(recipe: Recipe) -> list[Problem]:
     for where, value in named.items():
         if value is not None and not Path(value).is_file():
             problems.append((where, f"file not found: {value}"))
-    return problems + _registry_problems(recipe) + _eval_problems(recipe)
-
-
-def _eval_problems(recipe: Recipe) -> list[Problem]:
-    """The JSON schema parses and is a schema; the forgetting benchmark can be found."""
-    from tunelab.errors import TunelabError
-
-    problems: list[Problem] = []
-    schema = recipe.eval.json_schema
-    if schema is not None:
-        from tunelab.eval.metrics import load_json_schema
-
-        try:
-            load_json_schema(schema)
-        except TunelabError as error:
-            problems.append(("eval.json_schema", str(error)))
-    if "json_schema" in recipe.eval.metrics and schema is None:
-        problems.append(("eval.metrics", "json_schema needs a schema file: set eval.json_schema"))
-    forgetting = recipe.eval.forgetting
-    if forgetting.enabled:
-        from tunelab.eval.tasks import check_task
-
-        problem = check_task(forgetting.task, forgetting.data)
-        if problem:
-            problems.append(("eval.forgetting", problem))
     return problems
-
-
-def _registry_problems(recipe: Recipe) -> list[Problem]:
-    """Unknown dataset names and missing data files in a LLaMA-Factory registry, found before anything runs."""
-    data = recipe.data
-    if not (data.registry and data.datasets and Path(data.registry).is_file()):
-        return []
-    from tunelab.data.registry import registry_entries
-    from tunelab.errors import DataError
-
-    try:
-        registry_entries(data.registry, data.datasets)
-    except DataError as error:
-        return [("data.datasets", str(error).replace("\n", " "))]
-    return []
 
 
 def check_combinations(recipe: Recipe) -> list[Problem]:
@@ -292,8 +257,6 @@ def check_combinations(recipe: Recipe) -> list[Problem]:
         problems.append(("train.early_stopping_patience", "early stopping needs validation data; set data.validation"))
     if recipe.train.get("load_best_model_at_end") and data.validation is None:
         problems.append(("train.load_best_model_at_end", "needs validation data; set data.validation"))
-    if recipe.export.merge and recipe.method.type != "lora" and "merge" in recipe.export.model_fields_set:
-        problems.append(("export.merge", f"method {recipe.method.type} saves a full model; there is nothing to merge"))
     if data.test is None and recipe.eval.base and "base" in recipe.eval.model_fields_set:
         problems.append(("eval.base", "base evaluation needs a test set; set data.test"))
     return problems

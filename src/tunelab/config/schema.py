@@ -1,17 +1,19 @@
 """The recipe schema: strict pydantic models, one per YAML section.
 
 Unknown keys are errors (`extra="forbid"`), choices are closed sets (`Literal`), and the `train:` section is kept as a
-plain mapping because it is forwarded to TRL's `SFTConfig`, which validates it (see `config/train_args.py`), so upstream
-fields are not declared twice.
+plain mapping because it is forwarded to the stage's TRL config class (`SFTConfig` for sft), which validates it (see
+`config/train_args.py`), so upstream fields are not declared twice.
 """
 
 from __future__ import annotations
 
-from typing import Annotated, Any, Literal
+from typing import Annotated, Any, Literal, get_args
 
 from pydantic import BaseModel, ConfigDict, Field, PositiveInt, ValidationInfo, field_validator, model_validator
 
 DataFormat = Literal["auto", "alpaca", "sharegpt", "openai"]
+# The training stages; each name has one entry in tunelab.train.stages.STAGES (a test checks they agree).
+StageName = Literal["sft"]
 MetricName = Literal["json_validity", "json_schema", "field_accuracy", "exact_match", "rouge_l", "bleu"]
 
 
@@ -120,7 +122,13 @@ class FreezeMethod(Strict):
     train_head: bool = False
 
 
-Method = Annotated[LoraMethod | FullMethod | FreezeMethod, Field(discriminator="type")]
+MethodSection = LoraMethod | FullMethod | FreezeMethod
+Method = Annotated[MethodSection, Field(discriminator="type")]
+
+
+def method_sections() -> dict[str, type[Strict]]:
+    """method.type → its schema class, read from the union above (the one place a method's name is written here)."""
+    return {get_args(cls.model_fields["type"].annotation)[0]: cls for cls in get_args(MethodSection)}
 
 
 class ForgettingSection(Strict):
@@ -160,6 +168,7 @@ class Recipe(Strict):
     name: str = Field(..., pattern=r"^[A-Za-z0-9][A-Za-z0-9._-]*$")
     output_dir: str = "runs"
     seed: int = 42
+    stage: StageName = Field("sft", description="the training stage: sft (supervised fine-tuning on conversations)")
     model: ModelSection = Field(default_factory=ModelSection)
     data: DataSection
     method: Method = Field(default_factory=lambda: LoraMethod(type="lora"))

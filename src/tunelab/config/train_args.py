@@ -1,9 +1,10 @@
-"""The `train:` section: TRL's `SFTConfig` fields plus tunelab's defaults and two early-stopping keys.
+"""The `train:` section: the fields of the stage's TRL config class (`trl.SFTConfig` for sft) plus tunelab's defaults
+and its own keys.
 
-`report_to` takes tunelab's trackers only (none, tensorboard, mlflow, wandb; see train/trackers.py).
+`report_to` takes tunelab's trackers only (none, tensorboard, mlflow, wandb; see config/trackers.py).
 
-The section is forwarded to `trl.SFTConfig`; unknown keys and wrong types are reported here with the YAML path before
-TRL sees them, and `SFTConfig` itself is constructed to catch inconsistent combinations.
+The section is forwarded to the stage's config class (train/args.py builds it); unknown keys and wrong types are
+reported here with the YAML path before TRL sees them.
 """
 
 from __future__ import annotations
@@ -57,16 +58,16 @@ def tunelab_defaults() -> dict[str, Any]:
 
 
 @cache
-def _sft_fields() -> dict[str, Any]:
-    from trl import SFTConfig
+def config_fields(config_class: type) -> dict[str, Any]:
+    """A TRL config dataclass's settable fields and their annotations."""
+    hints = typing.get_type_hints(config_class)
+    return {field.name: hints.get(field.name, Any) for field in dataclasses.fields(config_class) if field.init}
 
-    hints = typing.get_type_hints(SFTConfig)
-    return {field.name: hints.get(field.name, Any) for field in dataclasses.fields(SFTConfig) if field.init}
 
-
-def check_train_section(train: dict[str, Any]) -> list[tuple[str, str]]:
-    """Unknown keys (with a did-you-mean) and wrong types, each as (yaml path, problem)."""
-    fields = _sft_fields()
+def check_train_section(train: dict[str, Any], config_class: type) -> list[tuple[str, str]]:
+    """Unknown keys (with a did-you-mean) and wrong types, each as (yaml path, problem), against the stage's TRL
+    config class."""
+    fields = config_fields(config_class)
     problems = []
     for key, value in train.items():
         if key in TUNELAB_TRAIN_KEYS:
@@ -74,14 +75,14 @@ def check_train_section(train: dict[str, Any]) -> list[tuple[str, str]]:
                 problems.append((f"train.{key}", f"expected {TUNELAB_TRAIN_KEYS[key].__name__}, got {value!r}"))
             continue
         if key == "report_to":  # a closed set of trackers, each checked for its packages
-            from tunelab.train.trackers import check_report_to
+            from tunelab.config.trackers import check_report_to
 
             problems += check_report_to(value)
         elif key in RESERVED:
             problems.append((f"train.{key}", RESERVED[key]))
         elif key not in fields:
             close = difflib.get_close_matches(key, list(fields) + list(TUNELAB_TRAIN_KEYS), n=1)
-            hint = f" (did you mean {close[0]}?)" if close else " (not a field of trl.SFTConfig)"
+            hint = f" (did you mean {close[0]}?)" if close else f" (not a field of trl.{config_class.__name__})"
             problems.append((f"train.{key}", "unknown key" + hint))
         elif not _matches(value, fields[key]):
             problems.append((f"train.{key}", f"expected {_type_name(fields[key])}, got {value!r}"))
@@ -117,38 +118,3 @@ def _type_name(annotation: Any) -> str:
     if args:
         return " or ".join(_type_name(arg) for arg in args)
     return "null" if annotation is type(None) else getattr(annotation, "__name__", str(annotation))
-
-
-def build_sft_config(train: dict[str, Any], output_dir: str, seed: int, has_validation: bool, plan=None, **forced: Any):
-    """Merge defaults, the recipe's train section and tunelab's settings into a `trl.SFTConfig`.
-
-    `plan` (train/speed.py) owns bf16 and gradient checkpointing; its padding-free batches come from tunelab's own
-    collator, so TRL's `padding_free` (which refuses a custom collator) is switched off.
-    """
-    from trl import SFTConfig
-
-    from tunelab.train.trackers import selected
-
-    values = tunelab_defaults() | {k: v for k, v in train.items() if k not in TUNELAB_TRAIN_KEYS}
-    if plan is not None:
-        checkpointing = plan.gradient_checkpointing
-        # transformers 5 renamed the switch; TRL still defaults the old name to True, so both are set
-        values |= {"bf16": plan.bf16, "activation_checkpointing": checkpointing, "gradient_checkpointing": None}
-        values["padding_free"] = False
-    values |= {"output_dir": output_dir, "report_to": selected(train.get("report_to")) or "none"}
-    values["seed"] = values.get("seed", seed)
-    if has_validation:
-        values.setdefault("eval_strategy", "steps")
-        if values.get("eval_strategy") != "no" and train.get("early_stopping_patience") is not None:
-            values |= {"load_best_model_at_end": True, "metric_for_best_model": "eval_loss", "greater_is_better": False}
-            values["save_strategy"] = values["eval_strategy"]
-            values["save_steps"] = values.get("eval_steps", values["save_steps"])
-    else:
-        values["eval_strategy"] = "no"
-    values |= forced
-    try:
-        return SFTConfig(**values)
-    except (ValueError, TypeError) as error:
-        from tunelab.errors import RecipeError
-
-        raise RecipeError("recipe", [("train", str(error).strip())]) from None

@@ -133,8 +133,8 @@ def mark_dropped(report: dict[str, Any], dropped: list[dict[str, Any]]) -> None:
 def _contamination_section(records, labels, roles, against) -> dict[str, Any]:
     if not against:
         return {"checked": False}
+    from tunelab.data.benchmarks import read_benchmark
     from tunelab.data.contamination import benchmark_ngrams, find_contamination
-    from tunelab.eval.benchmarks import read_benchmark
 
     items = [item for path in against for item in read_benchmark(path)]
     if not items:

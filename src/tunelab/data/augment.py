@@ -1,8 +1,9 @@
 """Paraphrase augmentation: more ways of asking for the same thing, each with the original answer.
 
-The instruction (first user message) of each record is rewritten by a local model or an OpenAI-compatible endpoint.
-Originals are kept; a paraphrase is rejected when empty, unchanged, far longer or shorter, or a duplicate. Generated
-records carry `"generated": {"by", "from", "method"}` so a split can keep them on their original's side.
+The instruction (first user message) of each record is rewritten by a local model (`model/paraphrase.py`) or an
+OpenAI-compatible endpoint. Originals are kept; a paraphrase is rejected when empty, unchanged, far longer or shorter,
+or a duplicate. Generated records carry `"generated": {"by", "from", "method"}` so a split can keep them on their
+original's side.
 Duplicates are judged on instruction text: on whole records every paraphrase shares its original's answer, so those
 with long answers would all look like near-duplicates. The first paraphrase per record is greedy (reproducible);
 the k-th (`per_record > 1`) is sampled with seed `seed + k - 1` (endpoints reproduce it only if they honour `seed`).
@@ -10,7 +11,6 @@ the k-th (`per_record > 1`) is sampled with seed `seed + k - 1` (endpoints repro
 
 from __future__ import annotations
 
-import json
 import os
 import re
 from collections import defaultdict
@@ -22,7 +22,7 @@ from typing import Any, Protocol
 
 from tunelab.data.dedup import find_duplicates, normalize
 from tunelab.errors import DataError, TunelabError
-from tunelab.runs import write_atomic
+from tunelab.jsonl import write_jsonl
 
 DEFAULT_PROMPT = """Rewrite the instruction below in different words. It must ask for exactly the same thing: keep \
 every name, number, format and constraint, and keep its language. Do not answer it, explain it or add anything.
@@ -82,45 +82,6 @@ class AugmentReport:
         if self.skipped_records:
             text += f"; {self.skipped_records} records skipped (no user message or already generated)"
         return text + "".join(f"\n  error: {error}" for error in self.errors)
-
-
-class LocalParaphraser:
-    """A local model (alias, folder, .gguf or hub id), prompted through its chat template, generating in batches."""
-
-    def __init__(self, model_name: str, max_new_tokens: int = 128, batch_size: int = 8, temperature: float = 0.8):
-        from tunelab.data.tokenize import ensure_chat_template
-        from tunelab.model.load import load_model
-
-        self.name = model_name
-        self.model, self.tokenizer, _ = load_model(model_name)
-        ensure_chat_template(self.tokenizer)
-        self.max_new_tokens, self.batch_size, self.temperature = max_new_tokens, batch_size, temperature
-
-    def complete(self, prompts: list[str], sample: bool = False, seed: int = 0) -> list[Completion]:
-        from tunelab.data.tokenize import prompt_ids_for_generation
-        from tunelab.eval.generate import generate_batch
-
-        ids = [prompt_ids_for_generation(self.tokenizer, [{"role": "user", "content": p}]) for p in prompts]
-        if sample:
-            results = self._sampled(ids, seed)
-        else:
-            results = generate_batch(self.model, self.tokenizer, ids, self.max_new_tokens, self.batch_size)
-        return [Completion(text=result["text"]) for result in results]
-
-    def _sampled(self, ids: list[list[int]], seed: int) -> list[dict[str, Any]]:
-        """Sampled generation under a forked RNG, so a seed reproduces and the caller's random state is untouched."""
-        import torch
-
-        from tunelab.eval.generate import _generate_one_batch, eval_mode, greedy_config
-
-        config = greedy_config(self.model, self.tokenizer, self.max_new_tokens)
-        config.do_sample, config.temperature, config.top_p = True, self.temperature, 0.95
-        stops, results, size = set(config.eos_token_id), [], max(1, self.batch_size)
-        with torch.random.fork_rng(devices=[]), eval_mode(self.model), torch.inference_mode():
-            torch.manual_seed(seed)
-            for start in range(0, len(ids), size):
-                results += _generate_one_batch(self.model, self.tokenizer, ids[start : start + size], config, stops)
-        return results
 
 
 class EndpointParaphraser:
@@ -385,7 +346,7 @@ def augment_file(
     template = load_prompt_template(prompt_file) if prompt_file else DEFAULT_PROMPT
     records = load_source(in_path, format)
     new_records, report = augment_records(records, paraphraser, prompt_template=template, **options)
-    write_atomic(out_path, "".join(json.dumps(r, ensure_ascii=False) + "\n" for r in [*records, *new_records]))
+    write_jsonl(out_path, [*records, *new_records])
     return report
 
 

@@ -36,7 +36,8 @@ def check_clean_dir(out_dir: str | Path, overwrite: bool = False) -> None:
 
 def write_clean(result: AuditResult, out_dir: str | Path, overwrite: bool = False) -> dict[str, Any]:
     """Write one cleaned JSONL per set and `clean_summary.json` into `out_dir`; returns the summary."""
-    from tunelab.data.workbench import _refuse_overwrite, write_jsonl
+    from tunelab.data.workbench import _refuse_overwrite
+    from tunelab.jsonl import write_jsonl
 
     check_clean_dir(out_dir, overwrite)
     out = Path(out_dir)

@@ -38,7 +38,7 @@ from typing import Any
 
 import numpy as np
 
-from tunelab.eval.benchmarks import BenchmarkItem
+from tunelab.data.benchmarks import BenchmarkItem
 
 DEFAULT_N = 13
 MIN_SHORT_TOKENS = 4

@@ -201,20 +201,24 @@ def _minhash_into(hashes: np.ndarray, counts: np.ndarray, a: np.ndarray, b: np.n
 
 def fmix32(values: np.ndarray) -> np.ndarray:
     """MurmurHash3's 32-bit finalizer: the pre-mix datasketch applies to input hashes in its affine32 scheme."""
-    values = values ^ (values >> np.uint32(16))
-    values *= np.uint32(0x85EBCA6B)
-    values ^= values >> np.uint32(13)
-    values *= np.uint32(0xC2B2AE35)
-    return values ^ (values >> np.uint32(16))
+    return _murmur_finalizer(values, np.uint32, (16, 13, 16), (0x85EBCA6B, 0xC2B2AE35))
 
 
 def fmix64(values: np.ndarray) -> np.ndarray:
     """MurmurHash3's 64-bit finalizer: spreads the polynomial hash so its high 32 bits are well mixed."""
-    values = values ^ (values >> np.uint64(33))
-    values *= np.uint64(0xFF51AFD7ED558CCD)
-    values ^= values >> np.uint64(33)
-    values *= np.uint64(0xC4CEB9FE1A85EC53)
-    return values ^ (values >> np.uint64(33))
+    return _murmur_finalizer(values, np.uint64, (33, 33, 33), (0xFF51AFD7ED558CCD, 0xC4CEB9FE1A85EC53))
+
+
+def _murmur_finalizer(
+    values: np.ndarray, word: type, shifts: tuple[int, ...], multipliers: tuple[int, ...]
+) -> np.ndarray:
+    """x ^= x >> s1; x *= m1; x ^= x >> s2; x *= m2; x ^= x >> s3, in the unsigned width `word` (wrapping)."""
+    first, second, third = (word(shift) for shift in shifts)
+    values = values ^ (values >> first)
+    values *= word(multipliers[0])
+    values ^= values >> second
+    values *= word(multipliers[1])
+    return values ^ (values >> third)
 
 
 def lsh_candidates(signatures: np.ndarray, threshold: float) -> list[tuple[int, int]]:

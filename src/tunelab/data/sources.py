@@ -10,11 +10,12 @@ from __future__ import annotations
 import csv
 import io
 import json
-from collections.abc import Iterator
+from collections.abc import Iterable
 from pathlib import Path
 from typing import Any
 
 from tunelab.errors import DataError
+from tunelab.jsonl import BadLine, LineTooLong, iter_jsonl, parse_lines
 
 MAX_LINE_BYTES = 64 * 1024 * 1024
 """A longer JSON Lines line is refused: it is almost surely not one record (or not JSON Lines at all)."""
@@ -90,53 +91,53 @@ def _not_utf8(where: str, byte: int, name: str) -> DataError:
 # --- JSON Lines ---------------------------------------------------------------------------------------------------
 
 
-def _iter_file_lines(path: Path) -> Iterator[tuple[int, str]]:
-    """Stream (line number, text) without holding the file in memory; refuse absurdly long lines."""
-    with path.open("rb") as handle:
-        line_no = 0
-        while raw := handle.readline(MAX_LINE_BYTES + 1):
-            line_no += 1
-            if len(raw) > MAX_LINE_BYTES:
-                raise DataError(
-                    f"{path.name} line {line_no}",
-                    f"line is longer than {MAX_LINE_BYTES // (1024 * 1024)} MB",
-                    fix="JSON Lines needs one record per line; check that the file is really JSON Lines",
-                )
-            try:
-                yield line_no, raw.decode("utf-8-sig" if line_no == 1 else "utf-8")
-            except UnicodeDecodeError as exc:
-                raise _not_utf8(f"{path.name} line {line_no}", raw[exc.start], path.name) from exc
+def _read_jsonl(path: Path, bad_lines: list[DataError] | None = None) -> list[Row]:
+    """Stream the file (it is never held in memory whole); refuse absurdly long lines."""
+    values = iter_jsonl(path, _on_bad_line(path.name, bad_lines), max_line_bytes=MAX_LINE_BYTES)
+    try:
+        return _objects(values, path.name, bad_lines)
+    except LineTooLong as error:
+        raise DataError(
+            f"{path.name} line {error.line}",
+            f"line is longer than {MAX_LINE_BYTES // (1024 * 1024)} MB",
+            fix="JSON Lines needs one record per line; check that the file is really JSON Lines",
+        ) from None
 
 
-def _parse_lines(lines: Iterator[tuple[int, str]], name: str, bad_lines: list[DataError] | None = None) -> list[Row]:
+def _parse_lines(lines: Iterable[tuple[int, str]], name: str, bad_lines: list[DataError] | None = None) -> list[Row]:
+    return _objects(parse_lines(lines, _on_bad_line(name, bad_lines)), name, bad_lines)
+
+
+def _objects(values: Iterable[tuple[int, Any]], name: str, bad_lines: list[DataError] | None) -> list[Row]:
     rows = []
-    for line_no, text in lines:
-        if not text.strip():
-            continue
+    for line_no, value in values:
         where = f"{name} line {line_no}"
-        try:
-            rows.append((where, _parse_object(text, where)))
-        except DataError as error:
-            if bad_lines is None:
-                raise
-            bad_lines.append(error)
+        if isinstance(value, dict):
+            rows.append((where, value))
+        else:
+            _bad_line(DataError(where, f"expected a JSON object {{...}}, got {_kind(value)}"), bad_lines)
     return rows
 
 
-def _parse_object(text: str, where: str) -> dict[str, Any]:
-    try:
-        value = json.loads(text)
-    except json.JSONDecodeError as exc:
-        raise DataError(
-            where, f"invalid JSON: {exc.msg} (column {exc.colno})", fix="each line must be one JSON object"
-        ) from None
-    if not isinstance(value, dict):
-        raise DataError(where, f"expected a JSON object {{...}}, got {_kind(value)}")
-    return value
+def _on_bad_line(name: str, bad_lines: list[DataError] | None) -> BadLine:
+    """Text that is not UTF-8 always stops the read; a line that is not JSON is recorded in `bad_lines` if given."""
+
+    def report(line_no: int, error: ValueError) -> None:
+        where = f"{name} line {line_no}"
+        if isinstance(error, UnicodeDecodeError):
+            raise _not_utf8(where, error.object[error.start], name) from error
+        if not isinstance(error, json.JSONDecodeError):
+            raise error
+        problem = f"invalid JSON: {error.msg} (column {error.colno})"
+        _bad_line(DataError(where, problem, fix="each line must be one JSON object"), bad_lines)
+
+    return report
 
 
-def _read_jsonl(path: Path, bad_lines: list[DataError] | None = None) -> list[Row]:
-    return _parse_lines(_iter_file_lines(path), path.name, bad_lines)
+def _bad_line(error: DataError, bad_lines: list[DataError] | None) -> None:
+    if bad_lines is None:
+        raise error from None
+    bad_lines.append(error)
 
 
 # --- JSON ---------------------------------------------------------------------------------------------------------

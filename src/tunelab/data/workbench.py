@@ -1,17 +1,17 @@
-"""Library entry points behind `tunelab data audit|split|mix`: read inputs, call the pure parts, write new files.
+"""Library entry points behind `tunelab data split|mix`: read inputs, call the pure parts, write new files.
 
-No command here writes into an input file: outputs always go to new paths, written atomically.
+No command here writes into an input file: outputs always go to new paths, written atomically. `tunelab data audit`,
+which measures lengths with a model's tokenizer, is `tunelab.audit`.
 """
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 from typing import Any
 
-from tunelab.data.audit import AuditResult, audit_sets
 from tunelab.errors import DataError
-from tunelab.runs import write_atomic, write_json
+from tunelab.jsonl import write_jsonl
+from tunelab.runs import write_json
 
 
 def load_lenient(path: str | Path, fmt: str = "auto", invalid: list[DataError] | None = None, **kw) -> list[dict]:
@@ -19,68 +19,6 @@ def load_lenient(path: str | Path, fmt: str = "auto", invalid: list[DataError] |
     from tunelab.data.load import load_source
 
     return load_source(path, fmt, kw.get("columns"), kw.get("tags"), kw.get("limit"), invalid)
-
-
-def audit_paths(
-    train: list[str | Path],
-    evaluation: list[str | Path] = (),
-    against: list[str | Path] = (),
-    model: str | None = None,
-    max_length: int | None = None,
-    threshold: float = 0.8,
-) -> AuditResult:
-    """Audit files: each is its own set (named by file name); `evaluation` files must not overlap the others."""
-    invalid: list[DataError] = []
-    sets: dict[str, list[dict]] = {}
-    roles: dict[str, str] = {}
-    inputs: dict[str, list[Path]] = {}
-    for role, paths in (("train", train), ("eval", evaluation)):
-        for path in paths:
-            name = _unique_name(Path(path).name, sets)
-            sets[name] = load_lenient(path, invalid=invalid)
-            roles[name], inputs[name] = role, [Path(path)]
-    tokenizer = _tokenizer(model) if model else None
-    result = audit_sets(sets, roles, invalid, tokenizer, max_length, list(against), threshold)
-    result.inputs = inputs
-    return result
-
-
-def _unique_name(name: str, taken: dict[str, Any]) -> str:
-    candidate, number = name, 2
-    while candidate in taken:
-        candidate, number = f"{name}#{number}", number + 1
-    return candidate
-
-
-def _tokenizer(model: str):
-    from tunelab.data.tokenize import ensure_chat_template
-    from tunelab.model.load import load_tokenizer
-
-    tokenizer = load_tokenizer(model)
-    ensure_chat_template(tokenizer)
-    return tokenizer
-
-
-def audit_recipe(
-    recipe_path: str | Path, against: list[str | Path] = (), threshold: float | None = None
-) -> AuditResult:
-    """Audit what a recipe trains and evaluates on (training sources, validation and test files), as `run` would."""
-    from tunelab.config.load import load_recipe
-    from tunelab.data.pipeline import load_recipe_sets
-
-    recipe = load_recipe(recipe_path)
-    data = recipe.data
-    loaded = load_recipe_sets(data, recipe.seed)
-    benchmarks = [*data.contamination_against, *against]
-    tokenizer = _tokenizer(recipe.model.name)
-    near = threshold if threshold is not None else data.near_threshold
-    result = audit_sets(loaded.sets, loaded.roles, loaded.invalid, tokenizer, data.max_length, benchmarks, near)
-    result.inputs = recipe_inputs(data)
-    if data.leakage == "drop":  # what `tunelab run` would leave out
-        from tunelab.data.audit import mark_dropped
-
-        mark_dropped(result.report, result.leaked_records())
-    return result
 
 
 def recipe_inputs(data) -> dict[str, list[Path]]:
@@ -142,8 +80,3 @@ def _refuse_overwrite(outputs: list[Path], inputs: list[Path]) -> None:
     for out in outputs:
         if out.resolve() in sources:
             raise DataError(str(out), "would overwrite an input file", "write the output to a new path or folder")
-
-
-def write_jsonl(path: Path, records: list[dict]) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    write_atomic(path, "".join(json.dumps(r, ensure_ascii=False) + "\n" for r in records))

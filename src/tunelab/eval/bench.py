@@ -6,15 +6,15 @@ on the same items can be compared item by item (the forgetting check does exactl
 
 from __future__ import annotations
 
-import json
 import time
 from pathlib import Path
 from typing import Any
 
-from tunelab.eval.benchmarks import LETTERS
+from tunelab.data.benchmarks import LETTERS
 from tunelab.eval.multiple_choice import accuracy_with_stderr, build_prompts, score_prompts
 from tunelab.eval.tasks import LoadedTask
-from tunelab.runs import write_atomic, write_json
+from tunelab.jsonl import write_jsonl
+from tunelab.runs import write_json
 
 
 def run_benchmark(model, tokenizer, task: LoadedTask, shots: int, scoring: str = "letters",
@@ -41,7 +41,7 @@ def run_benchmark(model, tokenizer, task: LoadedTask, shots: int, scoring: str =
     report = summarize(rows, task, shots, scoring, time.perf_counter() - started)
     if out_dir is not None:
         out_dir = Path(out_dir)
-        write_atomic(out_dir / "items.jsonl", "".join(json.dumps(r, ensure_ascii=False) + "\n" for r in rows))
+        write_jsonl(out_dir / "items.jsonl", rows)
         write_json(out_dir / "report.json", report)
     return report, rows
 

@@ -16,9 +16,10 @@ from typing import Any
 
 from tunelab.data.tokenize import prompt_ids_for_generation
 from tunelab.errors import DataError, TunelabError
-from tunelab.eval.generate import generate_batch
 from tunelab.eval.lengths import length_summary, reference_token_lengths, truncation_counts
 from tunelab.eval.metrics import aggregate, aggregate_by_category, check_metrics, score_record
+from tunelab.jsonl import read_jsonl, skip
+from tunelab.model.generate import generate_batch
 
 Scorer = Callable[[str, str], dict[str, Any]]
 
@@ -57,20 +58,9 @@ def _prepare_all(records: Sequence[dict[str, Any]]) -> list[dict[str, Any]]:
 
 
 def read_predictions(path: Path) -> list[dict[str, Any]]:
-    """JSON objects from the lines that were fully written; a cut-off or damaged line is skipped."""
-    if not path.exists():
-        return []
-    rows = []
-    for line in path.read_text(encoding="utf-8").splitlines(keepends=True):
-        if not line.endswith("\n"):
-            continue
-        try:
-            row = json.loads(line)
-        except ValueError:
-            continue
-        if isinstance(row, dict):
-            rows.append(row)
-    return rows
+    """JSON objects from the lines that were fully written; a cut-off or damaged line is skipped (a cut-off object
+    never parses: it lacks its closing brace)."""
+    return [row for row in read_jsonl(path, skip, missing_ok=True) if isinstance(row, dict)]
 
 
 def _reusable(path: Path, prepared: list[dict[str, Any]], label: str) -> dict[str, dict[str, Any]]:

@@ -19,6 +19,7 @@ from typing import Any
 import numpy as np
 
 from tunelab.errors import TunelabError
+from tunelab.jsonl import read_jsonl, skip, write_jsonl
 
 PROMPTS = {
     False: Path(__file__).with_name("judge_prompt.txt"),
@@ -118,7 +119,7 @@ class LocalJudge:
 
     def complete(self, prompts: Sequence[str]) -> list[str]:
         from tunelab.data.tokenize import prompt_ids_for_generation
-        from tunelab.eval.generate import generate_batch
+        from tunelab.model.generate import generate_batch
 
         ids = [prompt_ids_for_generation(self.tokenizer, [{"role": "user", "content": p}]) for p in prompts]
         return [r["text"] for r in generate_batch(self.model, self.tokenizer, ids, self.max_new_tokens)]
@@ -129,7 +130,7 @@ def judge_pairs(pairs: list[dict[str, Any]], judge, template: str, out_path: Pat
     """Judge each pair in both orders; verdicts already in `out_path` (same id and texts) are kept, not redone."""
     done = {row["id"]: row for row in _read_verdicts(out_path) if _same_pair(row, pairs)}
     rows = [done[p["id"]] for p in pairs if p["id"] in done]
-    _write_all(out_path, rows)
+    write_jsonl(out_path, rows)
     pending = [p for p in pairs if p["id"] not in done]
     with out_path.open("a", encoding="utf-8") as handle:
         for start in range(0, len(pending), chunk):
@@ -162,27 +163,13 @@ def _verdict_row(pair: dict[str, Any], a_first_text: str, b_first_text: str) -> 
 
 
 def _read_verdicts(path: Path) -> list[dict[str, Any]]:
-    if not path.is_file():
-        return []
-    rows = []
-    for line in path.read_text(encoding="utf-8").splitlines():
-        try:
-            rows.append(json.loads(line))
-        except ValueError:  # a line cut off by an interruption
-            continue
+    rows = read_jsonl(path, skip, missing_ok=True)  # a line cut off by an interruption is skipped
     return [row for row in rows if isinstance(row, dict) and "outcome" in row]
 
 
 def _same_pair(row: dict[str, Any], pairs: list[dict[str, Any]]) -> bool:
     keys = ("question", "answer_a", "answer_b", "reference")
     return any(p["id"] == row.get("id") and all(p.get(k) == row.get(k) for k in keys) for p in pairs)
-
-
-def _write_all(path: Path, rows: list[dict[str, Any]]) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    scratch = path.with_name(f".{path.name}.tmp{os.getpid()}")
-    scratch.write_text("".join(json.dumps(r, ensure_ascii=False) + "\n" for r in rows), encoding="utf-8")
-    scratch.replace(path)
 
 
 def win_rate_interval(outcomes: list[str], samples: int = 2000, seed: int = 0) -> tuple[float, float, float] | None:

@@ -21,7 +21,7 @@ from typing import Any
 
 import torch
 
-from tunelab.eval.benchmarks import LETTERS, BenchmarkItem
+from tunelab.data.benchmarks import LETTERS, BenchmarkItem
 from tunelab.eval.tasks import LoadedTask
 from tunelab.eval.text_metrics import has_cjk
 

@@ -1,15 +1,17 @@
-"""Markdown and HTML renderings of the data `run_report.collect` gathers; no file I/O here."""
+"""Markdown and HTML renderings of the data `run_report.collect` gathers (rows from `report_rows`); no file I/O here."""
 
 from __future__ import annotations
 
+import html
 import re
 from typing import Any
 
 from tunelab.eval.lengths import truncation_rows, truncation_sentences
-from tunelab.eval.run_report import (
+from tunelab.eval.report_rows import (
+    audit_rows,
     category_comparison_rows,
+    category_rows,
     comparison_note,
-    escape,
     forgetting_rows,
     forgetting_style,
     forgetting_verdict,
@@ -34,26 +36,6 @@ def _md_table(head: tuple[str, ...], rows: list[tuple[str, ...]]) -> list[str]:
     return lines + ["| " + " | ".join(cell(v) for v in row) + " |" for row in rows]
 
 
-def _category_rows(by_category: dict[str, dict[str, dict[str, Any]]]) -> tuple[tuple[str, ...], list[tuple[str, ...]]]:
-    base, tuned = by_category.get("base", {}), by_category.get("tuned", {})
-    names = sorted(set(base) | set(tuned))
-    metrics = sorted({m for group in (*base.values(), *tuned.values()) for m in group if m != "count"})
-    head = ("category", *(f"{m} base → tuned" for m in metrics))
-    rows = []
-    for name in names:
-        cells = [f"{_pct(base.get(name, {}).get(m))} → {_pct(tuned.get(name, {}).get(m))}" for m in metrics]
-        rows.append((name, *cells))
-    return head, rows
-
-
-def _audit_rows(audit: dict[str, Any]) -> list[tuple[str, str]]:
-    return [(key.replace("_", " "), "not checked" if value is None else str(value)) for key, value in audit.items()]
-
-
-def _pct(value: Any) -> str:
-    return f"{value:.1%}" if isinstance(value, int | float) else "—"
-
-
 def _md_held_out(data: dict[str, Any]) -> list[str]:
     comparison = data.get("comparison")
     lines = ["## Held-out test set", ""]
@@ -64,7 +46,7 @@ def _md_held_out(data: dict[str, Any]) -> list[str]:
     if rows:
         lines += _md_table(CATEGORY_HEAD, rows) + [""]
     else:
-        head, rows = _category_rows(data["by_category"])
+        head, rows = category_rows(data["by_category"])
         lines += _md_table(head, rows) + [""] if rows else []
     if data.get("truncation"):
         head, rows = truncation_rows(data["truncation"])
@@ -85,7 +67,7 @@ def render_markdown(data: dict[str, Any]) -> str:
     if data.get("audit"):
         audit = data["audit"]
         lines += ["## Data audit", ""]
-        lines += _md_table(("check", "count"), _audit_rows(audit)) + [""]
+        lines += _md_table(("check", "count"), audit_rows(audit)) + [""]
     if data["loss_plot"].is_file():
         lines += ["## Loss", "", "![loss curves](../plots/loss.png)", ""]
     if data["metrics"]:
@@ -166,7 +148,7 @@ def _html_held_out(data: dict[str, Any]) -> list[str]:
     if rows:
         parts.append(_html_table(CATEGORY_HEAD, rows))
     else:
-        head, rows = _category_rows(data["by_category"])
+        head, rows = category_rows(data["by_category"])
         parts += [_html_table(head, rows)] if rows else []
     if data.get("truncation"):
         head, rows = truncation_rows(data["truncation"])
@@ -178,7 +160,7 @@ def _html_held_out(data: dict[str, Any]) -> list[str]:
 def render_html(data: dict[str, Any], loss_png_base64: str | None) -> str:
     parts = [f"<h1>Run report: {escape(data['name'])}</h1>", _html_key_values(summary_rows(data))]
     if data.get("audit"):
-        rows = _audit_rows(data["audit"])
+        rows = audit_rows(data["audit"])
         parts += ["<h2>Data audit</h2>", _html_table(("check", "count"), rows)]
     if loss_png_base64:
         parts += ["<h2>Loss</h2>", f'<img alt="loss curves" src="data:image/png;base64,{loss_png_base64}">']
@@ -204,3 +186,7 @@ def render_html(data: dict[str, Any], loss_png_base64: str | None) -> str:
     body = "\n".join(parts)
     return (f'<!doctype html>\n<html lang="en"><head><meta charset="utf-8"><title>{escape(data["name"])} — tunelab'
             f"</title><style>{STYLE}</style></head><body>\n{body}\n</body></html>\n")  # fmt: skip
+
+
+def escape(text: Any) -> str:
+    return html.escape(str(text), quote=True)

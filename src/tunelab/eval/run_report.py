@@ -10,17 +10,16 @@ written before comparison.json and the verdicts existed get them computed from w
 from __future__ import annotations
 
 import base64
-import html
-import json
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
 from tunelab.errors import RunError
-from tunelab.eval.bootstrap import MIN_ITEMS, SAMPLES, direction
-from tunelab.eval.comparison import format_interval, load_comparison
-from tunelab.eval.forgetting import FORGETTING, INCONCLUSIVE, VERDICT_LABELS, verdict_sentence, with_verdicts
+from tunelab.eval.comparison import load_comparison
+from tunelab.eval.forgetting import with_verdicts
 from tunelab.eval.lengths import truncation_counts, truncation_section
+from tunelab.eval.report_render import render_html, render_markdown
+from tunelab.jsonl import read_jsonl, skip
 from tunelab.runs import RunDir, read_json, write_atomic
 
 EXAMPLES = 3
@@ -28,17 +27,8 @@ EXAMPLES = 3
 
 def _jsonl(path: Path) -> list[dict[str, Any]]:
     """The prediction rows of a file (lines that are not a complete prediction are skipped)."""
-    if not path.is_file():
-        return []
-    rows = []
-    for line in path.read_text(encoding="utf-8", errors="replace").splitlines():
-        try:
-            row = json.loads(line)
-        except ValueError:
-            continue
-        if isinstance(row, dict) and "id" in row and isinstance(row.get("scores", {}), dict):
-            rows.append(row)
-    return rows
+    rows = read_jsonl(path, skip, errors="replace", missing_ok=True)
+    return [row for row in rows if isinstance(row, dict) and "id" in row and isinstance(row.get("scores", {}), dict)]
 
 
 def record_score(scores: dict[str, Any]) -> float | None:
@@ -128,128 +118,8 @@ def collect(run: RunDir) -> dict[str, Any]:
     }  # fmt: skip
 
 
-def _percent(value: Any) -> str:
-    return f"{value:.1%}" if isinstance(value, int | float) else "—"
-
-
-def _change(before: Any, after: Any) -> str:
-    if isinstance(before, int | float) and isinstance(after, int | float):
-        return f"{100 * (after - before):+.1f} pts"
-    return ""
-
-
-def summary_rows(data: dict[str, Any]) -> list[tuple[str, str]]:
-    recipe, status = data["recipe"], data["status"]
-    method = recipe.get("method", {})
-    details = ", ".join(f"{k}={v}" for k, v in method.items() if k in ("r", "alpha", "trainable_layers"))
-    sources = [Path(s["path"]).name for s in recipe.get("data", {}).get("sources", [])]
-    sources += recipe.get("data", {}).get("datasets", [])
-    rows = [
-        ("state", f"{status.get('state', 'unknown')} at step {status.get('step', data['loss']['steps'])}"),
-        ("model", str(recipe.get("model", {}).get("name"))),
-        ("method", f"{method.get('type')} ({details})" if details else str(method.get("type"))),
-        ("training data", ", ".join(sources) or "—"),
-        ("test data", Path(recipe["data"]["test"]).name if recipe.get("data", {}).get("test") else "—"),
-        ("seed", str(recipe.get("seed"))),
-    ]
-    train = data.get("data") or {}
-    if train.get("train"):
-        t = train["train"]
-        rows.append(("examples", f"{t['kept']} trained ({t['truncated']} truncated, {t['dropped_no_target']} dropped), "
-                                 f"{train.get('validation', {}).get('kept', 0)} validation, "
-                                 f"{train.get('test', {}).get('total', 0)} test"))  # fmt: skip
-    loss = data["loss"]
-    if loss["first"] is not None:
-        best = f", best eval loss {loss['best_eval']:.4f}" if loss["best_eval"] is not None else ""
-        rows.append(("loss", f"{loss['first']:.4f} → {loss['last']:.4f}{best}"))
-    if data.get("training"):
-        switches = data["training"]
-        used = [k for k in ("padding_free", "label_only_loss", "bf16", "gradient_checkpointing") if switches.get(k)]
-        rows.append(("speed switches", ", ".join(used) or "none"))
-    if data.get("merge"):
-        merge = data["merge"]
-        verdict = "identical" if merge.get("identical_outputs") else "DIFFERENT"
-        rows.append(("merge check", f"{verdict} greedy outputs, max |Δlogit| {merge.get('max_abs_logit_diff', 0):.1e}"))
-    return rows
-
-
-def intervals(comparison: dict[str, Any] | None, forgetting: dict[str, Any] | None) -> dict[str, tuple[str, str]]:
-    """{metric: (95% CI in points, verdict)} for the held-out metrics, and the forgetting task's accuracy."""
-    found = {
-        name: (format_interval(m["ci95"]), m["verdict"]) for name, m in (comparison or {}).get("metrics", {}).items()
-    }
-    if forgetting:
-        low, high = forgetting["ci95"]
-        found[f"{forgetting['task']}_accuracy"] = (
-            format_interval([low, high]),
-            direction(low, high, forgetting["count"]),
-        )
-    return found
-
-
-def metric_rows(metrics: dict[str, dict[str, Any]], comparison=None, forgetting=None) -> list[tuple[str, ...]]:
-    """metric, base, tuned, change, 95% CI (pts), verdict (the last two "—" and "" where nothing was resampled)."""
-    base, tuned = metrics.get("base", {}), metrics.get("tuned", {})
-    found = intervals(comparison, forgetting)
-    return [(n, _percent(base.get(n)), _percent(tuned.get(n)), _change(base.get(n), tuned.get(n)),
-             *found.get(n, ("—", ""))) for n in sorted(set(base) | set(tuned))]  # fmt: skip
-
-
-def comparison_note(comparison: dict[str, Any]) -> str:
-    unpaired = comparison.get("unpaired", {})
-    extra = sum(unpaired.values())
-    note = f" ({extra} records answered by only one model are left out)" if extra else ""
-    return (f"Tuned vs base on the same {comparison['count']} test records{note}. 95% intervals from a paired "
-            f"bootstrap ({comparison.get('samples', SAMPLES):,} resamples of records): better or worse only when the "
-            f"whole interval is on one side of 0 and there are at least {MIN_ITEMS} records, otherwise "
-            "inconclusive. A probe_accuracy row is the forgetting check's (its own interval and verdict).")  # fmt: skip
-
-
-def category_comparison_rows(comparison: dict[str, Any] | None) -> list[tuple[str, ...]]:
-    """category, records, metric, base, tuned, change, 95% CI (pts), verdict: one row per category and metric."""
-    rows = []
-    for name, group in (comparison or {}).get("by_category", {}).items():
-        for metric, m in group["metrics"].items():
-            rows.append((name, str(m["count"]), metric, _percent(m["base"]), _percent(m["tuned"]),
-                         _change(m["base"], m["tuned"]), format_interval(m["ci95"]), m["verdict"]))  # fmt: skip
-    return rows
-
-
-def forgetting_rows(report: dict[str, Any]) -> list[tuple[str, ...]]:
-    def row(name: str, part: dict[str, Any]) -> tuple[str, ...]:
-        low, high = part["ci95"]
-        interval = f"{100 * low:+.1f} to {100 * high:+.1f}"
-        return (name, str(part["count"]), _percent(part["base"]), _percent(part["tuned"]),
-                f"{100 * part['difference']:+.1f}", interval, VERDICT_LABELS[part["verdict"]])  # fmt: skip
-
-    report = with_verdicts(report)
-    return [row("all", report), *(row(name, part) for name, part in report["by_category"].items())]
-
-
-def forgetting_verdict(report: dict[str, Any]) -> str:
-    return verdict_sentence(report)
-
-
-def forgetting_style(report: dict[str, Any]) -> str:
-    """CSS class of the verdict: red only for established forgetting, amber when inconclusive, green otherwise."""
-    verdict = with_verdicts(report)["verdict"]
-    return {FORGETTING: "flag", INCONCLUSIVE: "unsure"}.get(verdict, "ok")
-
-
-def judge_rows(summaries: list[dict[str, Any]]) -> list[tuple[str, ...]]:
-    rows = []
-    for s in summaries:
-        interval = f"{s['ci95'][0]:.1%}–{s['ci95'][1]:.1%}" if s.get("ci95") else "—"
-        names = f"{Path(str(s['a'])).name} vs {Path(str(s['b'])).name}"
-        counts = (str(s["win"]), str(s["tie"]), str(s["loss"]), str(s["unparseable"]))
-        rows.append((names, str(s["judge"]), *counts, _percent(s["win_rate"]), interval))
-    return rows
-
-
 def write_report(run: RunDir) -> dict[str, Path]:
     """Write eval/report.md and eval/report.html; returns their paths."""
-    from tunelab.eval.report_render import render_html, render_markdown
-
     with damaged_files_named(run):
         data = collect(run)
         markdown = render_markdown(data)
@@ -274,7 +144,3 @@ def damaged_files_named(run: RunDir):
         raise RunError(f"{run.path}: cannot read this run's results ({type(error).__name__}: {error}); damaged or "
                        f"hand-edited files: {', '.join(suspects[:5])}. Restore them, or run the recipe again "
                        "(--resume keeps what is intact)") from None  # fmt: skip
-
-
-def escape(text: Any) -> str:
-    return html.escape(str(text), quote=True)

@@ -13,8 +13,8 @@ import json
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from tunelab.data.benchmarks import BenchmarkItem, read_benchmark, subject_of
 from tunelab.errors import DataError
-from tunelab.eval.benchmarks import BenchmarkItem, read_benchmark, subject_of
 
 PROBE_DIR = Path(__file__).with_name("probe")
 

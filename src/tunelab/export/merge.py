@@ -15,7 +15,7 @@ from typing import Any
 import torch
 
 from tunelab.errors import ModelError, RunError
-from tunelab.eval.generate import eval_mode, generate_batch
+from tunelab.model.generate import eval_mode, generate_batch
 
 # Quantizers whose weights are not plain floating point. GGUF is listed too, but a GGUF model loaded with
 # `dequantize=True` (the way tunelab loads one) holds ordinary float weights and may be merged into.

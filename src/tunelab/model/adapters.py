@@ -1,4 +1,5 @@
-"""Method → what is trained: a PEFT LoRA adapter, the whole model, or only the last layers."""
+"""How each method is applied: a PEFT LoRA adapter, the whole model, or only the last layers (model/methods.py holds
+the table that names them)."""
 
 from __future__ import annotations
 
@@ -22,21 +23,22 @@ def lora_config(method: LoraMethod):
     )
 
 
-def apply_method(model, method) -> Any:
-    """Return the model to train: wrapped with an adapter (lora) or with only some parameters trainable."""
-    if method.type == "lora":
-        from peft import get_peft_model
+def wrap_with_lora(model, method: LoraMethod) -> Any:
+    """The model wrapped with a trainable PEFT LoRA adapter; the base weights stay frozen."""
+    from peft import get_peft_model
 
-        try:
-            return get_peft_model(model, lora_config(method))
-        except ValueError as error:  # e.g. target modules that do not exist in this model
-            raise RecipeError("recipe", [("method.target_modules", str(error))]) from None
-    if method.type == "freeze":
-        freeze_all_but_last_layers(model, method)
+    try:
+        return get_peft_model(model, lora_config(method))
+    except ValueError as error:  # e.g. target modules that do not exist in this model
+        raise RecipeError("recipe", [("method.target_modules", str(error))]) from None
+
+
+def train_everything(model, method) -> Any:
+    """Full fine-tuning: every parameter stays trainable."""
     return model
 
 
-def freeze_all_but_last_layers(model, method: FreezeMethod) -> None:
+def freeze_all_but_last_layers(model, method: FreezeMethod) -> Any:
     layers = decoder_layers(model)
     if method.trainable_layers > len(layers):
         raise RecipeError(
@@ -52,6 +54,7 @@ def freeze_all_but_last_layers(model, method: FreezeMethod) -> None:
         model.get_input_embeddings().weight.requires_grad = True
     if method.train_head:
         model.get_output_embeddings().weight.requires_grad = True
+    return model
 
 
 def decoder_layers(model) -> list:

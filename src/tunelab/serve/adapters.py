@@ -1,9 +1,11 @@
 """Where an adapter given as a run directory or an adapter folder is, what it brings (its tokenizer, its run's shared
-training system prompt), with every broken file refused as a `ModelError` that names the path."""
+training system prompt), with every broken file refused as an `AdapterUnusable` (a `ModelError`) that names the
+path."""
 
 from __future__ import annotations
 
 from tunelab.errors import ModelError, TunelabError
+from tunelab.serve.errors import AdapterUnusable
 
 
 def resolve_adapter(path: str) -> tuple[str, str | None]:
@@ -15,9 +17,9 @@ def resolve_adapter(path: str) -> tuple[str, str | None]:
     try:
         target = resolve_target(path)
     except TunelabError as error:
-        raise ModelError(str(error)) from None
+        raise AdapterUnusable(str(error)) from None
     except (OSError, ValueError, KeyError, TypeError, AttributeError, yaml.YAMLError) as error:  # e.g. recipe.yaml
-        raise ModelError(f"{path}: not a readable run directory or adapter folder ({error})") from None
+        raise AdapterUnusable(f"{path}: not a readable run directory or adapter folder ({error})") from None
     return target.adapter or path, None if target.run is None else _shared_system_prompt(target.run)
 
 
@@ -43,6 +45,9 @@ def adapter_tokenizer(folder: str, path: str, default):
     try:
         tokenizer = AutoTokenizer.from_pretrained(folder)
     except Exception as error:  # any broken tokenizer file: the adapter is refused before anything is loaded
-        raise ModelError(f"{path}: cannot load the tokenizer saved with the adapter ({error})") from None
-    ensure_chat_template(tokenizer)
+        raise AdapterUnusable(f"{path}: cannot load the tokenizer saved with the adapter ({error})") from None
+    try:
+        ensure_chat_template(tokenizer)
+    except ModelError as error:  # no template of its own and none to borrow
+        raise AdapterUnusable(str(error)) from None
     return tokenizer

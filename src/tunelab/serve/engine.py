@@ -14,7 +14,6 @@ batch, so the loop is written here.
 
 from __future__ import annotations
 
-import asyncio
 import queue
 import threading
 import time
@@ -23,16 +22,20 @@ from typing import Any
 
 import torch
 
-from tunelab.errors import ModelError, TunelabError
 from tunelab.serve.adapters import adapter_tokenizer, resolve_adapter
+from tunelab.serve.errors import (
+    AdapterNotLoaded,
+    AdapterUnusable,
+    GenerationFailed,
+    GenerationTimeout,
+    ModelAlreadyServed,
+    Overloaded,
+)
+from tunelab.serve.jobs import ErrorEvent, FinishEvent, Job, TextEvent
 from tunelab.serve.kv_cache import merge_caches, mergeable, trim_padding
-from tunelab.serve.sampling import Sampling, sample_next, visible_text
+from tunelab.serve.sampling import sample_next, visible_text
 
 BASE_ADAPTER = "__base__"  # PEFT's name for "no adapter" in a mixed batch
-
-
-class Overloaded(TunelabError):
-    """The queue is full; the client should retry later."""
 
 
 @dataclass
@@ -43,24 +46,6 @@ class EngineSettings:
     request_timeout_s: float = 300.0
     mixed_batches: bool = True  # False: one request at a time, switching the active adapter (the baseline)
     prepack_weights: bool = True  # linear weights packed once for oneDNN (fast_linear.py), in either mode
-
-
-class Job:
-    """One API request: prompts × n sequences; results arrive as events on an asyncio queue."""
-
-    def __init__(self, model: str, prompts: list[list[int]], sampling: Sampling, n: int, loop, timeout_s: float):
-        self.model, self.prompts, self.sampling, self.n, self.loop = model, prompts, sampling, n, loop
-        self.events: asyncio.Queue = asyncio.Queue()
-        self.cancelled = threading.Event()
-        self.deadline = time.monotonic() + timeout_s
-        self.rows = len(prompts) * n
-        self.checked_at = 0.0  # when the HTTP layer last checked that the client is still there
-
-    def emit(self, *event: Any) -> None:
-        self.loop.call_soon_threadsafe(self.events.put_nowait, event)
-
-    def cancel(self) -> None:
-        self.cancelled.set()
 
 
 @dataclass
@@ -77,7 +62,7 @@ class Row:
 class Engine:
     def __init__(self, base: str, adapters: dict[str, str] | None = None, settings: EngineSettings | None = None):
         from tunelab.data.tokenize import ensure_chat_template
-        from tunelab.eval.generate import stop_token_ids
+        from tunelab.model.generate import stop_token_ids
         from tunelab.model.load import load_model
 
         self.settings = settings or EngineSettings()
@@ -120,7 +105,8 @@ class Engine:
         from peft import PeftModel
 
         if name in self.names:
-            raise ModelError(f"a model named {name!r} is already served; unload it first or choose another name")
+            taken = f"a model named {name!r} is already served; unload it first or choose another name"
+            raise ModelAlreadyServed(taken)
         folder, system = resolve_adapter(path)
         tokenizer = adapter_tokenizer(folder, path, self.tokenizer)
         with self.lock:
@@ -130,7 +116,8 @@ class Engine:
                 else:
                     self.model = PeftModel.from_pretrained(self.model, folder, adapter_name=name)
             except (OSError, ValueError, KeyError, TypeError, RuntimeError) as error:  # RuntimeError: another base
-                raise ModelError(f"{path}: cannot load it as a LoRA adapter for {self.base_name} ({error})") from None
+                problem = f"cannot load it as a LoRA adapter for {self.base_name} ({error})"
+                raise AdapterUnusable(f"{path}: {problem}") from None
             self.model.eval()
             self.tokenizers[name], self.system_prompts[name] = tokenizer, system  # before the name is served
             self.adapter_paths[name] = str(folder)
@@ -138,7 +125,7 @@ class Engine:
 
     def unload_adapter(self, name: str) -> None:
         if name not in self.adapter_paths:
-            raise ModelError(f"no adapter named {name!r} is loaded")
+            raise AdapterNotLoaded(f"no adapter named {name!r} is loaded")
         with self.lock:
             if len(self.adapter_paths) == 1:
                 self.model = self.model.unload()  # back to the plain base model
@@ -217,7 +204,7 @@ class Engine:
                         self._generate(group)
             except Exception as error:  # a bug or an out-of-memory must fail these requests, not the server
                 for job in live:
-                    job.emit("error", f"generation failed: {type(error).__name__}: {error}")
+                    job.emit(ErrorEvent(GenerationFailed(f"generation failed: {type(error).__name__}: {error}")))
 
     def _groups(self, jobs: list[Job]) -> list[list[Job]]:
         """Mixed batches take every adapter at once; the baseline runs one request at a time."""
@@ -386,7 +373,7 @@ class Engine:
         final = ended or len(row.tokens) >= job.sampling.max_tokens
         shown, stopped = visible_text(text, job.sampling.stop, final)
         if len(shown) > row.sent:
-            job.emit("delta", row.choice, shown[row.sent :])
+            job.emit(TextEvent(row.choice, shown[row.sent :]))
             row.sent = len(shown)
         if ended or stopped:
             row.finish = "stop"
@@ -400,7 +387,8 @@ class Engine:
                 continue
             job = row.job
             if row.finish == "timeout":
-                job.emit("error", "the generation took longer than the server's limit; ask for fewer tokens")
+                message = "the generation took longer than the server's limit; ask for fewer tokens"
+                job.emit(ErrorEvent(GenerationTimeout(message)))
             elif row.finish != "cancelled":
-                job.emit("done", row.choice, row.finish, len(row.tokens))
+                job.emit(FinishEvent(row.choice, row.finish, len(row.tokens)))
             row.finish = "reported"

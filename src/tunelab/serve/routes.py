@@ -8,21 +8,8 @@ from typing import Any
 from fastapi import FastAPI, Request
 from fastapi.responses import JSONResponse, StreamingResponse
 
-from tunelab.errors import ModelError
-from tunelab.serve.app import (
-    AdapterLoad,
-    Api,
-    ApiError,
-    ChatCompletionRequest,
-    CompletionRequest,
-    ServeSettings,
-    _check_key,
-    collect,
-    parse,
-    read_json,
-    stream,
-)
-from tunelab.serve.schemas import new_id, now, usage
+from tunelab.serve.api import Api, ApiError, ServeSettings, check_key, collect, parse, read_json, stream
+from tunelab.serve.schemas import AdapterLoad, ChatCompletionRequest, CompletionRequest, new_id, now, usage
 
 SSE_HEADERS = {"Cache-Control": "no-cache", "X-Accel-Buffering": "no"}
 
@@ -38,7 +25,7 @@ def add_routes(app: FastAPI, api: Api, settings: ServeSettings) -> None:
 
     @app.get("/v1/models")
     async def models(request: Request) -> dict[str, Any]:
-        _check_key(request, settings.api_key)
+        check_key(request, settings.api_key)
         created = now()
         data = [{"id": name, "object": "model", "created": created, "owned_by": "tunelab",
                  "parent": None if name == engine.base_name else engine.base_name, "root": engine.base_name,
@@ -65,6 +52,11 @@ def add_routes(app: FastAPI, api: Api, settings: ServeSettings) -> None:
         return {"id": ident, "object": "chat.completion", "created": created, "model": body.model,
                 "choices": choices, "usage": usage(len(prompt), tokens)}  # fmt: skip
 
+    _add_text_completions(app, api)
+    _add_admin_routes(app, api, settings)
+
+
+def _add_text_completions(app: FastAPI, api: Api) -> None:
     @app.post("/v1/completions")
     async def completions(request: Request):
         body, sampling = await _request(api, request, CompletionRequest)
@@ -90,31 +82,28 @@ def add_routes(app: FastAPI, api: Api, settings: ServeSettings) -> None:
         return {"id": ident, "object": "text_completion", "created": created, "model": body.model,
                 "choices": choices, "usage": usage(prompt_tokens, tokens)}  # fmt: skip
 
+
+def _add_admin_routes(app: FastAPI, api: Api, settings: ServeSettings) -> None:
+    engine = api.engine
+
     @app.post("/admin/adapters", status_code=201)
     async def load_adapter(request: Request):
         _admin(request, settings)
         body = parse(AdapterLoad, await read_json(request, settings.max_body_bytes))
-        try:
-            await asyncio.to_thread(engine.load_adapter, body.name, body.path)
-        except ModelError as error:
-            status = 409 if "already served" in str(error) else 400
-            raise ApiError(status, str(error), param="name" if status == 409 else "path") from None
+        await asyncio.to_thread(engine.load_adapter, body.name, body.path)  # 409 or 400 by the error's type
         return {"id": body.name, "object": "model", "parent": engine.base_name, "path": engine.adapter_paths[body.name],
                 "default_system_prompt": api.default_system(body.name)}  # fmt: skip
 
     @app.delete("/admin/adapters/{name}")
     async def unload_adapter(name: str, request: Request):
         _admin(request, settings)
-        try:
-            await asyncio.to_thread(engine.unload_adapter, name)
-        except ModelError as error:
-            raise ApiError(404, str(error), param="name", code="model_not_found") from None
+        await asyncio.to_thread(engine.unload_adapter, name)  # `AdapterNotLoaded`: 404
         return JSONResponse({"id": name, "object": "model", "deleted": True})
 
 
 async def _request(api: Api, request: Request, model_class):
     """(validated body, sampling settings) of an inference request: key, size, JSON, fields, model, limits."""
-    _check_key(request, api.settings.api_key)
+    check_key(request, api.settings.api_key)
     body = parse(model_class, await read_json(request, api.settings.max_body_bytes))
     api.check_model(body.model)
     return body, api.sampling(body, body.token_limit())
@@ -142,4 +131,4 @@ def _admin(request: Request, settings: ServeSettings) -> None:
     if settings.admin_key is None:
         raise ApiError(403, "adapter administration is off: start the server with --admin-key-env VAR",
                        kind="permission_error")  # fmt: skip
-    _check_key(request, settings.admin_key, admin=True)
+    check_key(request, settings.admin_key, admin=True)

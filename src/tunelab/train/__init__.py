@@ -1,12 +1,2 @@
-"""Training stages: one readable file per stage around a TRL trainer."""
-
-from __future__ import annotations
-
-
-def _sft(*args, **kwargs):
-    from tunelab.train.sft import run_sft
-
-    return run_sft(*args, **kwargs)
-
-
-STAGES = {"sft": _sft}
+"""Training: the stages (train/stages.py is their registry), each one readable file around a TRL trainer, and
+the fitting they share (train/fit.py)."""

@@ -81,7 +81,7 @@ class ModelCache:
 
 
 def load(target: Target) -> Loaded:
-    from tunelab.eval.generate import stop_token_ids
+    from tunelab.model.generate import stop_token_ids
     from tunelab.model.targets import load_target
 
     model, tokenizer, _ = load_target(target)

@@ -6,9 +6,10 @@ A tab module holds `TEXT` (its words in English and Chinese) and `build(ctx)`, w
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import traceback
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -25,6 +26,19 @@ class UIContext:
 
     def t(self, key: str) -> str:
         return self.labels.text(key)
+
+
+@contextlib.contextmanager
+def message_tab(ctx: UIContext, c: dict[str, Any], text: dict, name: str, prefix: str) -> Iterator[None]:
+    """Add a tab's words (`text`) and open its `gr.Tab` (`c["tab"]`, relabelled on a language switch) with the line
+    for its messages on top (`c["message"]`, elem_id `<prefix>-message`); what the `with` makes goes below it."""
+    import gradio as gr
+
+    ctx.labels.add(text)
+    with gr.Tab(ctx.t(f"tab.{name}"), id=name, elem_id=f"tab-{name}") as c["tab"]:
+        ctx.labels.follow(c["tab"], f"tab.{name}")
+        c["message"] = gr.Markdown(elem_id=f"{prefix}-message", elem_classes="message")
+        yield
 
 
 def problem_text(error: BaseException) -> str:

@@ -7,7 +7,7 @@ from __future__ import annotations
 from typing import Any
 
 from tunelab.ui import data_work
-from tunelab.ui.common import UIContext, guarded, problem_text
+from tunelab.ui.common import UIContext, guarded, message_tab, problem_text
 from tunelab.ui.workspace import UIError, size_text
 
 TEXT = {
@@ -48,12 +48,9 @@ ROLES = [("test", "test"), ("validation", "validation")]
 def build(ctx: UIContext) -> None:
     import gradio as gr
 
-    ctx.labels.add(TEXT)
     t, models = ctx.t, data_work.model_choices(ctx.workspace)
     c: dict[str, Any] = {}
-    with gr.Tab(t("tab.data"), id="data", elem_id="tab-data") as c["tab"]:
-        ctx.labels.follow(c["tab"], "tab.data")
-        c["message"] = gr.Markdown(elem_id="data-message", elem_classes="message")
+    with message_tab(ctx, c, TEXT, "data", "data"):
         with gr.Row():
             with gr.Column(scale=2):
                 _choose(ctx, c, models)

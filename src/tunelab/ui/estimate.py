@@ -19,21 +19,13 @@ GRAD_BYTES = 4
 
 
 def trained_parameters(model, method: dict[str, Any]) -> int:
-    """How many parameters the method trains, counted on a (meta) model."""
-    import torch
+    """How many parameters the method trains, counted by applying it (model/methods.py) to a (meta) model."""
+    from tunelab.config.schema import method_sections
+    from tunelab.model.adapters import count_parameters
+    from tunelab.model.methods import apply_method
 
-    kind = method.get("type", "lora")
-    if kind == "full":
-        return sum(p.numel() for p in model.parameters())
-    if kind == "freeze":
-        from tunelab.model.adapters import decoder_layers
-
-        layers = decoder_layers(model)[-int(method.get("trainable_layers", 2)) :]
-        return sum(p.numel() for layer in layers for p in layer.parameters())
-    rank, targets = int(method.get("r", 16)), method.get("target_modules", "all-linear")
-    linear = [(n, m) for n, m in model.named_modules() if isinstance(m, torch.nn.Linear) and "lm_head" not in n]
-    chosen = [m for name, m in linear if targets == "all-linear" or name.rsplit(".", 1)[-1] in targets]
-    return sum(rank * (m.in_features + m.out_features) for m in chosen)
+    section = method_sections()[method.get("type", "lora")].model_validate(method)
+    return count_parameters(apply_method(model, section))["trainable"]
 
 
 def memory_estimate(model_folder: str, recipe: dict[str, Any]) -> dict[str, Any]:

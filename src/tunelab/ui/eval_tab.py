@@ -8,7 +8,7 @@ from typing import Any
 
 from tunelab.runs import RunDir
 from tunelab.ui import eval_view, jobs
-from tunelab.ui.common import UIContext, guarded
+from tunelab.ui.common import UIContext, guarded, message_tab
 from tunelab.ui.data_work import model_choices
 from tunelab.ui.workspace import UIError
 
@@ -41,12 +41,9 @@ TABLES = ("metrics", "categories", "forgetting", "truncation")
 def build(ctx: UIContext) -> None:
     import gradio as gr
 
-    ctx.labels.add(TEXT)
     t, runs = ctx.t, eval_view.run_choices(ctx.workspace)
     c: dict[str, Any] = {}
-    with gr.Tab(t("tab.evaluate"), id="evaluate", elem_id="tab-evaluate") as c["tab"]:
-        ctx.labels.follow(c["tab"], "tab.evaluate")
-        c["message"] = gr.Markdown(elem_id="eval-message", elem_classes="message")
+    with message_tab(ctx, c, TEXT, "evaluate", "eval"):
         with gr.Row():
             c["run"] = gr.Dropdown(runs, value=None, label=t("eval.run"), elem_id="eval-run", scale=4)
             c["refresh"] = gr.Button(t("eval.refresh"), elem_id="eval-refresh", scale=0, min_width=150)

@@ -81,7 +81,7 @@ def view(run: RunDir) -> dict[str, Any]:
 
 def _tables(data: dict[str, Any]) -> dict[str, Any]:
     from tunelab.eval.lengths import truncation_rows, truncation_sentences
-    from tunelab.eval.run_report import (
+    from tunelab.eval.report_rows import (
         category_comparison_rows,
         comparison_note,
         forgetting_rows,
@@ -172,7 +172,7 @@ def judge_results(run: RunDir, since: float | None = None) -> tuple[str, Any]:
     """(one line per judged pair of models, the win/tie/loss table) from eval/judge/*/summary.json; with `since`,
     a note when no summary was written after that time (the job ended without a result)."""
     from tunelab.eval.judge import describe
-    from tunelab.eval.run_report import judge_rows
+    from tunelab.eval.report_rows import judge_rows
 
     paths = sorted((run.eval_dir / "judge").glob("*/summary.json"))
     summaries = [s for s in (read_json(p) for p in paths) if isinstance(s, dict)]

@@ -7,6 +7,7 @@ import re
 from pathlib import Path
 from typing import Any
 
+from tunelab.formatting import percent as _percent
 from tunelab.runs import LOG_FILE, RunDir, describe_status, read_json
 from tunelab.ui.jobs import log_tail
 
@@ -78,10 +79,6 @@ def run_summary(run: RunDir) -> dict[str, Any]:
         **{name: _percent(value) for name, value in sorted(tuned.items()) if isinstance(value, int | float)},
         "forgetting": forgetting.get("verdict", "—") if isinstance(forgetting, dict) else "—",
     }
-
-
-def _percent(value: float) -> str:
-    return f"{100 * value:.1f}%"
 
 
 def runs_table(run_dirs: list[Path]):

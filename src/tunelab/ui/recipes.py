@@ -90,7 +90,7 @@ def form_recipe(specs: list[FieldSpec], values: dict[str, Any], workspace: Works
 
 def check(recipe: dict[str, Any], problems: list[Problem], workspace: Workspace):
     """The validated Recipe, or a RecipeError listing every problem (the form's and the schema's) at once."""
-    from tunelab.config.load import validate_recipe
+    from tunelab.recipe import validate_recipe
 
     try:
         validated = validate_recipe(yaml.safe_load(yaml.safe_dump(recipe)), "recipe", workspace.root)

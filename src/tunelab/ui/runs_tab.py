@@ -9,7 +9,7 @@ import time
 from tunelab.runs import RunDir
 from tunelab.ui import jobs, live
 from tunelab.ui.common import UIContext, guarded
-from tunelab.ui.workspace import UIError
+from tunelab.ui.workspace import UIError, Workspace
 
 TEXT = {
     "runs.table": ("Runs in the workspace", "工作区中的运行"),
@@ -69,6 +69,16 @@ def _one(picked: list[str] | None) -> str:
     return picked[0]
 
 
+def _delete_run(workspace: Workspace, name: str) -> None:
+    """Delete a run directory of the workspace, never anything else and never a run that is still running."""
+    path = workspace.resolve(name, "run")
+    if not (RunDir.is_run(path) or (path / "status.json").exists()) or path == workspace.runs:
+        raise UIError(f"{name} is not a run directory; nothing was deleted")
+    if RunDir(path).live_process() is not None:
+        raise UIError(f"{name} is running; stop it before deleting it")
+    shutil.rmtree(path)
+
+
 def _wire(ctx: UIContext, c: dict) -> None:
     import gradio as gr
 
@@ -124,12 +134,7 @@ def _wire(ctx: UIContext, c: dict) -> None:
     @guarded(4)
     def confirm_clicked(picked):
         name = _one(picked)
-        path = workspace.resolve(name, "run")
-        if not (RunDir.is_run(path) or (path / "status.json").exists()) or path == workspace.runs:
-            raise UIError(f"{name} is not a run directory; nothing was deleted")
-        if RunDir(path).live_process() is not None:
-            raise UIError(f"{name} is running; stop it before deleting it")
-        shutil.rmtree(path)
+        _delete_run(workspace, name)
         table, choices = listing([])
         return f"deleted {name}", gr.update(visible=False), table, choices
 

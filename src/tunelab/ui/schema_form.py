@@ -198,39 +198,47 @@ def to_widget(spec: FieldSpec, value: Any) -> Any:
 
 def from_widget(spec: FieldSpec, value: Any) -> Any:
     """A widget's value as the recipe holds it (raises ValueError with a plain message when it cannot be read)."""
-    if spec.kind == "choice":
-        return None if value in (NONE_CHOICE, None) else value
-    if spec.kind == "int":
-        return _integer(value)
-    if spec.kind == "float":
-        return None if value is None or value == "" else float(value)
-    if spec.kind in ("opt_int", "opt_float"):
-        text = str(value if value is not None else "").strip()
-        if not text:
-            return None
-        try:
-            return _integer(text) if spec.kind == "opt_int" else float(text)
-        except ValueError:
-            kind = "a whole number" if spec.kind == "opt_int" else "a number"
-            raise ValueError(f"expected {kind} or nothing, got {text!r}") from None
-    if spec.kind == "list":
-        items = [part.strip() for part in str(value or "").replace(",", "\n").splitlines() if part.strip()]
-        if spec.path == "data.sources":
-            return [{"path": item} for item in items]
-        return items
-    if spec.kind == "optional_text":
-        return str(value).strip() or None
-    if spec.kind == "number_or_text":
-        text = str(value or "").strip()
-        if not text:
-            return None
-        try:
-            return float(text)
-        except ValueError:
-            return text
-    if spec.kind == "text":
-        return str(value if value is not None else "").strip()
-    return value
+    reader = _READERS.get(spec.kind)
+    return value if reader is None else reader(spec, value)
+
+
+def _optional_number(spec: FieldSpec, value: Any) -> int | float | None:
+    text = str(value if value is not None else "").strip()
+    if not text:
+        return None
+    try:
+        return _integer(text) if spec.kind == "opt_int" else float(text)
+    except ValueError:
+        kind = "a whole number" if spec.kind == "opt_int" else "a number"
+        raise ValueError(f"expected {kind} or nothing, got {text!r}") from None
+
+
+def _list(spec: FieldSpec, value: Any) -> list[Any]:
+    items = [part.strip() for part in str(value or "").replace(",", "\n").splitlines() if part.strip()]
+    return [{"path": item} for item in items] if spec.path == "data.sources" else items
+
+
+def _number_or_text(spec: FieldSpec, value: Any) -> float | str | None:
+    text = str(value or "").strip()
+    if not text:
+        return None
+    try:
+        return float(text)
+    except ValueError:
+        return text
+
+
+_READERS: dict[str, typing.Callable[[FieldSpec, Any], Any]] = {  # widget kind → its value as the recipe holds it
+    "choice": lambda spec, value: None if value in (NONE_CHOICE, None) else value,
+    "int": lambda spec, value: _integer(value),
+    "float": lambda spec, value: None if value is None or value == "" else float(value),
+    "opt_int": _optional_number,
+    "opt_float": _optional_number,
+    "list": _list,
+    "optional_text": lambda spec, value: str(value).strip() or None,
+    "number_or_text": _number_or_text,
+    "text": lambda spec, value: str(value if value is not None else "").strip(),
+}
 
 
 def _integer(value: Any) -> int | None:

@@ -18,6 +18,7 @@ from pathlib import Path
 from typing import Any
 
 from tunelab.errors import DataError
+from tunelab.jsonl import parse_lines
 
 SUFFIXES = (".csv", ".jsonl", ".json")
 LETTERS = "ABCDEFGHIJ"
@@ -185,14 +186,13 @@ def _read_jsonl(path: Path, name: str, key: str) -> list[BenchmarkItem] | None:
 
 
 def _jsonl_rows(path: Path, name: str) -> Iterator[tuple[int, Any]]:
-    for line, text in enumerate(_text(path, name).split("\n"), start=1):
-        if not text.strip():
-            continue
-        try:
-            yield line, json.loads(text)
-        except json.JSONDecodeError as exc:
-            where = f"{name} line {line}"
-            raise DataError(where, f"not valid JSON: {exc.msg}", fix="write one JSON object per line") from exc
+    def bad_line(line: int, error: ValueError) -> None:
+        if not isinstance(error, json.JSONDecodeError):
+            raise error
+        where = f"{name} line {line}"
+        raise DataError(where, f"not valid JSON: {error.msg}", fix="write one JSON object per line") from error
+
+    return parse_lines(enumerate(_text(path, name).split("\n"), start=1), bad_line)
 
 
 def _read_json(path: Path, name: str, key: str) -> list[BenchmarkItem] | None:

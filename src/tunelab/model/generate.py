@@ -1,4 +1,5 @@
-"""Greedy batched generation from token-id prompts, shared by held-out evaluation and merge verification.
+"""Greedy batched generation from token-id prompts: held-out evaluation, merge verification, `tunelab chat`,
+local paraphrasing and the judge use it; the server (serve/) takes its stop tokens.
 
 Prompts are left padded with an attention mask, so a prompt's output does not depend on which batch it lands in.
 Batches are formed from prompts sorted by length to keep padding small; results come back in the input order.

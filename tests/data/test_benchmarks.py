@@ -10,8 +10,8 @@ from pathlib import Path
 import pytest
 
 from helpers import shared_data
+from tunelab.data.benchmarks import BenchmarkItem, read_benchmark, subject_of
 from tunelab.errors import DataError
-from tunelab.eval.benchmarks import BenchmarkItem, read_benchmark, subject_of
 
 
 def by_subject(items: list[BenchmarkItem], subject: str) -> list[BenchmarkItem]:

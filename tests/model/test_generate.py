@@ -7,8 +7,8 @@ from transformers import AutoModelForCausalLM, AutoTokenizer
 import tunelab.eval.heldout as heldout
 from tunelab.data.tokenize import prompt_ids_for_generation
 from tunelab.errors import DataError, TunelabError
-from tunelab.eval.generate import generate_batch, stop_token_ids
 from tunelab.eval.heldout import evaluate_model
+from tunelab.model.generate import generate_batch, stop_token_ids
 
 QUESTIONS = ["hello", "Please send two red shirts", "What is the capital of France?", "谢谢", "size M to Alice"]
 

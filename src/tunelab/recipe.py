@@ -1,0 +1,105 @@
+"""A recipe with every check: the schema, files and combinations (config/), the stage's trainer settings (train/),
+the registry's datasets (data/), the evaluation's schema file and forgetting task (eval/), what the method can
+export (model/). This is the `load_recipe` the CLI, the web UI and the workflow use."""
+
+from __future__ import annotations
+
+import tempfile
+from pathlib import Path
+from typing import Any
+
+from tunelab.config import load as config_load
+from tunelab.config.load import Checks, Problem
+from tunelab.config.schema import Recipe
+from tunelab.config.train_args import check_train_section
+from tunelab.errors import DataError, RecipeError, TunelabError
+
+
+def load_recipe(path: str | Path, overrides: list[str] | tuple[str, ...] = ()) -> Recipe:
+    """Read, override and validate a recipe file; relative paths are resolved against the recipe's folder."""
+    return config_load.load_recipe(path, overrides, checks=CHECKS)
+
+
+def validate_recipe(raw: dict[str, Any], source: str, base_dir: Path) -> Recipe:
+    """Validate a recipe mapping (the web UI's form) as `load_recipe` validates a file."""
+    return config_load.validate_recipe(raw, source, base_dir, checks=CHECKS)
+
+
+def _stage_config_class(stage_name: Any) -> type:
+    from tunelab.train.stages import STAGES, get_stage
+
+    known = isinstance(stage_name, str) and stage_name in STAGES  # a raw mapping may hold anything there
+    return get_stage(stage_name if known else "sft").config_class()
+
+
+def _raw_train_problems(raw: dict[str, Any]) -> list[Problem]:
+    """The train section checked beside schema problems (the stage falls back to sft when its own name is wrong)."""
+    train = raw.get("train")
+    return check_train_section(train, _stage_config_class(raw.get("stage"))) if isinstance(train, dict) else []
+
+
+def _recipe_problems(recipe: Recipe) -> list[Problem]:
+    train = check_train_section(recipe.train, _stage_config_class(recipe.stage))
+    return _registry_problems(recipe) + _eval_problems(recipe) + _export_problems(recipe) + train
+
+
+def _registry_problems(recipe: Recipe) -> list[Problem]:
+    """Unknown dataset names and missing data files in a LLaMA-Factory registry, found before anything runs."""
+    data = recipe.data
+    if not (data.registry and data.datasets and Path(data.registry).is_file()):
+        return []
+    from tunelab.data.registry import registry_entries
+
+    try:
+        registry_entries(data.registry, data.datasets)
+    except DataError as error:
+        return [("data.datasets", str(error).replace("\n", " "))]
+    return []
+
+
+def _eval_problems(recipe: Recipe) -> list[Problem]:
+    """The JSON schema parses and is a schema; the forgetting benchmark can be found."""
+    problems: list[Problem] = []
+    schema = recipe.eval.json_schema
+    if schema is not None:
+        from tunelab.eval.metrics import load_json_schema
+
+        try:
+            load_json_schema(schema)
+        except TunelabError as error:
+            problems.append(("eval.json_schema", str(error)))
+    if "json_schema" in recipe.eval.metrics and schema is None:
+        problems.append(("eval.metrics", "json_schema needs a schema file: set eval.json_schema"))
+    forgetting = recipe.eval.forgetting
+    if forgetting.enabled:
+        from tunelab.eval.tasks import check_task
+
+        problem = check_task(forgetting.task, forgetting.data)
+        if problem:
+            problems.append(("eval.forgetting", problem))
+    return problems
+
+
+def _export_problems(recipe: Recipe) -> list[Problem]:
+    from tunelab.model.methods import method_spec
+
+    spec = method_spec(recipe.method)
+    if recipe.export.merge and not spec.can_merge and "merge" in recipe.export.model_fields_set:
+        return [("export.merge", f"method {spec.name} saves a full model; there is nothing to merge")]
+    return []
+
+
+def _trainer_config_problems(recipe: Recipe) -> list[Problem]:
+    """Construct the stage's TRL config once, so that inconsistent train settings fail here, not mid-run."""
+    from tunelab.train.args import build_training_args
+
+    has_validation = recipe.data.validation is not None
+    with tempfile.TemporaryDirectory() as scratch:
+        try:
+            build_training_args(_stage_config_class(recipe.stage), recipe.train, scratch, recipe.seed, has_validation)
+        except RecipeError as error:
+            return list(error.problems)
+    return []
+
+
+CHECKS = Checks(raw=_raw_train_problems, recipe=_recipe_problems, final=_trainer_config_problems)

@@ -1,0 +1,138 @@
+"""What every stage's training shares: speed plan, method, trackers, callbacks, resume, graceful stop, unwrapping,
+saving, and recognising a training that had already finished. A stage only builds its trainer (train/stages.py)."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+from tunelab.config.schema import Recipe
+from tunelab.data.pipeline import Splits
+from tunelab.model.adapters import count_parameters
+from tunelab.model.methods import apply_method, method_spec
+from tunelab.runs import RunDir, read_json, save_folder_atomic, write_json
+from tunelab.train.callbacks import GracefulStop, standard_callbacks
+from tunelab.train.packing import restore_attention, use_packed_attention
+from tunelab.train.speed import apply_threads, plan_speed
+from tunelab.train.stage import Stage
+from tunelab.train.trackers import Tracking
+
+
+@dataclass
+class TrainResult:
+    model: Any
+    interrupted: bool
+    global_step: int
+    best_checkpoint: str | None
+    parameters: dict[str, int]
+    train_seconds: float = 0.0
+    tokens_seen: int = 0  # non-padding input tokens the optimizer steps consumed
+
+
+def fit(stage: Stage, recipe: Recipe, run: RunDir, model, tokenizer, splits: Splits, resume: bool = False):
+    """Train `model` with the stage's trainer under tunelab's bookkeeping; save what it trained into the run."""
+    from transformers import set_seed
+
+    set_seed(recipe.seed)  # adapter initialisation is random too
+    plan = plan_speed(recipe.train, model.config, recipe.data.max_length)
+    apply_threads(plan)
+    if plan.padding_free and use_packed_attention(model):
+        plan.attention = model.config._attn_implementation
+    model = apply_method(model, recipe.method)
+    tracking = Tracking(recipe.train.get("report_to"), run.path, recipe.name)
+    described = {"stage": stage.name, "method": recipe.method.type} | plan.as_dict()
+    write_json(run.path / "training.json", described | tracking.describe())
+    callbacks = standard_callbacks(run, recipe.train) + tracking.callbacks()
+    stopper = next(c for c in callbacks if isinstance(c, GracefulStop))
+    with tracking:  # the trackers' integrations read their settings when the trainer is built and when it starts
+        trainer = stage.build_trainer(recipe, run, model, tokenizer, splits, plan, callbacks)
+        tracking.attach(trainer)
+        output = run_trainer(trainer, run, stopper, resume)
+    seconds, tokens = float(output.metrics.get("train_runtime", 0.0)), int(trainer.state.num_input_tokens_seen)
+    speed = {
+        "train_seconds": seconds,
+        "tokens_seen": tokens,
+        "real_tokens_per_second": tokens / seconds if seconds else None,
+    }
+    write_json(run.path / "training.json", described | tracking.describe() | speed)
+    model = trained_model(trainer)
+    save_trained(model, tokenizer, run, recipe)
+    result = TrainResult(model, stopper.requested, trainer.state.global_step, trainer.state.best_model_checkpoint,
+                         count_parameters(trainer.model), seconds, tokens)  # fmt: skip
+    if not result.interrupted:  # a resumed run that was killed after this point does not train again
+        _mark_completed(run, recipe, result)
+    return result
+
+
+def _mark_completed(run: RunDir, recipe: Recipe, result: TrainResult) -> None:
+    training = read_json(run.path / "training.json", {})
+    write_json(run.path / "training.json", training | {"completed": True, "global_step": result.global_step,
+               "best_checkpoint": result.best_checkpoint, "parameters": result.parameters,
+               "fingerprint": training_fingerprint(recipe)})  # fmt: skip
+
+
+def run_trainer(trainer, run: RunDir, stopper: GracefulStop, resume: bool):
+    """Train (from the last checkpoint when resuming) with Ctrl-C asking for a clean stop."""
+    checkpoint = run.last_checkpoint() if resume else None
+    if resume:  # rows logged after the checkpoint (or all of them, starting over) would be logged again
+        run.truncate_metrics_after(int(checkpoint.name.split("-")[-1]) if checkpoint else 0)
+    stopper.install()
+    try:
+        return trainer.train(resume_from_checkpoint=str(checkpoint) if checkpoint else None)
+    finally:
+        stopper.uninstall()
+
+
+def trained_model(trainer):
+    """The trained model, unwrapped: accelerate wraps forward() in bf16 autocast for mixed precision, and the returned
+    model (evaluated and compared with the merged export) must compute in full precision like the saved weights."""
+    model = trainer.accelerator.unwrap_model(trainer.model, keep_fp32_wrapper=False)
+    restore_attention(model.get_base_model() if hasattr(model, "get_base_model") else model)
+    model.eval()
+    return model
+
+
+def training_fingerprint(recipe: Recipe) -> str:
+    """A digest of what decides the trained weights: a resumed run whose recipe changed (more steps, say) trains on."""
+    import hashlib
+    import json
+
+    parts = recipe.model_dump(mode="json", include={"seed", "stage", "model", "data", "method", "train"})
+    return hashlib.sha256(json.dumps(parts, sort_keys=True, default=str).encode()).hexdigest()[:16]
+
+
+def save_trained(model, tokenizer, run: RunDir, recipe: Recipe) -> None:
+    """The method's result into the run: an adapter into adapter/ (PEFT format), a full model into merged/. Saved
+    beside the target and renamed into place, so a kill while saving never leaves half a model there."""
+    spec = method_spec(recipe.method)
+
+    def write(folder) -> None:
+        model.save_pretrained(folder)
+        tokenizer.save_pretrained(folder)
+        if spec.saves == "model":
+            model.generation_config.save_pretrained(folder)
+
+    save_folder_atomic(spec.saved_folder(run), write)
+
+
+def finished_training(run: RunDir, recipe: Recipe) -> dict[str, Any] | None:
+    """training.json of a run whose training completed, with this recipe, and saved its model; else None."""
+    training = read_json(run.path / "training.json", {})
+    same = training.get("fingerprint") == training_fingerprint(recipe)
+    saved = method_spec(recipe.method).saved_marker(run).is_file()
+    return training if training.get("completed") and same and saved else None
+
+
+def load_trained(run: RunDir, recipe: Recipe, model, training: dict[str, Any]) -> TrainResult:
+    """The model a finished training saved (adapter on the given base model, or the full model folder)."""
+    trained = method_spec(recipe.method).load_saved(run, model)
+    trained.eval()
+    return TrainResult(
+        model=trained,
+        interrupted=False,
+        global_step=int(training.get("global_step", 0)),
+        best_checkpoint=training.get("best_checkpoint"),
+        parameters=training.get("parameters") or count_parameters(trained),
+        train_seconds=float(training.get("train_seconds") or 0.0),
+        tokens_seen=int(training.get("tokens_seen") or 0),
+    )

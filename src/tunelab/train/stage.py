@@ -1,0 +1,21 @@
+"""The shape every training stage has: the few hooks in which one stage differs from another (train/stages.py
+holds the registry of stages and explains how to add one)."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any, Literal
+
+
+@dataclass(frozen=True)
+class Stage:
+    name: str
+    reads: Literal["messages", "preference_pairs", "prompts"]  # the record kind its data must hold
+    produces: Literal["policy", "reward_model"]  # a model that generates, or one that scores
+    summary: str
+    config_class: Callable[[], type]  # the TRL config class its `train:` section is checked against and built into
+    build_datasets: Callable[..., Any]  # (recipe_data, recipe, tokenizer, clusters) → data.pipeline.Splits
+    build_trainer: Callable[..., Any]  # (recipe, run, model, tokenizer, splits, plan, callbacks) → a Trainer
+    evaluate: Callable[..., dict[str, float]]  # (model, tokenizer, records, recipe, eval_dir, label) → metrics
+    test_warnings: Callable[..., list[str]]  # (test records, tokenizer, recipe) → what to say before evaluating
