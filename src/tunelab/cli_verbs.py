@@ -48,8 +48,8 @@ def literal_choices(section: type[BaseModel], field: str) -> tuple[str, ...]:
 
 
 def convert_formats() -> tuple[str, ...]:
-    """alpaca, sharegpt, openai (the recipe's formats), trl (data/convert's alias of openai), then the preference-only
-    layouts (stack_exchange)."""
+    """alpaca, sharegpt, openai, preference, unpaired (the recipe's formats), trl (data/convert's alias of openai), then
+    the layouts only preference data is written in (stack_exchange, trl_standard)."""
     sft = tuple(name for name in get_args(DataFormat) if name != "auto")
     return (*sft, *ALIASES, *(name for name in PREFERENCE_FORMATS if name not in sft))
 
@@ -223,7 +223,12 @@ VERBS: dict[str, Verb] = {
         "between alpaca, sharegpt, openai and preference formats",
         arg("file"),
         arg("--to", required=True, choices=convert_formats()),
-        arg("--from", dest="from_format", default="auto"),
+        arg(
+            "--from",
+            dest="from_format",
+            default="auto",
+            help="the input layout (default: told from its fields); for preference data also hh, implicit",
+        ),
         arg("--out", required=True, help="a new .jsonl or .json file"),
         flag("--overwrite", "replace an existing output file (never an input)"),
     ),

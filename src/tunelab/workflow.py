@@ -206,7 +206,7 @@ def _train(stage: Stage, recipe: Recipe, run: RunDir, model, tokenizer, splits, 
     finished = finished_training(run, recipe) if resume else None
     if finished is not None:
         log(f"[tunelab] training had finished at step {finished.get('global_step')}; using the saved model")
-        return load_trained(run, recipe, model, finished)
+        return load_trained(run, recipe, stage.prepare_model(model), finished)
     _phase(run, "training", log, f"({stage.name}, {recipe.method.type}) → {run.path}")
     return fit(stage, recipe, run, model, tokenizer, splits, resume=resume)
 
@@ -271,12 +271,16 @@ def _sync_saved_generation_config(folder: Path, tokenizer) -> None:
 
 def _export(stage: Stage, recipe: Recipe, run: RunDir, model_dir: str, trained, tokenizer, records, log):
     """Merge the trained adapter into the base model and check the merged model behaves like the adapter model."""
+    from tunelab.export.verify import MERGE_CHECKS
     from tunelab.model.methods import method_spec
 
     if not (recipe.export.merge and method_spec(recipe.method).can_merge):
         return None
+    if stage.produces not in MERGE_CHECKS:
+        log(f"[tunelab] not merged: a merged {stage.produces.replace('_', ' ')} cannot be verified yet; "
+            f"the adapter is in {run.adapter}")  # fmt: skip
+        return None
     from tunelab.export.merge import load_merged, merge_adapter_dir
-    from tunelab.export.verify import MERGE_CHECKS
 
     _phase(run, "merging the adapter into the base model", log, f"→ {run.merged}")
     # the run's own merged/ is replaced: a resumed run may hold one from an attempt killed while verifying it

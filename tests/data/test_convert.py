@@ -6,17 +6,16 @@ import json
 
 import pytest
 
-from helpers import shared_data
+from helpers import cli, shared_data, write_jsonl
 from tunelab.data.convert import (
     convert_file,
     preference_to_stack_exchange,
-    read_preference,
     record_to_alpaca,
     record_to_openai,
     record_to_sharegpt,
-    trl_preference,
 )
 from tunelab.data.load import load_source
+from tunelab.data.preference import trl_pair
 from tunelab.errors import DataError
 
 TOOL_RECORD = {
@@ -30,6 +29,10 @@ TOOL_RECORD = {
     ],
     "tools": '[{"name": "weather"}]',
 }
+
+
+def read_preference(path) -> list[dict]:
+    return load_source(path, "preference")
 
 
 def without_source(records: list[dict]) -> list[dict]:
@@ -125,7 +128,7 @@ def test_dpo_demo_to_alpaca_preference_and_back_is_equal(tmp_path):
     assert without_source(read_preference(tmp_path / "alpaca.json")) == without_source(records)
 
 
-@pytest.mark.parametrize("layout", ["sharegpt", "openai", "trl"])
+@pytest.mark.parametrize("layout", ["sharegpt", "openai", "trl", "preference"])
 def test_dpo_demo_round_trips_through_other_layouts(tmp_path, layout):
     source = shared_data("llamafactory", "dpo_en_demo.json")
     convert_file(source, tmp_path / "out.jsonl", layout)
@@ -166,7 +169,7 @@ def test_a_system_prompt_does_not_fit_stack_exchange():
 
 
 def test_trl_rows_with_plain_text_are_read():
-    record = trl_preference({"prompt": "2+2?", "chosen": "4", "rejected": "5"}, "x.json record 0")
+    record = trl_pair({"prompt": "2+2?", "chosen": "4", "rejected": "5"}, "x.json record 0")
     assert record["prompt"] == [{"role": "user", "content": "2+2?"}]
     assert record["chosen"] == [{"role": "assistant", "content": "4"}]
     assert record["rejected"] == [{"role": "assistant", "content": "5"}]
@@ -174,7 +177,7 @@ def test_trl_rows_with_plain_text_are_read():
 
 def test_bad_preference_rows_name_the_field(tmp_path):
     bad = [{"conversations": [{"from": "human", "value": "q"}], "chosen": {"from": "gpt", "value": ""}, "rejected": {}}]
-    with pytest.raises(DataError, match=r'bad\.json record 0, field "chosen\.value": missing or empty'):
+    with pytest.raises(DataError, match=r'bad\.json record 0, field "chosen\.value": is empty'):
         read_preference(write_json(tmp_path / "bad.json", bad))
     ends_with_answer = [{"prompt": [{"role": "user", "content": "q"}, {"role": "assistant", "content": "a"}]}]
     ends_with_answer[0] |= {"chosen": "c", "rejected": "r"}
@@ -182,6 +185,76 @@ def test_bad_preference_rows_name_the_field(tmp_path):
         read_preference(write_json(tmp_path / "trl.json", ends_with_answer))
     with pytest.raises(DataError, match="not a preference pair"):
         read_preference(write_json(tmp_path / "sft.json", [{"instruction": "q", "output": "a"}]))
+
+
+PAIRS = [
+    {"id": "a", "prompt": [{"role": "user", "content": "2+2?"}], "chosen": [{"role": "assistant", "content": "4"}],
+     "rejected": [{"role": "assistant", "content": "5"}], "category": "math"},
+    {"id": "b", "prompt": [{"role": "user", "content": "Capital of France?"}],
+     "chosen": [{"role": "assistant", "content": "Paris."}], "rejected": [{"role": "assistant", "content": "Lyon."}]},
+]  # fmt: skip
+
+
+def read_rows_of(path) -> list[dict]:
+    return [json.loads(line) for line in path.read_text(encoding="utf-8").splitlines()]
+
+
+@pytest.mark.parametrize("layout", ["sharegpt", "alpaca", "trl_standard", "stack_exchange", "preference"])
+def test_canonical_pairs_round_trip_through_every_layout(tmp_path, layout):
+    source = write_jsonl(tmp_path / "pairs.jsonl", PAIRS)
+    assert convert_file(source, tmp_path / "out.jsonl", layout) == 2
+    convert_file(tmp_path / "out.jsonl", tmp_path / "back.jsonl", "preference")
+    assert read_rows_of(tmp_path / "back.jsonl") == PAIRS
+
+
+def test_trl_standard_rows_are_texts_and_hold_single_questions_only(tmp_path):
+    convert_file(write_jsonl(tmp_path / "pairs.jsonl", PAIRS), tmp_path / "std.jsonl", "trl_standard")
+    assert read_rows_of(tmp_path / "std.jsonl")[0] == {"id": "a", "prompt": "2+2?", "chosen": "4", "rejected": "5",
+                                                       "category": "math"}  # fmt: skip
+    source = shared_data("llamafactory", "dpo_en_demo.json")
+    with pytest.raises(DataError, match=r"record 'dpo_en_demo-\d+' \(dpo_en_demo\.json:\d+\): trl_standard holds one"):
+        convert_file(source, tmp_path / "demo.jsonl", "trl_standard")
+    assert not (tmp_path / "demo.jsonl").exists()
+
+
+def test_anthropic_and_implicit_pairs_convert_to_canonical_and_to_llamafactory(tmp_path):
+    hh = [{"chosen": "\n\nHuman: 2+2?\n\nAssistant: 4", "rejected": "\n\nHuman: 2+2?\n\nAssistant: 5"}]
+    implicit = [{"chosen": [{"role": "user", "content": "2+2?"}, {"role": "assistant", "content": "4"}],
+                 "rejected": [{"role": "user", "content": "2+2?"}, {"role": "assistant", "content": "5"}]}]  # fmt: skip
+    for name, rows in (("hh", hh), ("implicit", implicit)):
+        source = write_jsonl(tmp_path / f"{name}.jsonl", rows)
+        convert_file(source, tmp_path / f"{name}-pref.jsonl", "preference", from_format=name)
+        assert read_rows_of(tmp_path / f"{name}-pref.jsonl") == [{"id": f"{name}-0", **{k: PAIRS[0][k] for k in
+                                                                 ("prompt", "chosen", "rejected")}}]  # fmt: skip
+        convert_file(source, tmp_path / f"{name}-lf.json", "sharegpt")
+        row = json.loads((tmp_path / f"{name}-lf.json").read_text(encoding="utf-8"))[0]
+        assert row["conversations"] == [{"from": "human", "value": "2+2?"}] and row["rejected"]["value"] == "5"
+
+
+def test_kto_demo_round_trips_and_pairs_unpair(tmp_path):
+    source = shared_data("llamafactory", "kto_en_demo.json")
+    convert_file(source, tmp_path / "kto.jsonl", "unpaired")
+    convert_file(tmp_path / "kto.jsonl", tmp_path / "lf.json", "sharegpt")
+    assert json.loads((tmp_path / "lf.json").read_text(encoding="utf-8"))[0]["kto_tag"] in (True, False)
+    assert without_source(load_source(tmp_path / "lf.json")) == without_source(load_source(source))
+    pairs = write_jsonl(tmp_path / "pairs.jsonl", PAIRS)
+    assert convert_file(pairs, tmp_path / "unpaired.jsonl", "unpaired") == 4
+    labels = [(row["id"], row["label"]) for row in read_rows_of(tmp_path / "unpaired.jsonl")]
+    assert labels == [("a-chosen", True), ("a-rejected", False), ("b-chosen", True), ("b-rejected", False)]
+
+
+def test_cli_converts_llamafactory_ranking_to_preference_jsonl(tmp_path, capsys):
+    source = shared_data("llamafactory", "dpo_zh_demo.json")
+    result = cli(["data", "convert", source, "--to", "preference", "--out", tmp_path / "pairs.jsonl"], capsys)
+    assert result.exit_code == 0 and "300 records written" in result.out
+    rows = read_rows_of(tmp_path / "pairs.jsonl")
+    assert set(rows[0]) == {"id", "prompt", "chosen", "rejected"} and len(rows) == 300
+    result = cli(["data", "convert", tmp_path / "pairs.jsonl", "--to", "alpaca", "--out", tmp_path / "a.json"], capsys)
+    assert result.exit_code == 0
+    assert without_source(load_source(tmp_path / "a.json")) == without_source(load_source(source))
+    sft = write_json(tmp_path / "sft.json", [{"instruction": "q", "output": "a"}])
+    result = cli(["data", "convert", sft, "--to", "preference", "--out", tmp_path / "x.jsonl"], capsys)
+    assert result.exit_code == 1 and "cannot write SFT conversations in this format" in result.err
 
 
 # --- file safety --------------------------------------------------------------------------------------------------

@@ -73,8 +73,7 @@ def test_missing_local_file_says_where_it_looked(tmp_path):
 @pytest.mark.parametrize(
     ("entry", "pattern"),
     [
-        ({"file_name": "qa.json", "ranking": True}, "preference data is used by the DPO/reward stages, not SFT"),
-        ({"file_name": "qa.json", "columns": {"kto_tag": "label"}}, "KTO data"),
+        ({"file_name": "qa.json", "ranking": True, "columns": {"kto_tag": "label"}}, "is both ranking .* and KTO"),
         ({"file_name": "qa.json", "columns": {"images": "images"}}, "has images: tunelab trains on text only"),
         ({"file_name": "qa.json", "formatting": "vicuna"}, "unknown formatting 'vicuna'"),
     ],

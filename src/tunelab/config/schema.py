@@ -11,9 +11,11 @@ from typing import Annotated, Any, Literal, get_args
 
 from pydantic import BaseModel, ConfigDict, Field, PositiveInt, ValidationInfo, field_validator, model_validator
 
-DataFormat = Literal["auto", "alpaca", "sharegpt", "openai"]
+# auto: conversations, preference pairs or unpaired preferences, told from the fields; the SFT layouts; or a kind of
+# preference data whose layout is told from the fields (tunelab.data.preference lists them)
+DataFormat = Literal["auto", "alpaca", "sharegpt", "openai", "preference", "unpaired"]
 # The training stages; each name has one entry in tunelab.train.stages.STAGES (a test checks they agree).
-StageName = Literal["sft"]
+StageName = Literal["sft", "rm", "dpo", "kto", "orpo", "simpo", "cpo"]
 MetricName = Literal["json_validity", "json_schema", "field_accuracy", "exact_match", "rouge_l", "bleu"]
 
 
@@ -168,7 +170,11 @@ class Recipe(Strict):
     name: str = Field(..., pattern=r"^[A-Za-z0-9][A-Za-z0-9._-]*$")
     output_dir: str = "runs"
     seed: int = 42
-    stage: StageName = Field("sft", description="the training stage: sft (supervised fine-tuning on conversations)")
+    stage: StageName = Field(
+        "sft",
+        description="the training stage: sft (conversations); rm (a reward model), dpo, kto, orpo, simpo, cpo "
+        "(preference pairs; kto also unpaired feedback)",
+    )
     model: ModelSection = Field(default_factory=ModelSection)
     data: DataSection
     method: Method = Field(default_factory=lambda: LoraMethod(type="lora"))

@@ -3,6 +3,11 @@
 Input is a set of named record lists ("train", "test", or one per file) with a role each: `train` sets are what the
 model learns from, `eval` sets must not overlap them. The result is one JSON-able report; `audit_report.py` renders it.
 Nothing here modifies or drops data: the audit lists, the caller decides.
+
+All sets hold one kind of record (`kinds.py`). For preference data (pairs, or unpaired KTO records) duplicates are
+judged on the whole record, leakage and the near-duplicate clusters a split keeps together on the prompt alone, the
+answer checks on the prompt with the chosen answer (or the completion), lengths on the prompt with the longer answer;
+`pair_audit.py` adds the checks of the pairs themselves (report section "pairs").
 """
 
 from __future__ import annotations
@@ -63,28 +68,50 @@ def audit_sets(
     threshold: float = 0.8,
 ) -> AuditResult:
     """Audit named record sets; `roles[name]` is "train" or "eval"."""
-    from tunelab.data.dedup import find_duplicates, record_text
+    from tunelab.data.dedup import find_duplicates, prompt_text, record_text
+    from tunelab.data.kinds import conversation, sets_kind
 
     started = time.monotonic()
+    kind = sets_kind(sets)
     records = [r for name in sets for r in sets[name]]
     labels = [name for name in sets for _ in sets[name]]
     duplicates = find_duplicates([record_text(r) for r in records], threshold=threshold)
-    leak_pairs = _leak_pairs(duplicates, labels, roles)
+    prompts = duplicates if kind == "messages" else find_duplicates([prompt_text(r) for r in records], threshold)
+    leak_pairs = _leak_pairs(prompts, labels, roles)
+    tokens = _pair_tokens(sets, tokenizer) if kind == "preference" else None
     report: dict[str, Any] = {
+        "kind": kind,
         "sets": {name: {"records": len(rows), "role": roles.get(name, "train")} for name, rows in sets.items()},
         "threshold": threshold,
         "invalid": [{"where": e.where, "problem": e.problem, "fix": e.fix} for e in (invalid or [])][:LISTED],
         "duplicates": _duplicate_section(duplicates, records, labels),
         "leakage": _leakage_section(leak_pairs, records, labels),
         "contamination": _contamination_section(records, labels, roles, against),
-        "quality": _quality_section(records, labels),
-        "lengths": _length_section(sets, tokenizer, max_length),
+        "quality": _quality_section(records if kind == "messages" else [conversation(r) for r in records], labels),
+        "lengths": _length_section(sets, tokenizer, max_length, tokens),
     }
+    if kind != "messages":
+        report["pairs"] = _pairs_section(sets, roles, kind, tokens)
     report["summary"] = _summary(report, len(invalid or []), records)
     report["seconds"] = round(time.monotonic() - started, 2)
     return AuditResult(
-        report, records, labels, duplicates.clusters, duplicates.exact_groups, leak_pairs, list(invalid or [])
+        report, records, labels, prompts.clusters, duplicates.exact_groups, leak_pairs, list(invalid or [])
     )
+
+
+def _pair_tokens(sets, tokenizer) -> dict[str, list] | None:
+    """Set name → per pair, the token lengths of prompt + chosen and prompt + rejected (measured once, used twice)."""
+    if tokenizer is None:
+        return None
+    from tunelab.data.pair_audit import token_lengths
+
+    return {name: token_lengths(rows, tokenizer) for name, rows in sets.items()}
+
+
+def _pairs_section(sets, roles, kind, tokens) -> dict[str, Any]:
+    from tunelab.data.pair_audit import pair_section, unpaired_section
+
+    return pair_section(sets, roles, tokens) if kind == "preference" else unpaired_section(sets)
 
 
 def _duplicate_section(duplicates, records, labels) -> dict[str, Any]:
@@ -170,14 +197,21 @@ def _quality_section(records, labels) -> dict[str, Any]:
     }
 
 
-def _length_section(sets, tokenizer, max_length) -> dict[str, Any]:
+def _length_section(sets, tokenizer, max_length, pair_tokens=None) -> dict[str, Any]:
+    """Token lengths per set against max_length: of each conversation, of prompt + completion, or of a pair's prompt
+    with its longer answer (what has to fit)."""
     if tokenizer is None:
         return {"checked": False}
+    from tunelab.data.kinds import conversation
+    from tunelab.data.pair_audit import longer_side_lengths
     from tunelab.data.quality import length_summary, token_lengths
 
     section: dict[str, Any] = {"checked": True, "per_set": {}, "histogram": {}}
     for name, rows in sets.items():
-        lengths = token_lengths(rows, tokenizer)
+        if pair_tokens is not None:
+            lengths = longer_side_lengths(pair_tokens[name])
+        else:
+            lengths = token_lengths([conversation(r) for r in rows], tokenizer)
         section["per_set"][name] = length_summary(lengths, max_length)
         section["histogram"][name] = [item["total"] for item in lengths]
     return section
@@ -197,4 +231,20 @@ def _summary(report: dict[str, Any], invalid_count: int, records: list[dict]) ->
         "truncated": sum(s.get("truncated", 0) for s in lengths.values()) if lengths else None,
         "answer_cut_off": sum(s.get("answer_cut_off", 0) for s in lengths.values()) if lengths else None,
         **{flag: info["count"] for flag, info in flags.items()},
+        **_pair_summary(report.get("pairs")),
+    }
+
+
+def _pair_summary(section: dict[str, Any] | None) -> dict[str, Any]:
+    """The preference checks' counts for the summary (none for conversations)."""
+    if section is None:
+        return {}
+    per_set = section["per_set"].values()
+    if section["kind"] == "unpaired":
+        return {"imbalanced_label_sets": sum(1 for stats in per_set if stats["imbalanced"])}
+    held_out = section["held_out"] or {}
+    return {
+        "identical_pairs": sum(stats["identical"] for stats in per_set),
+        "empty_sides": sum(stats["empty_side"] for stats in per_set),
+        "length_rule_accuracy": held_out.get("length_rule_accuracy"),
     }

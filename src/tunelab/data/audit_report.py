@@ -84,6 +84,7 @@ def render_markdown(report: dict[str, Any], images: dict[str, str]) -> str:
     lines += _leakage_lines(report["leakage"])
     lines += _contamination_lines(report["contamination"])
     lines += _quality_lines(report["quality"])
+    lines += _pair_lines(report.get("pairs"))
     lines += _length_lines(report["lengths"], images)
     return "\n".join(lines) + "\n"
 
@@ -195,6 +196,55 @@ def _quality_lines(section: dict[str, Any]) -> list[str]:
     return [*lines, "", _table(["set", "prompt languages"], rows), ""]
 
 
+def _pair_lines(section: dict[str, Any] | None) -> list[str]:
+    """The "Preference pairs" section (preference data only): same or empty sides, length bias, label balance."""
+    if section is None:
+        return []
+    if section["kind"] == "unpaired":
+        return _label_lines(section)
+    rows = []
+    for name, stats in section["per_set"].items():
+        chars, tokens = stats["chars"], stats.get("tokens", {})
+        shares = [_fmt(chars["chosen_longer_share"]), _fmt(tokens.get("chosen_longer_share"))]
+        means = f"{chars['mean_chosen']} / {chars['mean_rejected']}"
+        rows.append([name, stats["pairs"], stats["identical"], stats["empty_side"], *shares, means])
+    header = ["set", "pairs", "chosen = rejected", "empty side", "chosen longer (chars)", "chosen longer (tokens)"]
+    lines = ["## Preference pairs", "", _table([*header, "mean chars chosen / rejected"], rows), ""]
+    lines += [_baseline_line(section.get("held_out")), ""]
+    listed = [ref for stats in section["per_set"].values() for ref in stats["identical_listed"]][:SHOWN]
+    if listed:
+        lines += [f"Pairs whose answers are the same (whitespace and case aside): {', '.join(map(_ref, listed))}", ""]
+    return lines
+
+
+def _baseline_line(held_out: dict[str, Any] | None) -> str:
+    if not held_out or not held_out["total"]:
+        return "No held-out pairs (test or validation file): the length baseline is the training share above."
+    where = f"{', '.join(held_out['sets'])}, by {held_out['measured_in']}"
+    return (
+        f'**Length baseline**: "the longer answer wins" picks the chosen answer in {held_out["correct"]} of '
+        f"{held_out['total']} held-out pairs ({where}): {_fmt(held_out['length_rule_accuracy'])}. A preference "
+        "model has to beat this to show it learned more than length."
+    )
+
+
+def _label_lines(section: dict[str, Any]) -> list[str]:
+    weigh = "**imbalanced**: weight the smaller side (desirable_weight / undesirable_weight)"
+    rows = [
+        [
+            name,
+            s["records"],
+            s["desirable"],
+            s["undesirable"],
+            _fmt(s["desirable_share"]),
+            weigh if s["imbalanced"] else "ok",
+        ]
+        for name, s in section["per_set"].items()
+    ]
+    header = ["set", "records", "desirable", "undesirable", "desirable share", "balance"]
+    return ["## Preference labels (unpaired)", "", _table(header, rows), ""]
+
+
 def _length_lines(section: dict[str, Any], images: dict[str, str]) -> list[str]:
     lines = ["## Lengths", ""]
     if not section.get("checked"):
@@ -234,4 +284,10 @@ def summary_lines(report: dict[str, Any]) -> list[str]:
     extracted = report["quality"].get("info", {}).get("answer_extracted_from_prompt", {}).get("count")
     if extracted:
         lines.append(f"  answers extracted from the prompt: {extracted} (expected for extraction tasks, not a problem)")
+    if "identical_pairs" in s:
+        accuracy = "—" if s["length_rule_accuracy"] is None else f"{s['length_rule_accuracy']:.1%}"
+        lines.append(f"  pairs with the same answer twice: {s['identical_pairs']}, with an empty side: "
+                     f"{s['empty_sides']}; held-out accuracy of \"the longer answer wins\": {accuracy}")  # fmt: skip
+    if s.get("imbalanced_label_sets"):
+        lines.append(f"  sets with imbalanced labels (desirable vs undesirable): {s['imbalanced_label_sets']}")
     return lines

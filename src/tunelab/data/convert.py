@@ -1,13 +1,18 @@
-"""Write canonical records in the layouts other tools read, and read preference pairs in the layouts people have.
+"""Convert data files between layouts: conversations (SFT) and both kinds of preference data, each way.
 
-SFT records (`{"id", "messages", "tools"?, "category"?}`) are written as Alpaca (multi-turn → `history`), ShareGPT
-(LLaMA-Factory flavour: human/gpt/function_call/observation, `system` column) or OpenAI `messages` rows.
+Reading is the loader's (`load.py`: `formats.py` for conversations, `preference.py` for pairs and unpaired
+preferences), so a file converts exactly as it would load for training. Writing is here:
 
-Preference records are TRL's conversational preference format: `{"id", "prompt": [messages], "chosen": [assistant
-message], "rejected": [assistant message]}`. They are read from and written to LLaMA-Factory's ShareGPT ranking rows
-(`conversations` + `chosen`/`rejected` {from, value}), Alpaca-style rows ({instruction, input, chosen, rejected}),
-torchtune's stack-exchange rows ({question, response_j, response_k}) and TRL's own layout (format name "openai",
-alias "trl"). Row converters are pure; `read_preference` and `convert_file` do the I/O.
+- conversations (`{"id", "messages", "tools"?, "category"?}`) as Alpaca (multi-turn → `history`), ShareGPT
+  (LLaMA-Factory flavour: human/gpt/function_call/observation, `system` column) or OpenAI `messages` rows;
+- preference pairs (`{"id", "prompt", "chosen", "rejected"}`, TRL's conversational shape) as tunelab's own records
+  (`preference`; also `openai`/`trl`), LLaMA-Factory ranking rows (`sharegpt`: conversations + chosen/rejected
+  {from, value}; `alpaca`: {instruction, input, chosen, rejected}), TRL's standard text rows (`trl_standard`) or
+  torchtune's stack-exchange rows (`stack_exchange`);
+- unpaired preferences (`{"id", "prompt", "completion", "label"}`) as tunelab's own (`unpaired`; also
+  `openai`/`trl`), LLaMA-Factory KTO rows (`sharegpt`, `alpaca`: with `kto_tag`) or TRL standard text rows.
+
+Writers are pure; `convert_file` does the I/O, all or nothing.
 """
 
 from __future__ import annotations
@@ -19,18 +24,23 @@ from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
-from tunelab.data.formats import alpaca_to_record, openai_to_record, sharegpt_to_record
-from tunelab.data.sources import read_rows
+from tunelab.data.kinds import record_kind, unpair
+from tunelab.data.kinds import where as _where
 from tunelab.errors import DataError
 
 SFT_FORMATS = ("alpaca", "sharegpt", "openai")
-PREFERENCE_FORMATS = ("alpaca", "sharegpt", "openai", "stack_exchange")
+PREFERENCE_FORMATS = ("alpaca", "sharegpt", "openai", "preference", "unpaired", "stack_exchange", "trl_standard")
+"""Every layout preference data can be written in (`--to`); `openai` is TRL's conversational shape."""
 ALIASES = {"trl": "openai"}
+SOURCE_LAYOUTS = {"openai": "trl", "trl": "trl"}
+"""`--from` names of preference layouts that differ from the loader's (`preference.py`)."""
 OUTPUT_SUFFIXES = (".jsonl", ".json", ".ndjson")
 SHAREGPT_ROLES = {"user": "human", "assistant": "gpt", "tool": "observation", "system": "system"}
 KEEPS_EVERY_TURN = "convert to sharegpt or openai, which keep every turn"
+KEEPS_THE_PROMPT = "convert to preference (or sharegpt, alpaca), which keep system prompts and earlier turns"
 
 Row = dict[str, Any]
+Writer = Callable[[Mapping[str, Any]], Row]
 
 
 # --- SFT writers --------------------------------------------------------------------------------------------------
@@ -72,65 +82,6 @@ def record_to_openai(record: Mapping[str, Any]) -> Row:
     return _id(record) | {"messages": messages} | _extras(record)
 
 
-# --- preference readers (rows → canonical) ------------------------------------------------------------------------
-
-
-def detect_preference_format(row: Mapping[str, Any]) -> str | None:
-    """The preference layout of a row, or None when the row is not a preference pair."""
-    if "response_j" in row or "response_k" in row:
-        return "stack_exchange"
-    if "chosen" not in row and "rejected" not in row:
-        return None
-    if "conversations" in row:
-        return "sharegpt"
-    if "instruction" in row:
-        return "alpaca"
-    return "openai" if "prompt" in row else None
-
-
-def sharegpt_preference(row: Mapping[str, Any], where: str) -> Row:
-    """LLaMA-Factory ranking row: `conversations` is the prompt, `chosen`/`rejected` are single {from, value} turns."""
-    conversation = row.get("conversations")
-    if not isinstance(conversation, list):
-        raise DataError(_at(where, "conversations"), "expected a list of {from, value} turns")
-    chosen = _sharegpt_reply(row, "chosen", where)
-    record = sharegpt_to_record({**row, "conversations": [*conversation, {"from": "gpt", "value": chosen}]}, where)
-    return _preference(record, [_assistant(_sharegpt_reply(row, "rejected", where))], where)
-
-
-def alpaca_preference(row: Mapping[str, Any], where: str) -> Row:
-    """{instruction, input, chosen, rejected} with optional system and history, as LLaMA-Factory reads it."""
-    chosen = _reply_text(row, "chosen", where)
-    record = alpaca_to_record({**row, "output": chosen}, where)
-    return _preference(record, [_assistant(_reply_text(row, "rejected", where))], where)
-
-
-def stack_exchange_preference(row: Mapping[str, Any], where: str) -> Row:
-    """torchtune's stack_exchange_paired: response_j is the preferred answer to `question`, response_k the other."""
-    question = _reply_text(row, "question", where)
-    chosen = _reply_text(row, "response_j", where)
-    record = alpaca_to_record({"id": row.get("id"), "instruction": question, "output": chosen}, where)
-    return _preference(record, [_assistant(_reply_text(row, "response_k", where))], where)
-
-
-def trl_preference(row: Mapping[str, Any], where: str) -> Row:
-    """TRL: `prompt` and `chosen`/`rejected` as message lists (or plain text for a one-turn exchange)."""
-    prompt = _messages(row, "prompt", "user", where)
-    chosen = _messages(row, "chosen", "assistant", where)
-    rejected = _messages(row, "rejected", "assistant", where)
-    record = openai_to_record({**row, "messages": [*prompt, *chosen]}, where)
-    rejected_record = openai_to_record({"messages": [*prompt, *rejected]}, where)
-    return _preference(record, rejected_record["messages"][len(prompt) :], where, replies=len(chosen))
-
-
-PREFERENCE_READERS: dict[str, Callable[[Mapping[str, Any], str], Row]] = {
-    "sharegpt": sharegpt_preference,
-    "alpaca": alpaca_preference,
-    "stack_exchange": stack_exchange_preference,
-    "openai": trl_preference,
-}
-
-
 # --- preference writers -------------------------------------------------------------------------------------------
 
 
@@ -144,7 +95,7 @@ def preference_to_sharegpt(record: Mapping[str, Any]) -> Row:
 
 def preference_to_alpaca(record: Mapping[str, Any]) -> Row:
     """{instruction, input, chosen, rejected} (+ system, history); the prompt must alternate user/assistant."""
-    chosen = _assistant(_single_reply(record, "chosen"))
+    chosen = {"role": "assistant", "content": _single_reply(record, "chosen")}
     row = record_to_alpaca({**record, "messages": [*record["prompt"], chosen]})
     row["chosen"] = row.pop("output")
     row["rejected"] = _single_reply(record, "rejected")
@@ -153,16 +104,16 @@ def preference_to_alpaca(record: Mapping[str, Any]) -> Row:
 
 def preference_to_stack_exchange(record: Mapping[str, Any]) -> Row:
     """{question, response_j (chosen), response_k (rejected)}: only a single user question fits."""
-    prompt = record["prompt"]
-    if len(prompt) != 1 or prompt[0]["role"] != "user":
-        roles = " → ".join(message["role"] for message in prompt)
-        raise DataError(
-            _where(record),
-            f"stack_exchange holds one user question, this prompt has {roles}",
-            fix="convert to sharegpt, alpaca or openai, which keep system prompts and earlier turns",
-        )
+    question = _single_question(record, "stack_exchange")
     answers = {"response_j": _single_reply(record, "chosen"), "response_k": _single_reply(record, "rejected")}
-    return _id(record) | {"question": prompt[0]["content"]} | answers | _extras(record)
+    return _id(record) | {"question": question} | answers | _extras(record)
+
+
+def preference_to_trl_standard(record: Mapping[str, Any]) -> Row:
+    """TRL's standard (text) preference row {prompt, chosen, rejected}: only a single user question fits."""
+    prompt = _single_question(record, "trl_standard")
+    answers = {"chosen": _single_reply(record, "chosen"), "rejected": _single_reply(record, "rejected")}
+    return _id(record) | {"prompt": prompt} | answers | _extras(record)
 
 
 def preference_to_openai(record: Mapping[str, Any]) -> Row:
@@ -171,26 +122,58 @@ def preference_to_openai(record: Mapping[str, Any]) -> Row:
     return _id(record) | pairs | _extras(record)
 
 
-SFT_WRITERS: dict[str, Callable[[Mapping[str, Any]], Row]] = {
+# --- unpaired writers ---------------------------------------------------------------------------------------------
+
+
+def unpaired_to_openai(record: Mapping[str, Any]) -> Row:
+    """TRL's conversational unpaired row {prompt, completion, label}: the canonical record without its `source`."""
+    sides = {key: [dict(message) for message in record[key]] for key in ("prompt", "completion")}
+    return _id(record) | sides | {"label": record["label"]} | _extras(record)
+
+
+def unpaired_to_trl_standard(record: Mapping[str, Any]) -> Row:
+    prompt = _single_question(record, "trl_standard")
+    completion = _single_reply(record, "completion")
+    return _id(record) | {"prompt": prompt, "completion": completion, "label": record["label"]} | _extras(record)
+
+
+def unpaired_to_sharegpt(record: Mapping[str, Any]) -> Row:
+    """LLaMA-Factory KTO row: the whole conversation and `kto_tag` (its entry maps columns `"kto_tag": "kto_tag"`)."""
+    return record_to_sharegpt(_unpaired_conversation(record)) | {"kto_tag": record["label"]}
+
+
+def unpaired_to_alpaca(record: Mapping[str, Any]) -> Row:
+    return record_to_alpaca(_unpaired_conversation(record)) | {"kto_tag": record["label"]}
+
+
+SFT_WRITERS: dict[str, Writer] = {
     "alpaca": record_to_alpaca,
     "sharegpt": record_to_sharegpt,
     "openai": record_to_openai,
 }
-PREFERENCE_WRITERS: dict[str, Callable[[Mapping[str, Any]], Row]] = {
+PREFERENCE_WRITERS: dict[str, Writer] = {
     "alpaca": preference_to_alpaca,
     "sharegpt": preference_to_sharegpt,
     "openai": preference_to_openai,
+    "preference": preference_to_openai,
     "stack_exchange": preference_to_stack_exchange,
+    "trl_standard": preference_to_trl_standard,
+}
+UNPAIRED_WRITERS: dict[str, Writer] = {
+    "alpaca": unpaired_to_alpaca,
+    "sharegpt": unpaired_to_sharegpt,
+    "openai": unpaired_to_openai,
+    "unpaired": unpaired_to_openai,
+    "trl_standard": unpaired_to_trl_standard,
+}
+WRITERS = {
+    "messages": (SFT_WRITERS, "SFT conversations"),
+    "preference": (PREFERENCE_WRITERS, "preference pairs"),
+    "unpaired": (UNPAIRED_WRITERS, "unpaired preferences"),
 }
 
 
 # --- files --------------------------------------------------------------------------------------------------------
-
-
-def read_preference(path: str | Path, format: str = "auto") -> list[Row]:
-    """Canonical preference records of a file; the layout is told from the first row and the rest must agree."""
-    path = Path(path)
-    return _preference_records(read_rows(path), path, format)
 
 
 def convert_file(
@@ -198,22 +181,38 @@ def convert_file(
 ) -> int:
     """Convert a whole file and return the number of records written.
 
-    SFT or preference data is told from the first row. Every record is converted before anything is written, and
-    the file appears under its name only when complete, so a bad record never leaves half a file behind.
+    The kind of data (conversations, pairs, unpaired) is told from the first row, and `from_format` names its layout
+    ("auto": told from the fields). Pairs written as `unpaired` become two records each (chosen: desirable). Every
+    record is converted before anything is written, and the file appears under its name only when complete, so a bad
+    record never leaves half a file behind.
     """
+    from tunelab.data.load import convert_rows
+    from tunelab.data.preference import detect_layout
+    from tunelab.data.sources import read_rows
+
     in_path, out_path = Path(in_path), Path(out_path)
     _check_output(in_path, out_path, overwrite)
     rows = read_rows(in_path)
-    if detect_preference_format(rows[0][1]) is not None:
-        records = _preference_records(rows, in_path, from_format)
-        writer = _writer(PREFERENCE_WRITERS, to_format, "preference pairs")
-    else:
-        from tunelab.data.load import load_source
-
-        records = load_source(in_path, ALIASES.get(from_format, from_format))
-        writer = _writer(SFT_WRITERS, to_format, "SFT conversations")
-    write_rows(out_path, [writer(record) for record in records])
+    records = convert_rows(rows, in_path, _source_format(from_format, detect_layout(rows[0][1])))
+    kind = record_kind(records[0]) if records else "messages"
+    fmt = ALIASES.get(to_format, to_format)
+    if kind == "preference" and fmt == "unpaired":  # each pair → its chosen answer desirable, its rejected one not
+        records, kind = unpair(records), "unpaired"
+    writers, what = WRITERS[kind]
+    if fmt not in writers:
+        raise DataError(f"to_format={to_format!r}", f"cannot write {what} in this format", fix=_choices(writers))
+    write_rows(out_path, [writers[fmt](record) for record in records])
     return len(records)
+
+
+def _source_format(from_format: str, detected: str | None) -> str:
+    """The loader's format for `--from`: SFT names as they are; for preference data, the layout within its kind."""
+    if from_format == "auto" or detected is None:
+        return ALIASES.get(from_format, from_format)
+    kind = detected.partition(":")[0]
+    if from_format in ("preference", "unpaired"):
+        return from_format
+    return f"{kind}:{SOURCE_LAYOUTS.get(from_format, from_format)}"
 
 
 def write_rows(path: Path, rows: Sequence[Mapping[str, Any]]) -> None:
@@ -234,37 +233,6 @@ def write_rows(path: Path, rows: Sequence[Mapping[str, Any]]) -> None:
         raise
 
 
-def _preference_records(rows: list[tuple[str, dict]], path: Path, format: str) -> list[Row]:
-    fmt = _preference_format(rows, ALIASES.get(format, format), path.name)
-    reader = PREFERENCE_READERS[fmt]
-    records = []
-    for index, (where, row) in enumerate(rows):
-        record = reader(row, where)
-        number = where.rsplit(" ", 1)[-1]
-        records.append({"id": record.get("id", f"{path.stem}-{index}"), **record, "source": f"{path.name}:{number}"})
-    return records
-
-
-def _preference_format(rows: list[tuple[str, dict]], format: str, name: str) -> str:
-    if format != "auto":
-        if format not in PREFERENCE_READERS:
-            raise DataError(name, f"unknown preference format {format!r}", fix=_choices(PREFERENCE_FORMATS))
-        return format
-    first_where, first = rows[0]
-    fmt = detect_preference_format(first)
-    if fmt is None:
-        raise DataError(
-            first_where,
-            f"not a preference pair (fields: {', '.join(first) or 'none'})",
-            fix="expected conversations + chosen/rejected, instruction + chosen/rejected, prompt + chosen/rejected, "
-            "or question + response_j/response_k",
-        )
-    for where, row in rows[1:]:
-        if detect_preference_format(row) != fmt:
-            raise DataError(where, f"this row is not in the {fmt} layout of the first row ({first_where})")
-    return fmt
-
-
 def _check_output(in_path: Path, out_path: Path, overwrite: bool) -> None:
     if out_path.suffix.lower() not in OUTPUT_SUFFIXES:
         raise DataError(str(out_path), "unsupported output file type", fix="name it .jsonl (or .json for a list)")
@@ -274,13 +242,6 @@ def _check_output(in_path: Path, out_path: Path, overwrite: bool) -> None:
         raise DataError(str(out_path), "is the input file", fix="write the converted records to a new file")
     if out_path.exists() and not overwrite:
         raise DataError(str(out_path), "already exists", fix="choose another name, or allow overwriting it")
-
-
-def _writer(writers: Mapping[str, Callable], to_format: str, kind: str) -> Callable[[Mapping[str, Any]], Row]:
-    fmt = ALIASES.get(to_format, to_format)
-    if fmt not in writers:
-        raise DataError(f"to_format={to_format!r}", f"cannot write {kind} in this format", fix=_choices(writers))
-    return writers[fmt]
 
 
 # --- shared pieces ------------------------------------------------------------------------------------------------
@@ -307,37 +268,18 @@ def _split_system(messages: Sequence[Mapping[str, Any]]) -> tuple[str | None, li
     return None, list(messages)
 
 
-def _preference(record: Row, rejected: list[dict], where: str, replies: int = 1) -> Row:
-    """Split a converted conversation (prompt + chosen) into a preference record; the prompt awaits an answer."""
-    prompt, chosen = record["messages"][:-replies], record["messages"][-replies:]
-    if prompt[-1]["role"] not in ("user", "tool"):
-        raise DataError(
-            where, f"the prompt ends with the {prompt[-1]['role']}'s turn", fix="end it with the user's turn"
-        )
-    return _id(record) | {"prompt": prompt, "chosen": chosen, "rejected": rejected} | _extras(record)
+def _split_system(messages: Sequence[Mapping[str, Any]]) -> tuple[str | None, list[Mapping[str, Any]]]:
+    if messages and messages[0]["role"] == "system":
+        return messages[0]["content"], list(messages[1:])
+    return None, list(messages)
 
 
-def _sharegpt_reply(row: Mapping[str, Any], key: str, where: str) -> str:
-    reply = row.get(key)
-    if not isinstance(reply, Mapping) or reply.get("from") not in ("gpt", "assistant"):
-        raise DataError(_at(where, key), 'expected an answer {"from": "gpt", "value": ...}')
-    return _reply_text(reply, "value", where, f"{key}.value")
-
-
-def _reply_text(row: Mapping[str, Any], key: str, where: str, field: str | None = None) -> str:
-    value = row.get(key)
-    if not isinstance(value, str) or not value.strip():
-        raise DataError(_at(where, field or key), "missing or empty", fix="fill in the text or remove the pair")
-    return value
-
-
-def _messages(row: Mapping[str, Any], key: str, role: str, where: str) -> list:
-    value = row.get(key)
-    if isinstance(value, str):
-        return [{"role": role, "content": value}]
-    if not isinstance(value, list) or not value:
-        raise DataError(_at(where, key), "expected a non-empty list of {role, content} messages (or a text)")
-    return value
+def _single_question(record: Mapping[str, Any], fmt: str) -> str:
+    prompt = record["prompt"]
+    if len(prompt) != 1 or prompt[0]["role"] != "user":
+        roles = " → ".join(message["role"] for message in prompt)
+        raise DataError(_where(record), f"{fmt} holds one user question, this prompt has {roles}", fix=KEEPS_THE_PROMPT)
+    return prompt[0]["content"]
 
 
 def _single_reply(record: Mapping[str, Any], key: str) -> str:
@@ -351,8 +293,9 @@ def _single_reply(record: Mapping[str, Any], key: str) -> str:
     return replies[0]["content"]
 
 
-def _assistant(content: str) -> dict[str, str]:
-    return {"role": "assistant", "content": content}
+def _unpaired_conversation(record: Mapping[str, Any]) -> Row:
+    rest = {key: value for key, value in record.items() if key not in ("prompt", "completion", "label")}
+    return rest | {"messages": [*record["prompt"], *record["completion"]]}
 
 
 def _id(record: Mapping[str, Any]) -> Row:
@@ -361,15 +304,6 @@ def _id(record: Mapping[str, Any]) -> Row:
 
 def _extras(record: Mapping[str, Any]) -> Row:
     return {key: record[key] for key in ("tools", "category") if key in record}
-
-
-def _where(record: Mapping[str, Any]) -> str:
-    where = f"record {record.get('id')!r}"
-    return f"{where} ({record['source']})" if record.get("source") else where
-
-
-def _at(where: str, field: str) -> str:
-    return f'{where}, field "{field}"'
 
 
 def _choices(formats: Sequence[str] | Mapping[str, Any]) -> str:

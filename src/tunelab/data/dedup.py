@@ -27,6 +27,8 @@ from datasketch import MinHash, MinHashLSH
 
 COMPARED_ROLES = ("user", "assistant")
 """System prompts are left out: one prompt shared by every record would make all records look alike."""
+COMPARED_FIELDS = ("messages", "prompt", "chosen", "rejected", "completion")
+"""The message lists of the three record kinds (`kinds.py`), in the order their text is joined."""
 
 SCHEME = "affine32"
 """datasketch's permutation scheme the signatures follow (`a * h + b` in uint32, after a MurmurHash3 pre-mix)."""
@@ -58,9 +60,17 @@ class DuplicateReport:
 
 
 def record_text(record: Mapping[str, Any]) -> str:
-    """The text of a record that duplication is judged on: its user and assistant turns, one per line."""
-    parts = [m.get("content") or "" for m in record.get("messages", []) if m.get("role") in COMPARED_ROLES]
+    """The text of a record that duplication is judged on: its user and assistant turns, one per line (for preference
+    records: the prompt's, then the answers)."""
+    messages = [m for key in COMPARED_FIELDS for m in record.get(key) or () if isinstance(m, Mapping)]
+    parts = [m.get("content") or "" for m in messages if m.get("role") in COMPARED_ROLES]
     return "\n".join(part if isinstance(part, str) else str(part) for part in parts)
+
+
+def prompt_text(record: Mapping[str, Any]) -> str:
+    """The text leakage is judged on: the whole conversation for SFT records (as `record_text`), the prompt alone for
+    preference records: a test pair whose question was trained on leaks, whatever answers it compares."""
+    return record_text({"messages": record["prompt"]} if "prompt" in record else record)
 
 
 def normalize(text: str) -> str:

@@ -2,7 +2,7 @@
 
 The canonical record is TRL's conversational format, `{"messages": [{"role": ..., "content": ...}, ...]}`, plus
 optional "tools" (JSON text of the tool schemas), "category" and "id" when the row has them. `load.py` adds "source"
-and the default "id"; nothing here does I/O.
+and the default "id"; nothing here does I/O. Preference data (pairs, KTO) is `preference.py`'s, built on these.
 
 `columns` and `tags` mean what they mean in LLaMA-Factory's dataset_info.json: `columns` renames the fields of a row,
 `tags` renames the keys and role names inside a conversation, so a registry entry converts the same way it does there.
@@ -135,25 +135,42 @@ CONVERTERS: dict[str, Callable[..., dict]] = {
 # --- conversations ------------------------------------------------------------------------------------------------
 
 
+def conversation_message(message: Any, where: str, name: str, fmt: str = "openai", tags: Names = None) -> dict:
+    """One message object of a conversation in `fmt` ({from, value} or {role, content}) → {"role", "content"}.
+
+    `name` is the field it sits in ("chosen", "conversations[2]"), for errors. Preference readers use it for the
+    answers they keep outside the conversation.
+    """
+    _, role, content = _turn(message, where, name, fmt, *_tag_names(fmt, tags))
+    return {"role": role, "content": content}
+
+
 def _conversation_record(row: Mapping[str, Any], where: str, fmt: str, columns: Names, tags: Names) -> dict:
     col = {**DEFAULT_COLUMNS[fmt], **(columns or {})}
-    tag = {**DEFAULT_TAGS[fmt], **(tags or {})}
-    role_names = dict(ROLE_NAMES[fmt])
-    role_names.update({tag[key]: role for key, role in TAG_ROLES.items() if key in tag})
+    tag, role_names = _tag_names(fmt, tags)
     field = col["messages"]
     turns = _system_turns(row, col["system"], where)
     for index, message in enumerate(_as_list(_require(row, field, where), where, field)):
-        name = f"{field}[{index}]"
-        if not isinstance(message, Mapping):
-            raise DataError(_at(where, name), f"expected an object with a role and a text, got {_kind(message)}")
-        role = _role(message, tag["role_tag"], role_names, where, name, fmt)
-        if fmt == "openai":
-            content = _openai_content(message, role, tag["content_tag"], where, name)
-        else:
-            key = tag["content_tag"]
-            content = _text(_require(message, key, where, f"{name}.{key}"), where, f"{name}.{key}")
-        turns.append((name, role, content))
+        turns.append(_turn(message, where, f"{field}[{index}]", fmt, tag, role_names))
     return _record(row, turns, col, where, field)
+
+
+def _tag_names(fmt: str, tags: Names) -> tuple[dict[str, str], dict[str, str]]:
+    """The tags in force (defaults + `tags`) and the role names they map to canonical roles."""
+    tag = {**DEFAULT_TAGS[fmt], **(tags or {})}
+    role_names = dict(ROLE_NAMES[fmt])
+    role_names.update({tag[key]: role for key, role in TAG_ROLES.items() if key in tag})
+    return tag, role_names
+
+
+def _turn(message: Any, where: str, name: str, fmt: str, tag: dict[str, str], role_names: dict[str, str]) -> Turn:
+    if not isinstance(message, Mapping):
+        raise DataError(_at(where, name), f"expected an object with a role and a text, got {_kind(message)}")
+    role = _role(message, tag["role_tag"], role_names, where, name, fmt)
+    if fmt == "openai":
+        return name, role, _openai_content(message, role, tag["content_tag"], where, name)
+    key = tag["content_tag"]
+    return name, role, _text(_require(message, key, where, f"{name}.{key}"), where, f"{name}.{key}")
 
 
 def _role(message: Mapping[str, Any], role_tag: str, role_names: dict, where: str, name: str, fmt: str) -> str:

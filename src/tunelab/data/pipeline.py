@@ -1,4 +1,8 @@
-"""Recipe data section → audited sets → leakage-free train / validation split → tokenized splits with a summary."""
+"""Recipe data section → audited sets → leakage-free train / validation split → tokenized splits with a summary.
+
+Loading, the audit checks, leakage and the validation split work for every kind of record (`kinds.py`); `build_splits`
+tokenizes conversations (SFT). The preference stages build their datasets from the same `RecipeData`.
+"""
 
 from __future__ import annotations
 
@@ -27,6 +31,7 @@ class RecipeData:
     invalid: list[DataError]
     mix_report: list[dict] | None = None
     dropped_leaked: list[dict] = field(default_factory=list)  # evaluation records left out (`data.leakage: drop`)
+    kind: str = "messages"  # what every record is: "messages", "preference" or "unpaired" (`kinds.py`)
 
     @property
     def train(self) -> list[dict]:
@@ -34,13 +39,18 @@ class RecipeData:
 
 
 def with_system_prompt(record: dict, system: str | None) -> dict:
-    if not system or record["messages"][0]["role"] == "system":
-        return record
-    return record | {"messages": [{"role": "system", "content": system}, *record["messages"]]}
+    """The record with `data.system` first (in its prompt, for preference records), unless it has a system prompt."""
+    from tunelab.data.kinds import with_system
+
+    return with_system(record, system)
 
 
 def load_recipe_sets(data: DataSection, seed: int = 42) -> RecipeData:
-    """Read every file the recipe names; invalid records are collected (the audit decides), not raised."""
+    """Read every file the recipe names; invalid records are collected (the audit decides), not raised.
+
+    Every record of every set must be of one kind (conversations, preference pairs or unpaired preferences).
+    """
+    from tunelab.data.kinds import sets_kind
     from tunelab.data.load import load_registry_datasets, load_source
 
     invalid: list[DataError] = []
@@ -63,7 +73,7 @@ def load_recipe_sets(data: DataSection, seed: int = 42) -> RecipeData:
             roles[name] = "eval"
     if not sets["train"] and not invalid:
         raise DataError("data", "no training records were loaded", "check data.sources and data.datasets")
-    return RecipeData(sets, roles, invalid, mix_report)
+    return RecipeData(sets, roles, invalid, mix_report, kind=sets_kind(sets))
 
 
 def check_audit(audit, data: DataSection, total_records: int) -> None:
@@ -84,9 +94,11 @@ def check_audit(audit, data: DataSection, total_records: int) -> None:
         listed = "\n".join(
             f"  {p['eval']['set']} {p['eval']['id']} ≈ train {p['train']['id']} ({p['kind']})" for p in pairs
         )
+        sft = audit.report.get("kind", "messages") == "messages"
+        what = "records duplicate training records" if sft else "records share the prompt of a training record"
         raise DataError(
             "data",
-            f"{audit.leaks()} evaluation records duplicate training records (leakage):\n{listed}",
+            f"{audit.leaks()} evaluation {what} (leakage):\n{listed}",
             "leave them out of evaluation and train with data.leakage=drop, remove them from the test/validation "
             "file yourself (the audit report lists all; `tunelab data audit <recipe> --write-clean DIR` writes "
             "cleaned files), or keep them with data.leakage=allow",
@@ -146,7 +158,8 @@ def train_clusters(clusters: list[list[int]], count: int) -> list[list[int]]:
 
 def shared_system_prompt(records: list[dict]) -> str | None:
     """The system prompt every training record carries, if they all carry the same one (chat uses it by default)."""
-    prompts = {r["messages"][0]["content"] if r["messages"][0]["role"] == "system" else None for r in records}
+    firsts = [(r["messages"] if "messages" in r else r["prompt"])[0] for r in records]
+    prompts = {first["content"] if first["role"] == "system" else None for first in firsts}
     return prompts.pop() if len(prompts) == 1 else None
 
 

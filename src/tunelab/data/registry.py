@@ -1,8 +1,9 @@
 """LLaMA-Factory's `dataset_info.json`: dataset names → local files with their format, columns and tags.
 
 People who already keep their data the LLaMA-Factory way can point tunelab at the same registry. Data files sit next
-to the registry (`file_name` is relative to its folder). Only the entries tunelab can train SFT on from local files are
-accepted; everything else gets an error that says what to do.
+to the registry (`file_name` is relative to its folder). Conversations load for SFT, `"ranking": true` entries as
+preference pairs and `kto_tag` entries as unpaired preferences (KTO); entries tunelab cannot read from local text files
+get an error that says what to do.
 """
 
 from __future__ import annotations
@@ -18,7 +19,7 @@ from tunelab.errors import DataError
 HUB_KEYS = ("hf_hub_url", "ms_hub_url", "om_hub_url", "script_url", "cloud_file_name")
 FORMATTING = {"alpaca": "alpaca", "sharegpt": "sharegpt", "openai": "openai"}
 MEDIA_COLUMNS = ("images", "videos", "audios")
-PREFERENCE_COLUMNS = ("chosen", "rejected", "kto_tag")
+PAIR_COLUMNS = ("chosen", "rejected")
 
 
 def registry_entries(path: str | Path, names: str | Sequence[str]) -> list[dict[str, Any]]:
@@ -71,25 +72,30 @@ def _entry_source(path: Path, name: str, entry: dict[str, Any]) -> dict[str, Any
     formatting = entry.get("formatting", "alpaca")
     if formatting not in FORMATTING:
         raise DataError(where, f"unknown formatting {formatting!r}", fix=f"use one of: {', '.join(FORMATTING)}")
+    kind = _kind(entry, columns or {}, where)
     return {
         "path": str(_data_file(path, entry, where)),
-        "format": FORMATTING[formatting],
+        "format": f"{kind}:{FORMATTING[formatting]}" if kind else FORMATTING[formatting],
         "columns": columns,
         "tags": tags,
     }
 
 
-def _reject_unsupported(entry: dict[str, Any], where: str) -> None:
-    """Preference and multimodal data are for other stages or models; say so instead of failing row by row."""
-    columns = entry.get("columns") if isinstance(entry.get("columns"), dict) else {}
-    if "kto_tag" in columns:
-        raise DataError(where, "KTO data (kto_tag) is used by a KTO stage, not SFT", fix="choose an SFT dataset here")
-    if entry.get("ranking") or any(key in columns for key in PREFERENCE_COLUMNS):
+def _kind(entry: dict[str, Any], columns: dict[str, str], where: str) -> str | None:
+    """ "preference" for ranking entries, "unpaired" for KTO entries (kto_tag), None for conversations."""
+    pairs = bool(entry.get("ranking")) or any(key in columns for key in PAIR_COLUMNS)
+    if pairs and "kto_tag" in columns:
         raise DataError(
             where,
-            "preference data is used by the DPO/reward stages, not SFT",
-            fix="choose an SFT dataset here (an entry without `ranking`)",
+            "is both ranking (chosen/rejected pairs) and KTO (kto_tag)",
+            fix="make it one: `ranking` with chosen/rejected columns, or a kto_tag column",
         )
+    return "preference" if pairs else "unpaired" if "kto_tag" in columns else None
+
+
+def _reject_unsupported(entry: dict[str, Any], where: str) -> None:
+    """Multimodal data is for other models; say so instead of failing row by row."""
+    columns = entry.get("columns") if isinstance(entry.get("columns"), dict) else {}
     media = [key for key in MEDIA_COLUMNS if key in columns]
     if media:
         raise DataError(where, f"has {'/'.join(media)}: tunelab trains on text only", fix="choose a text dataset")

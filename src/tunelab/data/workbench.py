@@ -43,12 +43,13 @@ def split_file(
     stratify: str | None = None,
     threshold: float = 0.8,
 ) -> dict[str, Any]:
-    """Split one file without leakage: near-duplicate clusters stay inside one split; writes <split>.jsonl + ids."""
-    from tunelab.data.dedup import find_duplicates, record_text
+    """Split one file without leakage: near-duplicate clusters stay inside one split (for preference data: pairs
+    with near-duplicate prompts); writes <split>.jsonl + ids."""
+    from tunelab.data.dedup import find_duplicates, prompt_text
     from tunelab.data.split import generated_links, split_records, split_summary
 
     records = load_lenient(path)
-    clusters = find_duplicates([record_text(r) for r in records], threshold=threshold).clusters
+    clusters = find_duplicates([prompt_text(r) for r in records], threshold=threshold).clusters
     clusters = clusters + generated_links(records)
     assignment = split_records(records, fractions, clusters, seed, stratify)
     out = Path(out_dir)
@@ -65,9 +66,11 @@ def split_file(
 def mix_files(
     sources: list[tuple[str | Path, float]], out_path: str | Path, seed: int = 42, total: int | None = None
 ) -> dict[str, Any]:
+    from tunelab.data.kinds import sets_kind
     from tunelab.data.mix import mix_sources
 
     loaded = [(Path(p).name, load_lenient(p), ratio) for p, ratio in sources]
+    sets_kind({name: records for name, records, _ in loaded})
     records, report = mix_sources(loaded, seed=seed, total=total)
     _refuse_overwrite([Path(out_path)], [Path(p) for p, _ in sources])
     write_jsonl(Path(out_path), records)

@@ -16,7 +16,7 @@ from typing import Any
 import numpy as np
 
 from tunelab.eval.bootstrap import MIN_ITEMS, SAMPLES, direction, paired_difference, ratio_of_sums
-from tunelab.eval.metrics import METRICS, UNCATEGORIZED
+from tunelab.eval.metrics import METRICS, PAIR_METRICS, UNCATEGORIZED
 from tunelab.eval.text_metrics import corpus_bleu_many
 
 COMPARISON_FILE = "comparison.json"
@@ -64,7 +64,8 @@ def compare_predictions(base_rows: list[dict], tuned_rows: list[dict]) -> dict[s
     """Overall and per-category comparison of two prediction files' rows, paired by record id."""
     tuned_by_id = {str(row["id"]): row for row in tuned_rows if "id" in row}
     pairs = [(row, tuned_by_id[str(row["id"])]) for row in base_rows if str(row.get("id")) in tuned_by_id]
-    names = sorted(METRICS & {m for b, t in pairs for m in b.get("scores", {}) if m in t.get("scores", {})})
+    shared = {m for b, t in pairs for m in b.get("scores", {}) if m in t.get("scores", {})}
+    names = sorted((METRICS | PAIR_METRICS) & shared)
     scored = [(b.get("scores", {}), t.get("scores", {})) for b, t in pairs]
     result: dict[str, Any] = {
         "count": len(pairs),

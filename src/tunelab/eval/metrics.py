@@ -15,6 +15,7 @@ from typing import Any
 from tunelab.errors import TunelabError
 
 METRICS = {"json_validity", "json_schema", "field_accuracy", "exact_match", "rouge_l", "bleu"}
+PAIR_METRICS = {"pair_accuracy", "length_rule"}  # per held-out preference pair, 0 or 1 (eval/preference.py)
 UNCATEGORIZED = "(none)"
 
 _FENCED = re.compile(r"\A```(?:json)?\s*(.*?)\s*```\Z", re.DOTALL | re.IGNORECASE)
@@ -175,7 +176,7 @@ def aggregate(scores: Sequence[dict[str, Any]]) -> dict[str, float | None]:
     """
     from tunelab.eval.text_metrics import corpus_bleu
 
-    names = [name for name in sorted(METRICS) if any(name in s for s in scores)]
+    names = [name for name in sorted(METRICS | PAIR_METRICS) if any(name in s for s in scores)]
     result: dict[str, float | None] = {}
     for name in names:
         if name == "field_accuracy":

@@ -21,6 +21,13 @@ def _change(before: Any, after: Any) -> str:
     return ""
 
 
+def _model_line(name: str) -> str:
+    """The starting model; a parent run (a stage chained after another) is named with its report."""
+    if (Path(name) / "recipe.yaml").is_file():
+        return f"the trained model of run {name} (its report: {Path(name) / 'eval' / 'report.html'})"
+    return name
+
+
 def summary_rows(data: dict[str, Any]) -> list[tuple[str, str]]:
     recipe, status = data["recipe"], data["status"]
     method = recipe.get("method", {})
@@ -29,7 +36,8 @@ def summary_rows(data: dict[str, Any]) -> list[tuple[str, str]]:
     sources += recipe.get("data", {}).get("datasets", [])
     rows = [
         ("state", f"{status.get('state', 'unknown')} at step {status.get('step', data['loss']['steps'])}"),
-        ("model", str(recipe.get("model", {}).get("name"))),
+        ("stage", str(recipe.get("stage", "sft"))),
+        ("model", _model_line(str(recipe.get("model", {}).get("name")))),
         ("method", f"{method.get('type')} ({details})" if details else str(method.get("type"))),
         ("training data", ", ".join(sources) or "—"),
         ("test data", Path(recipe["data"]["test"]).name if recipe.get("data", {}).get("test") else "—"),

@@ -19,7 +19,8 @@ def verify_policy(adapter_model, merged_model, tokenizer, records: list[dict], c
     from tunelab.export.merge import verify_merge
 
     chosen = records[: max(1, count)]
-    prompts = [prompt_ids_for_generation(tokenizer, r["messages"], r.get("tools")) for r in chosen]
+    # a conversation's prompt is all but its last answer; a preference record carries its prompt alone
+    prompts = [prompt_ids_for_generation(tokenizer, r.get("messages") or r["prompt"], r.get("tools")) for r in chosen]
     return verify_merge(adapter_model, merged_model, tokenizer, prompts)
 
 

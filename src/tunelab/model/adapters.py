@@ -9,11 +9,11 @@ from tunelab.config.schema import FreezeMethod, LoraMethod
 from tunelab.errors import RecipeError
 
 
-def lora_config(method: LoraMethod):
+def lora_config(method: LoraMethod, task_type: str = "CAUSAL_LM"):
     from peft import LoraConfig
 
     return LoraConfig(
-        task_type="CAUSAL_LM",
+        task_type=task_type,  # SEQ_CLS (a reward model) also trains and saves the new score head
         r=method.r,
         lora_alpha=method.alpha,
         lora_dropout=method.dropout,
@@ -28,9 +28,13 @@ def wrap_with_lora(model, method: LoraMethod) -> Any:
     from peft import get_peft_model
 
     try:
-        return get_peft_model(model, lora_config(method))
+        return get_peft_model(model, lora_config(method, _task_type(model)))
     except ValueError as error:  # e.g. target modules that do not exist in this model
         raise RecipeError("recipe", [("method.target_modules", str(error))]) from None
+
+
+def _task_type(model) -> str:
+    return "SEQ_CLS" if type(model).__name__.endswith("ForSequenceClassification") else "CAUSAL_LM"
 
 
 def train_everything(model, method) -> Any:

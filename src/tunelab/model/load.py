@@ -1,7 +1,8 @@
-"""Find and load a model named by a built-in alias, a local folder, a .gguf file or a hub id.
+"""Find and load a model named by a built-in alias, a local folder, a .gguf file, a hub id, or a finished tunelab run.
 
 GGUF files are dequantized once and cached as safetensors under `$TUNELAB_HOME/models` (default
-`~/.cache/tunelab`), so later loads take seconds instead of re-converting.
+`~/.cache/tunelab`), so later loads take seconds instead of re-converting. A run (a stage chained after another)
+stands for its trained model: its merged/ folder, or its base model with its adapter merged in, cached likewise.
 """
 
 from __future__ import annotations
@@ -25,7 +26,7 @@ DEFAULT_MODEL = "smollm2-135m-instruct"
 
 @dataclass(frozen=True)
 class ModelRef:
-    kind: str  # "builtin" | "folder" | "gguf" | "hub"
+    kind: str  # "builtin" | "folder" | "gguf" | "hub" | "run"
     name: str  # what the user wrote
     location: str  # folder, file or hub id
 
@@ -39,6 +40,8 @@ def resolve_model(name: str) -> ModelRef:
     if name in BUILTIN_MODELS:
         return ModelRef("builtin", name, str(_builtin_gguf(name)))
     path = Path(name).expanduser()
+    if path.is_dir() and (path / "recipe.yaml").is_file() and not (path / "config.json").is_file():
+        return ModelRef("run", name, str(path.resolve()))
     if path.is_dir():
         if not (path / "config.json").is_file():
             raise ModelError(
@@ -82,7 +85,46 @@ def model_folder(name: str) -> str:
     ref = resolve_model(name)
     if ref.kind in ("builtin", "gguf"):
         return str(convert_gguf(Path(ref.location)))
+    if ref.kind == "run":
+        return str(run_model_folder(Path(ref.location)))
     return ref.location
+
+
+def run_model_folder(path: Path, create: bool = True) -> Path | None:
+    """The folder holding a finished run's trained model: its merged/ folder, else its base model with the adapter
+    merged in (made once, cached under $TUNELAB_HOME/runs; None when not made yet and `create` is false)."""
+    from tunelab.runs import RunDir
+
+    run = RunDir.open(path)
+    state = run.status().get("state")
+    if state != "completed":
+        raise ModelError(f"{path}: the run is {state or 'not started'}, not completed; finish it (tunelab run <its "
+                         "recipe> --resume) before starting another stage from it")  # fmt: skip
+    if (run.merged / "config.json").is_file():
+        return run.merged
+    base, adapter = run.model_for_inference()
+    digest = hashlib.sha256((Path(adapter) / "adapter_model.safetensors").read_bytes()).hexdigest()[:12]
+    folder = tunelab_home() / "runs" / f"{run.path.name}-{digest}"
+    if not (folder / "config.json").is_file():
+        if not create:
+            return None
+        _merge_into(folder, base, adapter)
+    return folder
+
+
+def _merge_into(folder: Path, base: str, adapter: str) -> None:
+    """Save base + adapter, merged, as a complete model folder (atomically: a kill leaves no half model)."""
+    from tunelab.runs import save_folder_atomic
+
+    model, tokenizer = load_for_inference(base, adapter)
+    merged = model.merge_and_unload()
+
+    def write(scratch: Path) -> None:
+        merged.save_pretrained(scratch)
+        tokenizer.save_pretrained(scratch)
+        merged.generation_config.save_pretrained(scratch)
+
+    save_folder_atomic(folder, write)
 
 
 def converted_folder(gguf_path: Path) -> Path:
@@ -98,6 +140,9 @@ def local_folder(name: str) -> str | None:
     ref = resolve_model(name)
     if ref.kind == "folder":
         return ref.location
+    if ref.kind == "run":
+        folder = run_model_folder(Path(ref.location), create=False)
+        return str(folder) if folder else None
     if ref.kind in ("builtin", "gguf"):
         folder = converted_folder(Path(ref.location))
         return str(folder) if (folder / "config.json").is_file() else None

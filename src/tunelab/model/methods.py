@@ -36,9 +36,7 @@ class MethodSpec:
             from peft import PeftModel
 
             return PeftModel.from_pretrained(base_model, str(self.saved_folder(run)))
-        from transformers import AutoModelForCausalLM
-
-        return AutoModelForCausalLM.from_pretrained(self.saved_folder(run), dtype=base_model.dtype)
+        return type(base_model).from_pretrained(self.saved_folder(run), dtype=base_model.dtype)  # same head as trained
 
 
 METHODS: dict[str, MethodSpec] = {

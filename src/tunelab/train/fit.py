@@ -36,11 +36,12 @@ def fit(stage: Stage, recipe: Recipe, run: RunDir, model, tokenizer, splits: Spl
     set_seed(recipe.seed)  # adapter initialisation is random too
     plan = plan_speed(recipe.train, model.config, recipe.data.max_length)
     apply_threads(plan)
+    plan.padding_free = plan.padding_free and stage.packs_sequences
     if plan.padding_free and use_packed_attention(model):
         plan.attention = model.config._attn_implementation
-    model = apply_method(model, recipe.method)
+    model = apply_method(stage.prepare_model(model), recipe.method)
     tracking = Tracking(recipe.train.get("report_to"), run.path, recipe.name)
-    described = {"stage": stage.name, "method": recipe.method.type} | plan.as_dict()
+    described = {"stage": stage.name, "method": recipe.method.type} | stage.describe(recipe, model) | plan.as_dict()
     write_json(run.path / "training.json", described | tracking.describe())
     callbacks = standard_callbacks(run, recipe.train) + tracking.callbacks()
     stopper = next(c for c in callbacks if isinstance(c, GracefulStop))
@@ -109,7 +110,7 @@ def save_trained(model, tokenizer, run: RunDir, recipe: Recipe) -> None:
     def write(folder) -> None:
         model.save_pretrained(folder)
         tokenizer.save_pretrained(folder)
-        if spec.saves == "model":
+        if spec.saves == "model" and getattr(model, "generation_config", None) is not None:  # a reward model has none
             model.generation_config.save_pretrained(folder)
 
     save_folder_atomic(spec.saved_folder(run), write)

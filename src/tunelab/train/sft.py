@@ -90,4 +90,5 @@ SFT = Stage(
     build_trainer=build_trainer,
     evaluate=evaluate,
     test_warnings=test_warnings,
+    packs_sequences=True,
 )

@@ -11,7 +11,7 @@ from typing import Any, Literal
 @dataclass(frozen=True)
 class Stage:
     name: str
-    reads: Literal["messages", "preference_pairs", "prompts"]  # the record kind its data must hold
+    reads: Literal["messages", "preference", "unpaired", "prompts"]  # the record kind its data must hold
     produces: Literal["policy", "reward_model"]  # a model that generates, or one that scores
     summary: str
     config_class: Callable[[], type]  # the TRL config class its `train:` section is checked against and built into
@@ -19,3 +19,6 @@ class Stage:
     build_trainer: Callable[..., Any]  # (recipe, run, model, tokenizer, splits, plan, callbacks) → a Trainer
     evaluate: Callable[..., dict[str, float]]  # (model, tokenizer, records, recipe, eval_dir, label) → metrics
     test_warnings: Callable[..., list[str]]  # (test records, tokenizer, recipe) → what to say before evaluating
+    packs_sequences: bool = False  # its trainer takes tunelab's padding-free packed batches (per-sequence attention)
+    prepare_model: Callable[[Any], Any] = lambda model: model  # the loaded causal LM → the model this stage trains
+    describe: Callable[[Any, Any], dict[str, Any]] = lambda recipe, model: {}  # (recipe, model) → for training.json

@@ -16,15 +16,26 @@ from tunelab.errors import RecipeError
 from tunelab.train.stage import Stage
 
 
-def _sft() -> Stage:
-    from tunelab.train.sft import SFT
+def _load(module: str, name: str) -> Callable[[], Stage]:
+    """A stage from its module, imported when asked for (a stage's module imports its TRL trainer)."""
 
-    return SFT
+    def load() -> Stage:
+        import importlib
+
+        return getattr(importlib.import_module(f"tunelab.train.{module}"), name)
+
+    return load
 
 
 # name → a function returning the stage, so that listing the names imports no trainer
 STAGES: dict[str, Callable[[], Stage]] = {
-    "sft": _sft,
+    "sft": _load("sft", "SFT"),
+    "rm": _load("rm", "RM"),
+    "dpo": _load("dpo", "DPO"),
+    "kto": _load("kto", "KTO"),
+    "orpo": _load("orpo", "ORPO"),
+    "simpo": _load("cpo", "SIMPO"),
+    "cpo": _load("cpo", "CPO"),
 }
 
 

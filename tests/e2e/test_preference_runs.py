@@ -1,0 +1,99 @@
+"""`tunelab run` with the preference stages through the real CLI on the tiny model: the LLaMA-Factory demo sets,
+a chain from a finished SFT run, Ctrl-C / STOP then --resume, and bad input."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+import yaml
+
+from helpers import cli, quickstart_records, shared_data, tiny_recipe, write_jsonl
+from tunelab.train.stages import STAGES, get_stage
+
+PREFERENCE_STAGES = [name for name in STAGES if get_stage(name).reads in ("preference", "unpaired")]
+DEMO = {"kto": "kto_en_demo"}  # the LLaMA-Factory demo set each stage trains on (pairs: dpo_en_demo)
+
+
+def pair_file(path, count: int, offset: int = 0):
+    rows = []
+    for index, record in enumerate(quickstart_records("train", offset + count)[offset:]):
+        *prompt, answer = record["messages"]
+        wrong = {"role": "assistant", "content": "Sure! " + answer["content"][:15]}
+        rows.append({"id": f"pair-{offset + index}", "prompt": prompt, "chosen": [answer], "rejected": [wrong]})
+    return write_jsonl(path, rows)
+
+
+def preference_recipe(tmp_path, model, stage: str, **sections):
+    path = tiny_recipe(tmp_path, model)
+    raw = yaml.safe_load(path.read_text())
+    raw |= {"stage": stage, "export": {"verify_prompts": 1}}
+    raw["data"] = {"sources": [{"path": str(pair_file(tmp_path / "pairs.jsonl", 16))}], "validation": 0.125,
+                   "test": str(pair_file(tmp_path / "test_pairs.jsonl", 4, offset=40)), "max_length": 256}  # fmt: skip
+    raw["train"] |= {"max_steps": 2, "per_device_train_batch_size": 2, "eval_steps": 2, "save_steps": 2}
+    raw["eval"]["forgetting"] = False
+    for key, value in sections.items():
+        raw[key] = value if not isinstance(value, dict) else {**raw.get(key, {}), **value}
+    path.write_text(yaml.safe_dump(raw))
+    return path
+
+
+@pytest.mark.parametrize("stage", PREFERENCE_STAGES)
+def test_each_preference_stage_runs_on_the_llamafactory_demo_sets(tmp_path, tiny_model_dir, capsys, stage):
+    registry = shared_data("llamafactory", "dataset_info.json")
+    data = {"sources": [], "registry": str(registry), "datasets": [DEMO.get(stage, "dpo_en_demo")],
+            "validation": None, "test": None, "max_length": 256}  # fmt: skip
+    recipe = preference_recipe(tmp_path, tiny_model_dir, stage, data=data, train={"max_steps": 2})
+    result = cli(["run", recipe, "data.sources=[]"], capsys)
+    assert result.exit_code == 0, result.err
+    run = tmp_path / "runs" / "tiny"
+    assert json.loads((run / "status.json").read_text())["state"] == "completed"
+    assert json.loads((run / "training.json").read_text())["stage"] == stage
+
+
+def test_dpo_chained_after_sft_stops_resumes_and_reports_its_parent(tmp_path, tiny_model_dir, capsys):
+    sft = tiny_recipe(tmp_path, tiny_model_dir, name="sft", train={"max_steps": 2}, eval={"forgetting": False})
+    assert cli(["run", sft], capsys).exit_code == 0
+    parent = tmp_path / "runs" / "sft"
+    recipe = preference_recipe(tmp_path, parent, "dpo", name="dpo", train={"max_steps": 4})
+    run = tmp_path / "runs" / "dpo"
+    result = cli(["run", recipe], capsys)
+    assert result.exit_code == 0, result.err
+    report = (run / "eval" / "report.md").read_text()
+    assert f"the trained model of run {parent}" in report
+    metrics = json.loads((run / "eval" / "metrics.json").read_text())
+    assert "pair_accuracy" in metrics["base"] and "pair_accuracy" in metrics["tuned"]
+    assert json.loads((run / "merged" / "verification.json").read_text())["identical_outputs"]
+
+
+def test_preference_stage_resumes_after_a_stop(tmp_path, tiny_model_dir, capsys):
+    from transformers import TrainerCallback
+
+    import tunelab.train.callbacks as callbacks
+    import tunelab.train.fit as fit
+
+    recipe = preference_recipe(tmp_path, tiny_model_dir, "dpo", train={"max_steps": 6})
+    run = tmp_path / "runs" / "tiny"
+
+    class StopAtThree(TrainerCallback):
+        def on_step_begin(self, args, state, control, **kwargs):
+            if state.global_step == 3:
+                (run / "STOP").touch()
+
+    original = callbacks.standard_callbacks
+    fit.standard_callbacks, saved = (lambda r, t: [StopAtThree(), *original(r, t)]), fit.standard_callbacks
+    try:
+        assert cli(["run", recipe], capsys).exit_code == 130
+    finally:
+        fit.standard_callbacks = saved
+    assert json.loads((run / "status.json").read_text())["state"] == "interrupted"
+    assert cli(["run", recipe, "--resume"], capsys).exit_code == 0
+    steps = [row["step"] for row in map(json.loads, (run / "metrics.jsonl").read_text().splitlines()) if "loss" in row]
+    assert steps == sorted(set(steps)) and steps[-1] == 6  # each step logged once across the two attempts
+
+
+def test_conversations_under_a_preference_stage_are_a_clear_error(tmp_path, tiny_model_dir, capsys):
+    recipe = tiny_recipe(tmp_path, tiny_model_dir, eval={"forgetting": False})
+    result = cli(["run", recipe, "stage=dpo"], capsys)
+    assert result.exit_code == 1 and "Traceback" not in result.err
+    assert "stage dpo reads preference pairs" in result.err
