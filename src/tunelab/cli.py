@@ -303,6 +303,22 @@ def compare_command(args: argparse.Namespace) -> int:
     return 0
 
 
+def score_command(args: argparse.Namespace) -> int:
+    from tunelab.eval.preference import score_file
+
+    out = Path(args.out) if args.out else Path(args.data).with_suffix(".scores.jsonl")
+    summary = score_file(args.model, args.data, out)
+    if summary["kind"] == "pairs":
+        metrics = summary["metrics"]
+        print(f"{summary['count']} pairs: the chosen answer scores higher in {metrics['pair_accuracy']:.1%} "
+              f"(the longer answer is the chosen one in {metrics['length_rule']:.1%}); mean margin "
+              f"{summary['mean_margin']:+.3f}")  # fmt: skip
+    else:
+        print(f"{summary['count']} conversations scored, mean {summary['mean_score']:+.3f}")
+    print(f"every score: {out}")
+    return 0
+
+
 def bench_command(args: argparse.Namespace) -> int:
     from tunelab.eval.bench import bench_target, format_report
 

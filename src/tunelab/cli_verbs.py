@@ -161,6 +161,12 @@ VERBS: dict[str, Verb] = {
     ),
     "report": verb("write a run's eval/report.html and report.md again", RUN),
     "compare": verb("a table of runs: losses, metrics, forgetting", RUNS),
+    "score": verb(
+        "a reward model's scores for preference pairs (pair accuracy beside the longer-answer rule) or conversations",
+        arg("--model", required=True, help="a reward-model run (stage: rm) or a model folder with a scalar head"),
+        arg("--data", required=True, help="pairs (prompt, chosen, rejected) or conversations, in any readable format"),
+        arg("--out", help="where to write one row per record (default: <data>.scores.jsonl beside it)"),
+    ),
     "bench": verb(
         "multiple-choice benchmark by the log-likelihood of the answer letters",
         arg("target", help=TARGET),

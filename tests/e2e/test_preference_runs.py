@@ -61,6 +61,7 @@ def test_dpo_chained_after_sft_stops_resumes_and_reports_its_parent(tmp_path, ti
     assert result.exit_code == 0, result.err
     report = (run / "eval" / "report.md").read_text()
     assert f"the trained model of run {parent}" in report
+    assert "log-probabilities | chosen" in report  # the policy's log-probabilities of each side, first and last
     metrics = json.loads((run / "eval" / "metrics.json").read_text())
     assert "pair_accuracy" in metrics["base"] and "pair_accuracy" in metrics["tuned"]
     assert json.loads((run / "merged" / "verification.json").read_text())["identical_outputs"]
@@ -97,3 +98,32 @@ def test_conversations_under_a_preference_stage_are_a_clear_error(tmp_path, tiny
     result = cli(["run", recipe, "stage=dpo"], capsys)
     assert result.exit_code == 1 and "Traceback" not in result.err
     assert "stage dpo reads preference pairs" in result.err
+
+
+def test_tunelab_score_uses_a_reward_model_run_on_pairs_and_conversations(tmp_path, tiny_model_dir, capsys):
+    recipe = preference_recipe(tmp_path, tiny_model_dir, "rm", name="rm", train={"max_steps": 2})
+    assert cli(["run", recipe], capsys).exit_code == 0
+    run = tmp_path / "runs" / "rm"
+    assert not (run / "merged").exists() and (run / "adapter" / "adapter_config.json").is_file()
+    pairs = tmp_path / "test_pairs.jsonl"
+    result = cli(["score", "--model", str(run), "--data", str(pairs), "--out", str(tmp_path / "s.jsonl")], capsys)
+    assert result.exit_code == 0, result.err
+    assert "4 pairs: the chosen answer scores higher in" in result.out
+    rows = [json.loads(line) for line in (tmp_path / "s.jsonl").read_text().splitlines()]
+    assert len(rows) == 4 and all(isinstance(row["chosen_score"], float) for row in rows)
+    conversations = write_jsonl(tmp_path / "conv.jsonl", quickstart_records("test", 3))
+    result = cli(["score", "--model", str(run), "--data", str(conversations)], capsys)
+    assert result.exit_code == 0 and "3 conversations scored" in result.out
+    assert (tmp_path / "conv.scores.jsonl").is_file()
+
+
+def test_tunelab_score_refuses_a_run_that_is_not_a_reward_model(tmp_path, tiny_model_dir, capsys):
+    sft = tiny_recipe(tmp_path, tiny_model_dir, name="sft", train={"max_steps": 1}, eval={"forgetting": False})
+    assert cli(["run", sft], capsys).exit_code == 0
+    data = pair_file(tmp_path / "p.jsonl", 2)
+    result = cli(["score", "--model", str(tmp_path / "runs" / "sft"), "--data", str(data)], capsys)
+    assert (
+        result.exit_code == 1
+        and "is a run of stage sft, not a reward model" in result.err
+        and "Traceback" not in result.err
+    )

@@ -100,9 +100,9 @@ def score_pairs(records: Sequence[dict], scorer: Scorer) -> list[dict[str, Any]]
 def pair_report(rows: list[dict[str, Any]], label: str, scorer_name: str) -> dict[str, Any]:
     count = len(rows)
     metrics = {name: sum(row["scores"][name] for row in rows) / count for name in sorted(PAIR_METRICS)}
-    metrics["mean_margin"] = sum(row["margin"] for row in rows) / count
     scores = [row["scores"] for row in rows]
-    return {"label": label, "scorer": scorer_name, "count": count, "metrics": metrics,
+    margin = sum(row["margin"] for row in rows) / count  # in the scorer's units: not a share, so not with the metrics
+    return {"label": label, "scorer": scorer_name, "count": count, "metrics": metrics, "mean_margin": margin,
             "by_category": aggregate_by_category(scores, [row.get("category") for row in rows])}  # fmt: skip
 
 
@@ -111,3 +111,33 @@ def evaluate_pairs(records: Sequence[dict], scorer: Scorer, scorer_name: str, ou
     rows = score_pairs(records, scorer)
     write_jsonl(out_path, rows)
     return pair_report(rows, label, scorer_name)
+
+
+def score_file(target: str, data: str, out: Path) -> dict[str, Any]:
+    """`tunelab score`: a reward model's scores for a file of pairs (with pair accuracy and the length rule beside it)
+    or of conversations (the last assistant answer scored given what comes before); rows written to `out`."""
+    from tunelab.data.kinds import record_kind
+    from tunelab.data.load import load_source
+    from tunelab.model.reward import load_reward_model
+
+    records = load_source(data)
+    if not records:
+        raise TunelabError(f"{data}: no records to score")
+    model, tokenizer = load_reward_model(target)
+    scorer = reward_model_scorer(model, tokenizer)
+    if record_kind(records[0]) == "preference":
+        report = evaluate_pairs(records, scorer, "reward model score", out, "scored")
+        return {"kind": "pairs", "count": report["count"], "metrics": report["metrics"],
+                "mean_margin": report["mean_margin"], "out": str(out)}  # fmt: skip
+    rows = [{"id": r.get("id", i), "score": scorer(_prompt_part(r), _answer_part(r))} for i, r in enumerate(records)]
+    write_jsonl(out, rows)
+    scores = [row["score"] for row in rows]
+    return {"kind": "conversations", "count": len(rows), "mean_score": sum(scores) / len(scores), "out": str(out)}
+
+
+def _prompt_part(record: dict) -> list[dict]:
+    return record["prompt"] if "prompt" in record else record["messages"][:-1]
+
+
+def _answer_part(record: dict) -> list[dict]:
+    return record["completion"] if "completion" in record else record["messages"][-1:]

@@ -28,6 +28,17 @@ def _model_line(name: str) -> str:
     return name
 
 
+def log_prob_line(trend: dict[str, Any]) -> str:
+    (c0, c1), (r0, r1) = trend["chosen"], trend["rejected"]
+    line = f"chosen {c0:.1f} → {c1:.1f}, rejected {r0:.1f} → {r1:.1f} (mean per answer, first and last logged)"
+    if trend["both_fell"]:
+        line += (
+            "; WARNING: both fell — the chosen answers became less likely too (the margin grew only because "
+            "the rejected fell faster): check the generation metrics, lower the learning rate or raise beta"
+        )
+    return line
+
+
 def summary_rows(data: dict[str, Any]) -> list[tuple[str, str]]:
     recipe, status = data["recipe"], data["status"]
     method = recipe.get("method", {})
@@ -53,6 +64,8 @@ def summary_rows(data: dict[str, Any]) -> list[tuple[str, str]]:
     if loss["first"] is not None:
         best = f", best eval loss {loss['best_eval']:.4f}" if loss["best_eval"] is not None else ""
         rows.append(("loss", f"{loss['first']:.4f} → {loss['last']:.4f}{best}"))
+    if data.get("log_probs"):
+        rows.append(("log-probabilities", log_prob_line(data["log_probs"])))
     if data.get("training"):
         switches = data["training"]
         used = [k for k in ("padding_free", "label_only_loss", "bf16", "gradient_checkpointing") if switches.get(k)]

@@ -89,6 +89,17 @@ def read_metrics_file(path: Path) -> dict[str, dict[str, Any]]:
     return metrics
 
 
+def log_prob_trend(rows: list[dict[str, Any]]) -> dict[str, Any] | None:
+    """The policy's mean log-probability of the chosen and of the rejected answers, first and last logged (the
+    preference stages log them); `both_fell` flags the known failure where the chosen answer gets less likely too."""
+    chosen = [r["logps/chosen"] for r in rows if "logps/chosen" in r]
+    rejected = [r["logps/rejected"] for r in rows if "logps/rejected" in r]
+    if len(chosen) < 2 or len(rejected) < 2:
+        return None
+    return {"chosen": [chosen[0], chosen[-1]], "rejected": [rejected[0], rejected[-1]],
+            "both_fell": chosen[-1] < chosen[0] and rejected[-1] < rejected[0]}  # fmt: skip
+
+
 def collect(run: RunDir) -> dict[str, Any]:
     """Everything the report shows, read from the run directory (comparison.json is computed when it is missing)."""
     recipe = run.read_recipe()
@@ -105,6 +116,7 @@ def collect(run: RunDir) -> dict[str, Any]:
         "training": read_json(run.path / "training.json"),
         "loss": {"first": losses[0] if losses else None, "last": losses[-1] if losses else None,
                  "best_eval": min(evals) if evals else None, "steps": rows[-1]["step"] if rows else 0},
+        "log_probs": log_prob_trend(rows),
         "loss_plot": run.plots / "loss.png",
         "metrics": read_metrics_file(run.eval_dir / "metrics.json"),
         "by_category": {label: (read_json(run.eval_dir / f"report_{label}.json") or {}).get("by_category", {})

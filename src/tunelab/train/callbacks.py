@@ -17,6 +17,8 @@ from tunelab.runs import RunDir
 from tunelab.train.plots import plot_loss
 
 LOGGED_KEYS = ("loss", "eval_loss", "learning_rate", "grad_norm")
+# what the preference trainers log besides: implicit rewards and the policy's log-probabilities of each side
+PREFERENCE_PREFIXES = ("rewards/", "logps/", "eval_rewards/", "eval_logps/")
 
 
 class RunDirCallback(TrainerCallback):
@@ -34,6 +36,7 @@ class RunDirCallback(TrainerCallback):
         logs = logs or {}
         row: dict[str, Any] = {"step": state.global_step, "epoch": round(state.epoch or 0.0, 4)}
         row |= {key: logs[key] for key in LOGGED_KEYS if key in logs}
+        row |= {key: value for key, value in logs.items() if key.startswith(PREFERENCE_PREFIXES)}
         if "loss" in logs:
             now, seen = time.monotonic(), state.num_input_tokens_seen
             elapsed = now - self._last[0]

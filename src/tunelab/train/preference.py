@@ -19,7 +19,7 @@ from tunelab.data.pipeline import Splits
 from tunelab.runs import RunDir
 from tunelab.train.args import build_training_args
 from tunelab.train.callbacks import use_concise_progress
-from tunelab.train.pairs import as_conversations, build_preference_splits
+from tunelab.train.pairs import as_conversations, build_preference_splits, prompt_key
 from tunelab.train.stage import Stage
 
 
@@ -81,21 +81,27 @@ def preference_test_warnings(records: list[dict], tokenizer, recipe: Recipe) -> 
 
 
 def evaluate_preference(model, tokenizer, records: list[dict], recipe: Recipe, eval_dir: Path, label: str) -> dict:
-    """Generation metrics on the pairs' prompts (the chosen answer as reference) and pair preference, in one
-    predictions file per model, so that base and tuned are compared pair by pair with intervals."""
+    """Generation metrics on the pairs' distinct prompts (the chosen answer as reference) and the model's preference
+    for the chosen answer, in one predictions row per prompt (its pairs' shares: pairs sharing a prompt are resampled
+    together), so that base and tuned are compared with the paired intervals."""
     from tunelab.eval.preference import log_likelihood_scorer, score_pairs
     from tunelab.jsonl import read_jsonl, write_jsonl
     from tunelab.runs import read_json, write_json
     from tunelab.train.sft import evaluate as evaluate_generation
 
-    evaluate_generation(model, tokenizer, as_conversations(records), recipe, eval_dir, label)
-    pairs = {row["id"]: row for row in score_pairs(records, log_likelihood_scorer(model, tokenizer))}
+    conversations = as_conversations(records)
+    evaluate_generation(model, tokenizer, conversations, recipe, eval_dir, label)
+    scored = score_pairs(records, log_likelihood_scorer(model, tokenizer))
+    by_prompt: dict[str, list[dict]] = {}
+    for record, row in zip(records, scored, strict=True):
+        by_prompt.setdefault(prompt_key(record), []).append(row)
+    first_id = {str(conversation["id"]): key for conversation, key in zip(conversations, by_prompt, strict=True)}
     path = eval_dir / f"predictions_{label}.jsonl"
     rows = read_jsonl(path)
     for row in rows:
-        pair = pairs.get(str(row["id"]), {})
-        row["scores"] |= pair.get("scores", {})
-        row["pair_margin"] = pair.get("margin")
+        pairs = by_prompt[first_id[str(row["id"])]]
+        row["scores"] |= {name: sum(p["scores"][name] for p in pairs) / len(pairs) for name in pairs[0]["scores"]}
+        row["pair_margins"] = [p["margin"] for p in pairs]
     write_jsonl(path, rows)
     return _rewrite_report(eval_dir / f"report_{label}.json", rows, read_json, write_json)
 

@@ -23,13 +23,10 @@ def is_reward_model(model) -> bool:
 
 def with_score_head(model):
     """The loaded causal LM as a sequence classifier with one output: its weights, plus a new scalar head."""
-    from transformers import AutoModelForSequenceClassification
+    from tunelab.model.reward import reward_model_from_folder
 
-    reward_model = AutoModelForSequenceClassification.from_pretrained(
-        model.name_or_path, num_labels=1, dtype=model.dtype, trust_remote_code=False
-    )
-    reward_model.config.pad_token_id = model.config.pad_token_id or model.generation_config.pad_token_id
-    return reward_model
+    reward_model, _ = reward_model_from_folder(model.name_or_path)
+    return reward_model.to(model.dtype).train()
 
 
 def evaluate(model, tokenizer, records: list[dict], recipe: Recipe, eval_dir: Path, label: str) -> dict[str, float]:
