@@ -15,15 +15,12 @@ from typing import Any
 
 import torch
 
+from tunelab.data.kinds import answer_text  # lengths measured as the audit measures them
 from tunelab.errors import TunelabError
 from tunelab.eval.metrics import PAIR_METRICS, aggregate_by_category
 from tunelab.jsonl import write_jsonl
 
 Scorer = Callable[[list[dict], list[dict]], float]  # (prompt messages, answer messages) → score
-
-
-def answer_text(messages: Sequence[dict]) -> str:
-    return "\n".join(str(m.get("content") or "") for m in messages)
 
 
 def _ids(tokenizer, prompt: list[dict], answer: list[dict]) -> tuple[list[int], int]:
