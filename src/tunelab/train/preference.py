@@ -16,7 +16,7 @@ from typing import Any
 
 from tunelab.config.schema import Recipe
 from tunelab.data.pipeline import Splits
-from tunelab.runs import RunDir
+from tunelab.runs import RunDir, read_json, write_json
 from tunelab.train.args import build_training_args
 from tunelab.train.callbacks import use_concise_progress
 from tunelab.train.pairs import as_conversations, build_preference_splits, prompt_key
@@ -86,7 +86,6 @@ def evaluate_preference(model, tokenizer, records: list[dict], recipe: Recipe, e
     together), so that base and tuned are compared with the paired intervals."""
     from tunelab.eval.preference import log_likelihood_scorer, score_pairs
     from tunelab.jsonl import read_jsonl, write_jsonl
-    from tunelab.runs import read_json, write_json
     from tunelab.train.sft import evaluate as evaluate_generation
 
     conversations = as_conversations(records)
@@ -103,10 +102,11 @@ def evaluate_preference(model, tokenizer, records: list[dict], recipe: Recipe, e
         row["scores"] |= {name: sum(p["scores"][name] for p in pairs) / len(pairs) for name in pairs[0]["scores"]}
         row["pair_margins"] = [p["margin"] for p in pairs]
     write_jsonl(path, rows)
-    return _rewrite_report(eval_dir / f"report_{label}.json", rows, read_json, write_json)
+    return _rewrite_report(eval_dir / f"report_{label}.json", rows)
 
 
-def _rewrite_report(path: Path, rows: list[dict], read_json, write_json) -> dict[str, float]:
+def _rewrite_report(path: Path, rows: list[dict]) -> dict[str, float]:
+    """The stage's report with its metrics recomputed from the rows that now hold the pair scores too."""
     from tunelab.eval.metrics import aggregate, aggregate_by_category
 
     report = read_json(path, {})
