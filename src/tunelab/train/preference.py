@@ -33,9 +33,9 @@ def experimental(import_trainer: Callable[[], tuple[type, type]]) -> Callable[[]
     return load
 
 
-def build_preference_trainer(classes: Callable[[], tuple[type, type]], defaults=None, forced=None):
+def build_preference_trainer(classes: Callable[[], tuple[type, type]], defaults=None, forced=None, speed_up=None):
     """A `Stage.build_trainer` for a TRL preference trainer: (trainer class, config class) from `classes`; `defaults`
-    under the recipe's train section, `forced` over it."""
+    under the recipe's train section, `forced` over it; `speed_up(trainer)` when the speed plan packs sequences."""
 
     def build(recipe: Recipe, run: RunDir, model, tokenizer, splits: Splits, plan, callbacks):
         trainer_class, config_class = classes()
@@ -48,6 +48,8 @@ def build_preference_trainer(classes: Callable[[], tuple[type, type]], defaults=
         trainer = trainer_class(model=model, args=args, train_dataset=splits.train, eval_dataset=splits.validation,
                                 processing_class=tokenizer, callbacks=callbacks)  # fmt: skip
         drop_reference_adapter(trainer)
+        if speed_up is not None and plan.padding_free:
+            speed_up(trainer)
         use_concise_progress(trainer)
         return trainer
 
@@ -117,7 +119,9 @@ def _rewrite_report(path: Path, rows: list[dict]) -> dict[str, float]:
     return report["metrics"]
 
 
-def policy_stage(name: str, summary: str, classes, describe=None, defaults=None, forced=None, **hooks) -> Stage:
+def policy_stage(
+    name: str, summary: str, classes, describe=None, defaults=None, forced=None, speed_up=None, **hooks
+) -> Stage:
     """A preference stage that trains a policy on pairs with TRL's `classes()` → (trainer, config); `hooks` replace
     the defaults below (another record kind, evaluation, what it produces)."""
     no_reference = {"reference": f"none ({name} needs no reference model)"}
@@ -128,7 +132,7 @@ def policy_stage(name: str, summary: str, classes, describe=None, defaults=None,
         summary=summary,
         config_class=lambda: classes()[1],
         build_datasets=build_preference_splits,
-        build_trainer=build_preference_trainer(classes, defaults, forced),
+        build_trainer=build_preference_trainer(classes, defaults, forced, speed_up),
         evaluate=evaluate_preference,
         test_warnings=preference_test_warnings,
         describe=describe or (lambda recipe, model: no_reference),
