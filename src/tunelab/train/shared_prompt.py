@@ -28,6 +28,7 @@ from torch.utils.checkpoint import checkpoint
 from tunelab.train.packing import PACKED_ATTENTION
 
 IGNORE_INDEX = -100
+HEAD_OUTPUTS = ("log_probs", "entropy", "log_sum_sq_probs", "mean_logits", "is_top1")  # TRL's field order
 HEAD_CHUNK_ROWS = 1024  # rows of fp32 logits alive at once: 1024 × 49k vocabulary ≈ 200 MB
 
 
@@ -111,7 +112,7 @@ def _head_chunk(hidden, weight, bias, targets, outputs: tuple[str, ...]):
     logits = torch.nn.functional.linear(hidden, weight, bias).float()
     normalised = logits.log_softmax(dim=-1)
     log_probs = normalised.gather(1, targets[:, None])[:, 0]
-    extras = dict.fromkeys(("entropy", "log_sum_sq_probs", "mean_logits", "is_top1"))
+    extras = dict.fromkeys(HEAD_OUTPUTS[1:])
     with torch.no_grad():
         if "entropy" in outputs:
             extras["entropy"] = -(normalised.exp() * normalised).sum(dim=-1)
@@ -153,19 +154,12 @@ def shared_prompt_logprobs(model, input_ids, attention_mask, labels, outputs: tu
         hidden[layout.index[:, :-1][mask]], lm_head.weight, lm_head.bias, targets[mask], outputs
     )
     # masked_scatter keeps an all-masked batch connected to the graph, as TRL's compact path does
-    log_probs, entropy, log_sum_sq_probs, mean_logits, is_top1 = (
-        None if x is None else x.new_zeros(mask.shape).masked_scatter(mask, x) for x in per_token
-    )
-    loss = -log_probs.sum() / mask.sum().clamp(min=1)
-    return FusedCausalLMOutput(
-        loss=loss,
-        log_probs=log_probs,
-        entropy=entropy,
-        log_sum_sq_probs=log_sum_sq_probs,
-        mean_logits=mean_logits,
-        is_top1=is_top1,
-        label_mask=mask,
-    )
+    fields = dict(zip(HEAD_OUTPUTS, per_token, strict=True))
+    fields = {
+        name: None if x is None else x.new_zeros(mask.shape).masked_scatter(mask, x) for name, x in fields.items()
+    }
+    loss = -fields["log_probs"].sum() / mask.sum().clamp(min=1)
+    return FusedCausalLMOutput(loss=loss, label_mask=mask, **fields)
 
 
 def share_prompts(model, outputs: tuple[str, ...]) -> None:
