@@ -102,7 +102,8 @@ VERBS: dict[str, Verb] = {
         arg(
             "--judge",
             required=True,
-            help="a judge model (alias, folder, run) or an OpenAI-compatible base URL such as http://127.0.0.1:8000/v1",
+            help="a judge model (alias, folder, run), a reward model (a stage: rm run or a folder with a scalar head: "
+            "scores each answer) or an OpenAI-compatible base URL such as http://127.0.0.1:8000/v1",
         ),
         arg("--judge-model", default="default", help="the model name to request from a judge endpoint"),
         arg("--judge-api-key-env", help="environment variable holding the judge endpoint's API key"),

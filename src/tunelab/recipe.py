@@ -39,8 +39,23 @@ def _raw_train_problems(raw: dict[str, Any]) -> list[Problem]:
 
 
 def _recipe_problems(recipe: Recipe) -> list[Problem]:
-    train = check_train_section(recipe.train, _stage_config_class(recipe.stage))
+    train = check_train_section(recipe.train, _stage_config_class(recipe.stage)) + _fixed_train_problems(recipe)
     return _registry_problems(recipe) + _eval_problems(recipe) + _export_problems(recipe) + train
+
+
+def _fixed_train_problems(recipe: Recipe) -> list[Problem]:
+    """A train setting that contradicts what the stage is (simpo is CPO with loss_type simpo) is refused, not
+    silently overridden."""
+    from tunelab.train.stages import get_stage
+
+    problems: list[Problem] = []
+    for key, value in get_stage(recipe.stage).fixed_train.items():
+        if key in recipe.train and recipe.train[key] != value:
+            other = " (stage cpo takes the other loss types)" if key == "loss_type" else ""
+            problems.append(
+                (f"train.{key}", f"stage {recipe.stage} always uses {key}: {value}; remove train.{key}{other}")
+            )
+    return problems
 
 
 def _registry_problems(recipe: Recipe) -> list[Problem]:

@@ -71,9 +71,9 @@ def print_outcome(outcome) -> None:
         console.print(metrics_table(outcome.metrics, comparison, forgetting))
         print_truncation(console, read_truncation(outcome.run, outcome.run.read_recipe()))
     if outcome.merge_check:
-        check = outcome.merge_check
-        verdict = "identical" if check["identical_outputs"] else "DIFFERENT"
-        console.print(f"merged model vs adapter: {verdict} outputs, max |Δlogit| {check['max_abs_logit_diff']:.2e}")
+        from tunelab.export.verify import describe_policy
+
+        console.print(outcome.merge_check.get("summary") or describe_policy(outcome.merge_check))
     console.print(f"run {outcome.state} at step {outcome.global_step}: {outcome.run.path}")
 
 

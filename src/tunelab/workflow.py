@@ -276,20 +276,20 @@ def _export(stage: Stage, recipe: Recipe, run: RunDir, model_dir: str, trained, 
 
     if not (recipe.export.merge and method_spec(recipe.method).can_merge):
         return None
-    if stage.produces not in MERGE_CHECKS:
-        log(f"[tunelab] not merged: a merged {stage.produces.replace('_', ' ')} cannot be verified yet; "
-            f"the adapter is in {run.adapter}")  # fmt: skip
-        return None
-    from tunelab.export.merge import load_merged, merge_adapter_dir
+    from tunelab.export.merge import merge_adapter_dir
 
+    merge_check = MERGE_CHECKS[stage.produces]
     _phase(run, "merging the adapter into the base model", log, f"→ {run.merged}")
     # the run's own merged/ is replaced: a resumed run may hold one from an attempt killed while verifying it
-    merge_adapter_dir(model_dir, run.adapter, run.merged, dtype=recipe.export.dtype, overwrite=True)
-    _sync_saved_generation_config(run.merged, tokenizer)
+    merge_adapter_dir(model_dir, run.adapter, run.merged, dtype=recipe.export.dtype, overwrite=True,
+                      load_base=merge_check.load_base)  # fmt: skip
+    if stage.produces == "policy":
+        _sync_saved_generation_config(run.merged, tokenizer)
     _phase(run, "verifying the merged model")
     trained.eval()
-    merge_check = MERGE_CHECKS[stage.produces]
-    check = merge_check.verify(trained, load_merged(run.merged), tokenizer, records, recipe.export.verify_prompts)
+    merged = merge_check.load_merged(run.merged)
+    check = merge_check.verify(trained, merged, tokenizer, records, recipe.export.verify_prompts)
+    check["summary"] = merge_check.describe(check)
     write_json(run.merged / "verification.json", check)
-    log(f"[tunelab] {merge_check.describe(check)}")
+    log(f"[tunelab] {check['summary']}")
     return check

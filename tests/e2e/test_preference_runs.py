@@ -67,13 +67,14 @@ def test_dpo_chained_after_sft_stops_resumes_and_reports_its_parent(tmp_path, ti
     assert json.loads((run / "merged" / "verification.json").read_text())["identical_outputs"]
 
 
-def test_preference_stage_resumes_after_a_stop(tmp_path, tiny_model_dir, capsys):
+@pytest.mark.parametrize("stage", PREFERENCE_STAGES)
+def test_preference_stage_resumes_after_a_stop(tmp_path, tiny_model_dir, capsys, stage):
     from transformers import TrainerCallback
 
     import tunelab.train.callbacks as callbacks
     import tunelab.train.fit as fit
 
-    recipe = preference_recipe(tmp_path, tiny_model_dir, "dpo", train={"max_steps": 6})
+    recipe = preference_recipe(tmp_path, tiny_model_dir, stage, train={"max_steps": 6})
     run = tmp_path / "runs" / "tiny"
 
     class StopAtThree(TrainerCallback):
@@ -104,17 +105,37 @@ def test_tunelab_score_uses_a_reward_model_run_on_pairs_and_conversations(tmp_pa
     recipe = preference_recipe(tmp_path, tiny_model_dir, "rm", name="rm", train={"max_steps": 2})
     assert cli(["run", recipe], capsys).exit_code == 0
     run = tmp_path / "runs" / "rm"
-    assert not (run / "merged").exists() and (run / "adapter" / "adapter_config.json").is_file()
+    assert (run / "adapter" / "adapter_config.json").is_file()
+    verification = json.loads((run / "merged" / "verification.json").read_text())  # adapter + score head, merged
+    assert verification["identical_preferences"] and verification["max_abs_score_diff"] < 1e-3
     pairs = tmp_path / "test_pairs.jsonl"
     result = cli(["score", "--model", str(run), "--data", str(pairs), "--out", str(tmp_path / "s.jsonl")], capsys)
     assert result.exit_code == 0, result.err
     assert "4 pairs: the chosen answer scores higher in" in result.out
     rows = [json.loads(line) for line in (tmp_path / "s.jsonl").read_text().splitlines()]
     assert len(rows) == 4 and all(isinstance(row["chosen_score"], float) for row in rows)
+    # the merged folder is a plain sequence-classification model that scores the same
+    result = cli(["score", "--model", str(run / "merged"), "--data", str(pairs), "--out", str(tmp_path / "m.jsonl")],
+                 capsys)  # fmt: skip
+    assert result.exit_code == 0, result.err
+    merged_rows = [json.loads(line) for line in (tmp_path / "m.jsonl").read_text().splitlines()]
+    for row, merged in zip(rows, merged_rows, strict=True):
+        assert abs(row["chosen_score"] - merged["chosen_score"]) < 1e-3
     conversations = write_jsonl(tmp_path / "conv.jsonl", quickstart_records("test", 3))
     result = cli(["score", "--model", str(run), "--data", str(conversations)], capsys)
     assert result.exit_code == 0 and "3 conversations scored" in result.out
     assert (tmp_path / "conv.scores.jsonl").is_file()
+    # the reward model as the judge of an A/B comparison: each answer scored on its own, so both orders agree
+    out = tmp_path / "judged"
+    args = ["judge", "--a", tiny_model_dir, "--b", tiny_model_dir, "--judge", run, "--data", conversations,
+            "--out", out, "--max-new-tokens", "8"]  # fmt: skip
+    result = cli(args, capsys)
+    assert result.exit_code == 0, result.err
+    summary = json.loads((out / "summary.json").read_text())
+    assert summary["judge"] == f"reward model {run}" and summary["pairs"] == 3 and summary["unparseable"] == 0
+    for row in map(json.loads, (out / "verdicts.jsonl").read_text().splitlines()):
+        assert "reward of the first answer" in row["a_first"]["raw"]
+        assert row["outcome"] in ("win", "tie", "loss")  # never the order-disagreement a text judge can give
 
 
 def test_tunelab_score_refuses_a_run_that_is_not_a_reward_model(tmp_path, tiny_model_dir, capsys):
@@ -127,3 +148,21 @@ def test_tunelab_score_refuses_a_run_that_is_not_a_reward_model(tmp_path, tiny_m
         and "is a run of stage sft, not a reward model" in result.err
         and "Traceback" not in result.err
     )
+
+
+def test_a_dpo_run_killed_mid_training_resumes_from_its_last_checkpoint(tmp_path, tiny_model_dir, capsys):
+    """SIGKILL (no chance to clean up) between two checkpoints of a DPO run; --resume continues from the checkpoint,
+    logs every step once and finishes with its evaluation and merge."""
+    from test_kill_resume import kill_when, resume, start
+
+    train = {"max_steps": 6, "save_steps": 2, "eval_steps": 2, "logging_steps": 1}
+    recipe = preference_recipe(tmp_path, tiny_model_dir, "dpo", train=train)
+    run, marks = tmp_path / "runs" / "tiny", tmp_path / "marks"
+    kill_when(start(recipe, marks, pause_at="step"), marks / "step-5")
+    assert (run / "checkpoints" / "checkpoint-4").is_dir()
+    assert json.loads((run / "status.json").read_text())["state"] == "running"  # what the killed process last wrote
+    resume(recipe, marks)
+    steps = [row["step"] for row in map(json.loads, (run / "metrics.jsonl").read_text().splitlines()) if "loss" in row]
+    assert steps == [1, 2, 3, 4, 5, 6]
+    assert json.loads((run / "status.json").read_text())["state"] == "completed"
+    assert json.loads((run / "merged" / "verification.json").read_text())["identical_outputs"]

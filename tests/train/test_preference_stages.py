@@ -25,14 +25,14 @@ def pairs(count: int) -> list[dict]:
     return out
 
 
-def load(tmp_path, tiny_model_dir, stage: str, method: str = "lora"):
+def load(tmp_path, tiny_model_dir, stage: str, method: str = "lora", train: dict | None = None):
     from tunelab.recipe import load_recipe
 
     path = tiny_recipe(tmp_path, tiny_model_dir)
     raw = yaml.safe_load(path.read_text())
     raw |= {"stage": stage, "export": {"verify_prompts": 1}}
     raw["method"] = raw["method"] if method == "lora" else {"type": method}
-    raw["train"] |= {"max_steps": 2, "per_device_train_batch_size": 2}
+    raw["train"] |= {"max_steps": 2, "per_device_train_batch_size": 2} | (train or {})
     raw["eval"]["forgetting"] = False
     path.write_text(yaml.safe_dump(raw))
     return load_recipe(path)
@@ -73,6 +73,9 @@ def test_each_preference_stage_trains_and_is_evaluated_on_pairs(tmp_path, tiny_m
     if get_stage(stage_name).produces == "policy":
         assert "exact_match" in tuned  # the generation metrics on the prompts, the chosen answer as reference
         assert "reference" in training
+    # the implicit reward log π − log π_ref, for the tuned adapter of the stages trained against a reference
+    assert ("implicit_reward_accuracy" in tuned) == (stage_name in ("dpo", "kto"))
+    assert "implicit_reward_accuracy" not in base
 
 
 def test_the_reward_model_learns_the_pairs_and_saves_its_score_head(tmp_path, tiny_model_dir):
@@ -98,3 +101,12 @@ def test_conversations_given_to_a_preference_stage_are_refused_clearly(tmp_path,
             RecipeData({"train": records}, {}, []), recipe, load_tokenizer(str(tiny_model_dir)), []
         )
     assert "stage dpo reads preference pairs" in str(caught.value) and "stage: sft" in str(caught.value)
+
+
+def test_simpo_refuses_another_loss_type_instead_of_overriding_it(tmp_path, tiny_model_dir):
+    from tunelab.errors import RecipeError
+
+    with pytest.raises(RecipeError) as raised:
+        load(tmp_path, tiny_model_dir, "simpo", train={"loss_type": "sigmoid"})
+    assert "train.loss_type" in str(raised.value) and "stage cpo" in str(raised.value)
+    assert load(tmp_path, tiny_model_dir, "simpo", train={"loss_type": "simpo"}).train["loss_type"] == "simpo"

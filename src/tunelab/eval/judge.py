@@ -125,6 +125,34 @@ class LocalJudge:
         return [r["text"] for r in generate_batch(self.model, self.tokenizer, ids, self.max_new_tokens)]
 
 
+class RewardModelJudge:
+    """A reward model (a `stage: rm` run, or a folder with a scalar head) scores each answer on its own and the higher
+    score wins. It never sees both answers at once, so it has no position bias: both orders agree by construction."""
+
+    def __init__(self, target: str):
+        from tunelab.eval.preference import reward_model_scorer
+        from tunelab.model.reward import load_reward_model
+
+        model, tokenizer = load_reward_model(target)
+        self.score, self.name = reward_model_scorer(model, tokenizer), f"reward model {target}"
+
+    def verdict_texts(self, batch: Sequence[dict[str, Any]]) -> list[str]:
+        """Two texts per pair (A shown first, then B first), each with both scores and the verdict in [[ ]]."""
+        texts = []
+        for pair in batch:
+            prompt = pair.get("prompt_messages") or [{"role": "user", "content": pair["question"]}]
+            a, b = (
+                self.score(prompt, [{"role": "assistant", "content": pair[key]}]) for key in ("answer_a", "answer_b")
+            )
+            texts += [_score_verdict(a, b), _score_verdict(b, a)]
+        return texts
+
+
+def _score_verdict(first: float, second: float) -> str:
+    letter = "A" if first > second else "B" if second > first else "C"
+    return f"reward of the first answer {first:.4f}, of the second {second:.4f} [[{letter}]]"
+
+
 def judge_pairs(pairs: list[dict[str, Any]], judge, template: str, out_path: Path, chunk: int = 8,
                 on_progress: Callable[[int], None] | None = None) -> list[dict[str, Any]]:  # fmt: skip
     """Judge each pair in both orders; verdicts already in `out_path` (same id and texts) are kept, not redone."""
@@ -135,12 +163,8 @@ def judge_pairs(pairs: list[dict[str, Any]], judge, template: str, out_path: Pat
     with out_path.open("a", encoding="utf-8") as handle:
         for start in range(0, len(pending), chunk):
             batch = pending[start : start + chunk]
-            prompts = []
-            for pair in batch:
-                ref = pair.get("reference") or ""
-                prompts.append(fill(template, pair["question"], pair["answer_a"], pair["answer_b"], ref))
-                prompts.append(fill(template, pair["question"], pair["answer_b"], pair["answer_a"], ref))
-            texts = judge.complete(prompts)
+            texts = judge.verdict_texts(batch) if hasattr(judge, "verdict_texts") else judge.complete(
+                _both_orders(template, batch))  # fmt: skip
             for index, pair in enumerate(batch):
                 row = _verdict_row(pair, texts[2 * index], texts[2 * index + 1])
                 handle.write(json.dumps(row, ensure_ascii=False) + "\n")
@@ -150,6 +174,15 @@ def judge_pairs(pairs: list[dict[str, Any]], judge, template: str, out_path: Pat
                 on_progress(len(batch))
     order = {p["id"]: i for i, p in enumerate(pairs)}
     return sorted(rows, key=lambda row: order[row["id"]])
+
+
+def _both_orders(template: str, batch: Sequence[dict[str, Any]]) -> list[str]:
+    prompts = []
+    for pair in batch:
+        ref = pair.get("reference") or ""
+        prompts.append(fill(template, pair["question"], pair["answer_a"], pair["answer_b"], ref))
+        prompts.append(fill(template, pair["question"], pair["answer_b"], pair["answer_a"], ref))
+    return prompts
 
 
 def _verdict_row(pair: dict[str, Any], a_first_text: str, b_first_text: str) -> dict[str, Any]:

@@ -15,7 +15,8 @@ from typing import Any
 from tunelab.errors import TunelabError
 
 METRICS = {"json_validity", "json_schema", "field_accuracy", "exact_match", "rouge_l", "bleu"}
-PAIR_METRICS = {"pair_accuracy", "length_rule"}  # per held-out preference pair, 0 or 1 (eval/preference.py)
+# per held-out preference pair, 0 or 1 (eval/preference.py); the implicit reward only for a tuned dpo/kto adapter
+PAIR_METRICS = {"pair_accuracy", "length_rule", "implicit_reward_accuracy"}
 UNCATEGORIZED = "(none)"
 
 _FENCED = re.compile(r"\A```(?:json)?\s*(.*?)\s*```\Z", re.DOTALL | re.IGNORECASE)

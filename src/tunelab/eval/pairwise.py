@@ -31,16 +31,23 @@ class JudgeSettings:
 
 
 def make_judge(settings: JudgeSettings):
-    from tunelab.eval.judge import EndpointJudge, LocalJudge
+    from tunelab.eval.judge import EndpointJudge, LocalJudge, RewardModelJudge
+    from tunelab.model.reward import is_reward_model
 
     if settings.judge.startswith(("http://", "https://")):
         return EndpointJudge(settings.judge, settings.judge_model, settings.api_key_env)
+    if is_reward_model(settings.judge):
+        return RewardModelJudge(settings.judge)
     return LocalJudge(settings.judge)
+
+
+def _asked(messages: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    return messages[:-1] if messages and messages[-1].get("role") == "assistant" else messages
 
 
 def _question(messages: list[dict[str, Any]]) -> str:
     """The request as the judge sees it: the user's text, or the whole conversation when there is more to it."""
-    asked = messages[:-1] if messages and messages[-1].get("role") == "assistant" else messages
+    asked = _asked(messages)
     if len(asked) == 1:
         return str(asked[0].get("content", ""))
     return "\n\n".join(f"{m.get('role', '').capitalize()}: {m.get('content', '')}" for m in asked)
@@ -94,6 +101,7 @@ def judge_targets(a_name: str, b_name: str, settings: JudgeSettings, log=print) 
         {
             "id": str(r["id"]),
             "question": _question(r["messages"]),
+            "prompt_messages": _asked(r["messages"]),  # what a reward-model judge scores the answers after
             "answer_a": answers_a[str(r["id"])],
             "answer_b": answers_b[str(r["id"])],
             "reference": r["messages"][-1]["content"] if settings.reference else None,

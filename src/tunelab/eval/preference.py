@@ -96,7 +96,8 @@ def score_pairs(records: Sequence[dict], scorer: Scorer) -> list[dict[str, Any]]
 
 def pair_report(rows: list[dict[str, Any]], label: str, scorer_name: str) -> dict[str, Any]:
     count = len(rows)
-    metrics = {name: sum(row["scores"][name] for row in rows) / count for name in sorted(PAIR_METRICS)}
+    names = [name for name in sorted(PAIR_METRICS) if all(name in row["scores"] for row in rows)]
+    metrics = {name: sum(row["scores"][name] for row in rows) / count for name in names}
     scores = [row["scores"] for row in rows]
     margin = sum(row["margin"] for row in rows) / count  # in the scorer's units: not a share, so not with the metrics
     return {"label": label, "scorer": scorer_name, "count": count, "metrics": metrics, "mean_margin": margin,

@@ -73,7 +73,8 @@ def summary_rows(data: dict[str, Any]) -> list[tuple[str, str]]:
     if data.get("merge"):
         merge = data["merge"]
         verdict = "identical" if merge.get("identical_outputs") else "DIFFERENT"
-        rows.append(("merge check", f"{verdict} greedy outputs, max |Δlogit| {merge.get('max_abs_logit_diff', 0):.1e}"))
+        line = f"{verdict} greedy outputs, max |Δlogit| {merge.get('max_abs_logit_diff', 0):.1e}"
+        rows.append(("merge check", merge.get("summary") or line))  # runs before the summary was kept: the line
     return rows
 
 

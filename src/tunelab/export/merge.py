@@ -82,7 +82,8 @@ def _save_atomic(model, tokenizer, out_dir: Path, overwrite: bool) -> Path:
 
     def write(folder: Path) -> None:
         model.save_pretrained(folder, safe_serialization=True)
-        model.generation_config.save_pretrained(folder)
+        if getattr(model, "generation_config", None) is not None:  # a reward model does not generate
+            model.generation_config.save_pretrained(folder)
         tokenizer.save_pretrained(folder)
 
     return save_folder_atomic(out_dir, write)
@@ -107,12 +108,19 @@ def _load_tokenizer(base_model_dir: Path, adapter_dir: Path):
     return AutoTokenizer.from_pretrained(adapter_dir if has_own else base_model_dir)
 
 
+def _causal_lm(folder: Path):
+    from transformers import AutoModelForCausalLM
+
+    return AutoModelForCausalLM.from_pretrained(folder, dtype=torch.float32)
+
+
 def merge_adapter_dir(
-    base_model_dir: Path, adapter_dir: Path, out_dir: Path, dtype=None, overwrite: bool = False
+    base_model_dir: Path, adapter_dir: Path, out_dir: Path, dtype=None, overwrite: bool = False, load_base=_causal_lm
 ) -> Path:
-    """Load base + adapter from disk in fp32, merge, cast to `dtype` (default: the base's stored dtype), save."""
+    """Load base (fp32, with `load_base`: a causal LM unless told) + adapter from disk, merge, cast to `dtype`
+    (default: the base's stored dtype), save."""
     from peft import PeftModel
-    from transformers import AutoConfig, AutoModelForCausalLM
+    from transformers import AutoConfig
 
     base_model_dir, adapter_dir = Path(base_model_dir), Path(adapter_dir)
     if not (adapter_dir / "adapter_config.json").exists():
@@ -121,7 +129,7 @@ def merge_adapter_dir(
     refuse_quantized(config, str(base_model_dir))
     target = _resolve_dtype(dtype, config)
     tokenizer = _load_tokenizer(base_model_dir, adapter_dir)
-    base = AutoModelForCausalLM.from_pretrained(base_model_dir, dtype=torch.float32)
+    base = load_base(base_model_dir)
     if len(tokenizer) > base.get_input_embeddings().weight.shape[0]:
         base.resize_token_embeddings(len(tokenizer))  # training added tokens; the adapter holds their embeddings
     merged = PeftModel.from_pretrained(base, adapter_dir).merge_and_unload().to(target)

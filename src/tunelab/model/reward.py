@@ -54,3 +54,21 @@ def load_reward_model(target: str):
         raise ModelError(f"{target}: not a reward-model run or model folder")
     ensure_chat_template(tokenizer)
     return model, tokenizer
+
+
+def is_reward_model(target: str) -> bool:
+    """A run of stage rm, or a model folder whose architecture is a sequence classifier (a scalar head)."""
+    import json
+
+    from tunelab.runs import RunDir
+
+    if RunDir.is_run(target):
+        return RunDir.open(target).read_recipe().get("stage") == "rm"
+    config = Path(target) / "config.json"
+    if not config.is_file():
+        return False
+    try:
+        architectures = json.loads(config.read_text(encoding="utf-8")).get("architectures") or []
+    except (OSError, ValueError):
+        return False
+    return any(name.endswith("ForSequenceClassification") for name in architectures)

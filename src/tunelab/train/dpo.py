@@ -6,10 +6,11 @@ the LM head runs only where a completion token is scored (train/shared_prompt.py
 
 from __future__ import annotations
 
+from functools import partial
 from typing import Any
 
 from tunelab.config.schema import Recipe
-from tunelab.train.preference import policy_stage, reference_description
+from tunelab.train.preference import evaluate_preference, policy_stage, reference_description
 from tunelab.train.shared_prompt import share_trainer_prompts
 
 
@@ -26,4 +27,5 @@ def describe(recipe: Recipe, model) -> dict[str, Any]:
 
 
 DPO = policy_stage("dpo", "direct preference optimisation on (prompt, chosen, rejected) pairs", dpo_classes,
-                   describe=describe, speed_up=share_trainer_prompts, packs_sequences=True)  # fmt: skip
+                   describe=describe, speed_up=share_trainer_prompts, packs_sequences=True,
+                   evaluate=partial(evaluate_preference, implicit_reward=True))  # fmt: skip

@@ -33,7 +33,7 @@ def build_datasets(recipe_data: RecipeData, recipe: Recipe, tokenizer, clusters)
 
 def evaluate(model, tokenizer, records: list[dict], recipe: Recipe, eval_dir: Path, label: str) -> dict[str, float]:
     if records and all("chosen" in record for record in records):
-        return evaluate_preference(model, tokenizer, records, recipe, eval_dir, label)
+        return evaluate_preference(model, tokenizer, records, recipe, eval_dir, label, implicit_reward=True)
     from tunelab.train.sft import evaluate as evaluate_generation
 
     wanted = [{"id": r.get("id"), "category": r.get("category"), "messages": [*r["prompt"], *r["completion"]]}

@@ -82,17 +82,24 @@ def preference_test_warnings(records: list[dict], tokenizer, recipe: Recipe) -> 
     return test_warnings(as_conversations(records), tokenizer, recipe)
 
 
-def evaluate_preference(model, tokenizer, records: list[dict], recipe: Recipe, eval_dir: Path, label: str) -> dict:
+def evaluate_preference(model, tokenizer, records: list[dict], recipe: Recipe, eval_dir: Path, label: str,
+                        implicit_reward: bool = False) -> dict:  # fmt: skip
     """Generation metrics on the pairs' distinct prompts (the chosen answer as reference) and the model's preference
     for the chosen answer, in one predictions row per prompt (its pairs' shares: pairs sharing a prompt are resampled
-    together), so that base and tuned are compared with the paired intervals."""
-    from tunelab.eval.preference import log_likelihood_scorer, score_pairs
+    together), so that base and tuned are compared with the paired intervals. With `implicit_reward` (stages trained
+    against a reference: dpo, kto), the tuned adapter model is also scored by its implicit reward, log π − log π_ref
+    with π_ref the adapter disabled: the quantity the loss trained (a full fine-tune keeps no reference to do so)."""
+    from tunelab.eval.preference import implicit_reward_scorer, log_likelihood_scorer, score_pairs
     from tunelab.jsonl import read_jsonl, write_jsonl
     from tunelab.train.sft import evaluate as evaluate_generation
 
     conversations = as_conversations(records)
     evaluate_generation(model, tokenizer, conversations, recipe, eval_dir, label)
     scored = score_pairs(records, log_likelihood_scorer(model, tokenizer))
+    if implicit_reward and label == "tuned" and hasattr(model, "disable_adapter"):
+        for row, implicit in zip(scored, score_pairs(records, implicit_reward_scorer(model, tokenizer)), strict=True):
+            row["scores"]["implicit_reward_accuracy"] = implicit["scores"]["pair_accuracy"]
+            row["implicit_margin"] = implicit["margin"]
     by_prompt: dict[str, list[dict]] = {}
     for record, row in zip(records, scored, strict=True):
         by_prompt.setdefault(prompt_key(record), []).append(row)
@@ -103,18 +110,24 @@ def evaluate_preference(model, tokenizer, records: list[dict], recipe: Recipe, e
         pairs = by_prompt[first_id[str(row["id"])]]
         row["scores"] |= {name: sum(p["scores"][name] for p in pairs) / len(pairs) for name in pairs[0]["scores"]}
         row["pair_margins"] = [p["margin"] for p in pairs]
+        if "implicit_margin" in pairs[0]:
+            row["implicit_margins"] = [p["implicit_margin"] for p in pairs]
     write_jsonl(path, rows)
     return _rewrite_report(eval_dir / f"report_{label}.json", rows)
 
 
 def _rewrite_report(path: Path, rows: list[dict]) -> dict[str, float]:
-    """The stage's report with its metrics recomputed from the rows that now hold the pair scores too."""
+    """The stage's report with its metrics recomputed from the rows that now hold the pair scores too, and the mean
+    implicit-reward margin (in nats, so beside the metrics, not among them) when there is one."""
     from tunelab.eval.metrics import aggregate, aggregate_by_category
 
     report = read_json(path, {})
     scores = [row["scores"] for row in rows]
     report["metrics"] = aggregate(scores)
     report["by_category"] = aggregate_by_category(scores, [row.get("category") for row in rows])
+    margins = [margin for row in rows for margin in row.get("implicit_margins", [])]
+    if margins:
+        report["mean_implicit_margin"] = sum(margins) / len(margins)
     write_json(path, report)
     return report["metrics"]
 
@@ -136,5 +149,6 @@ def policy_stage(
         evaluate=evaluate_preference,
         test_warnings=preference_test_warnings,
         describe=describe or (lambda recipe, model: no_reference),
+        fixed_train=dict(forced or {}),
     )
     return dataclasses.replace(stage, **hooks)

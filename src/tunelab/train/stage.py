@@ -4,7 +4,7 @@ holds the registry of stages and explains how to add one)."""
 from __future__ import annotations
 
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any, Literal
 
 
@@ -22,3 +22,4 @@ class Stage:
     packs_sequences: bool = False  # its trainer takes tunelab's padding-free packed batches (per-sequence attention)
     prepare_model: Callable[[Any], Any] = lambda model: model  # the loaded causal LM → the model this stage trains
     describe: Callable[[Any, Any], dict[str, Any]] = lambda recipe, model: {}  # (recipe, model) → for training.json
+    fixed_train: dict[str, Any] = field(default_factory=dict)  # train settings the stage is defined by (simpo's loss)
