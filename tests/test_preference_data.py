@@ -266,3 +266,17 @@ def test_unpaired_variant_holds_both_sides_of_every_pair(fresh: Path) -> None:
         assert good["prompt"] == bad["prompt"] == pair["prompt"]
         assert (good["completion"], good["label"]) == (pair["chosen"], True)
         assert (bad["completion"], bad["label"]) == (pair["rejected"], False)
+
+
+def test_mining_keeps_only_the_answers_that_differ_from_the_reference() -> None:
+    spec = importlib.util.spec_from_file_location("tunelab_examples_preference_mine", PREFERENCE / "mine.py")
+    mine = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(mine)
+    records = read_jsonl(PREFERENCE.parent / "quickstart" / "train.jsonl")[:3]
+    references = [record["messages"][-1]["content"] for record in records]
+    spaced = json.dumps(json.loads(references[0]), indent=1)  # the same JSON, laid out differently: no mistake
+    wrong = json.dumps({**json.loads(references[1]), "express": 1}, ensure_ascii=False)  # 1 is not true
+    pairs = mine.own_mistakes(records, [spaced, wrong, "Sure! " + references[2]])
+    assert [pair["id"] for pair in pairs] == [f"{records[1]['id']}-own_mistake", f"{records[2]['id']}-own_mistake"]
+    assert pairs[0]["chosen"][0]["content"] == references[1] and pairs[0]["rejected"][0]["content"] == wrong
+    assert pairs[1]["prompt"] == records[2]["messages"][:-1] and pairs[1]["category"] == "own_mistake"

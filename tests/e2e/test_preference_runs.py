@@ -121,6 +121,8 @@ def test_tunelab_score_uses_a_reward_model_run_on_pairs_and_conversations(tmp_pa
     merged_rows = [json.loads(line) for line in (tmp_path / "m.jsonl").read_text().splitlines()]
     for row, merged in zip(rows, merged_rows, strict=True):
         assert abs(row["chosen_score"] - merged["chosen_score"]) < 1e-3
+    refused = cli(["export", run, "--merged", "--out", tmp_path / "rm-merged"], capsys)
+    assert refused.exit_code == 1 and "is a reward model" in refused.err and "Traceback" not in refused.err
     conversations = write_jsonl(tmp_path / "conv.jsonl", quickstart_records("test", 3))
     result = cli(["score", "--model", str(run), "--data", str(conversations)], capsys)
     assert result.exit_code == 0 and "3 conversations scored" in result.out

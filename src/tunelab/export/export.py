@@ -84,6 +84,9 @@ def export_merged(run: RunDir, out: Path, dtype: str | None = None, overwrite: b
     from tunelab.export.merge import load_merged, merge_adapter_dir, verify_merge
     from tunelab.model.load import load_for_inference, model_folder
 
+    if run.read_recipe().get("stage") == "rm":
+        raise RunError(f"{run.path} is a reward model: `tunelab run` merged and verified it into {run.merged} "
+                       "(scores checked against the adapter); copy that folder, or export the adapter")  # fmt: skip
     base, adapter = run.model_for_inference()
     _prepare_out(out, overwrite)
     if adapter:
