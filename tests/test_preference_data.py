@@ -280,3 +280,13 @@ def test_mining_keeps_only_the_answers_that_differ_from_the_reference() -> None:
     assert [pair["id"] for pair in pairs] == [f"{records[1]['id']}-own_mistake", f"{records[2]['id']}-own_mistake"]
     assert pairs[0]["chosen"][0]["content"] == references[1] and pairs[0]["rejected"][0]["content"] == wrong
     assert pairs[1]["prompt"] == records[2]["messages"][:-1] and pairs[1]["category"] == "own_mistake"
+
+
+@pytest.mark.parametrize("name", ["rm.yaml", "dpo.yaml"])
+def test_the_example_recipes_validate(name: str, tiny_model_dir: Path) -> None:
+    from tunelab.recipe import load_recipe
+
+    recipe = load_recipe(PREFERENCE / name, [f"model.name={tiny_model_dir}"])  # dpo.yaml names runs/quickstart
+    assert recipe.stage == name.removesuffix(".yaml") and recipe.data.test
+    sources = [Path(source.path).name for source in recipe.data.sources]
+    assert sources == (["train.jsonl", "mined.jsonl"] if name == "dpo.yaml" else ["train.jsonl"])
