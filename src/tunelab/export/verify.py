@@ -56,14 +56,18 @@ def verify_reward_model(adapter_model, merged_model, tokenizer, records: list[di
     from tunelab.eval.preference import reward_model_scorer
 
     chosen = records[: max(1, count)]
-    if "chosen" in chosen[0]:
+    pairs = "chosen" in chosen[0]
+    if pairs:
         texts = [(r["prompt"], r[side]) for r in chosen for side in ("chosen", "rejected")]
     else:
         texts = [(r["messages"][:-1], r["messages"][-1:]) for r in chosen]
     before = [reward_model_scorer(adapter_model, tokenizer)(prompt, answer) for prompt, answer in texts]
     after = [reward_model_scorer(merged_model, tokenizer)(prompt, answer) for prompt, answer in texts]
     worst = max(abs(a - b) for a, b in zip(before, after, strict=True))
-    same_order = all((before[i] > before[i + 1]) == (after[i] > after[i + 1]) for i in range(0, len(texts) - 1, 2))
+    # for pairs, the side each model prefers; conversations have no sides, only their scores to compare
+    same_order = not pairs or all(
+        (before[i] > before[i + 1]) == (after[i] > after[i + 1]) for i in range(0, len(texts) - 1, 2)
+    )
     return {"identical_preferences": same_order, "max_abs_score_diff": worst, "texts": len(texts),
             "identical_outputs": same_order and worst < 1e-3,
             "examples": [{"adapter": a, "merged": b} for a, b in zip(before[:4], after[:4], strict=True)]}  # fmt: skip
