@@ -25,17 +25,15 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
 import random
 import resource
 import statistics
-import subprocess
 import sys
 import tempfile
 from pathlib import Path
 from typing import Any
 
-from train_throughput import cpu_line, matmul_peak
+from train_throughput import cpu_line, matmul_peak, print_ratios, run_result
 
 REPO = Path(__file__).resolve().parents[1]
 PAIRS = REPO / "examples" / "preference"
@@ -176,13 +174,7 @@ def run_worker(config: str, args, dataset_file: Path) -> dict[str, Any]:
                "--steps", str(args.steps), "--batch", str(args.batch), "--lr", str(args.lr), "--seed", str(args.seed),
                "--beta", str(args.beta), "--max-length", str(args.max_length),
                "--threads", str(args.threads)]  # fmt: skip
-    done = subprocess.run(
-        command, capture_output=True, text=True, env={**os.environ, "TOKENIZERS_PARALLELISM": "false"}
-    )
-    lines = [line for line in done.stdout.splitlines() if line.startswith("RESULT ")]
-    if done.returncode != 0 or not lines:
-        raise SystemExit(f"{config} failed ({done.returncode}):\n{done.stderr[-4000:]}")
-    return json.loads(lines[-1][len("RESULT ") :])
+    return run_result(config, command)
 
 
 def summarize(results: dict[str, list[dict]]) -> dict[str, Any]:
@@ -219,8 +211,7 @@ def print_table(summary: dict, machine: str) -> None:
         print(f"{name:<22} {row['real_tokens_per_s']:7.1f} {row['real_tokens_per_s'] / base:6.2f} "
               f"{row['peak_rss_gib']:8.2f} {row['final_loss']:7.4f} {row['held_out_loss']:9.4f}  "
               f"{json.dumps(row['settings'])}")  # fmt: skip
-    for key, value in summary["ratios"].items():
-        print(f"{key}: {value:+.2%}" if key.endswith("held_out_loss") else f"{key}: {value:.2f}")
+    print_ratios(summary["ratios"])
 
 
 def parse_args(argv: list[str] | None) -> argparse.Namespace:

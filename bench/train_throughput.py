@@ -253,6 +253,11 @@ def run_worker(config: str, args, dataset_file: Path) -> dict[str, Any]:
     command = [sys.executable, __file__, "--worker", config, "--dataset", str(dataset_file), "--model", args.model,
                "--steps", str(args.steps), "--batch", str(args.batch), "--lr", str(args.lr), "--seed", str(args.seed),
                "--threads", str(args.threads), *(["--full"] if args.full else [])]  # fmt: skip
+    return run_result(config, command)
+
+
+def run_result(config: str, command: list[str]) -> dict[str, Any]:
+    """Run one configuration's worker command; its RESULT line as a dict (a failure ends the bench with its stderr)."""
     done = subprocess.run(
         command, capture_output=True, text=True, env={**os.environ, "TOKENIZERS_PARALLELISM": "false"}
     )
@@ -260,6 +265,11 @@ def run_worker(config: str, args, dataset_file: Path) -> dict[str, Any]:
     if done.returncode != 0 or not lines:
         raise SystemExit(f"{config} failed ({done.returncode}):\n{done.stderr[-4000:]}")
     return json.loads(lines[-1][len("RESULT ") :])
+
+
+def print_ratios(ratios: dict[str, float]) -> None:
+    for key, value in ratios.items():
+        print(f"{key}: {value:+.2%}" if key.endswith("held_out_loss") else f"{key}: {value:.2f}")
 
 
 def summarize(results: dict[str, list[dict]], peaks: dict[str, float], parameters: int, full: bool) -> dict:
@@ -302,8 +312,7 @@ def print_table(summary: dict, machine: str) -> None:
               f"{row['peak_rss_gib']:8.2f} {row['final_loss']:7.4f} {row['held_out_loss']:9.4f} "
               f"{row['mfu_vs_bf16_peak']:9.1%} {row['mfu_vs_own_precision_peak']:8.1%} "
               f"{row['mfu_vs_best_peak']:9.1%}")  # fmt: skip
-    for key, value in summary["ratios"].items():
-        print(f"{key}: {value:+.2%}" if key.endswith("held_out_loss") else f"{key}: {value:.2f}")
+    print_ratios(summary["ratios"])
 
 
 def parse_args(argv: list[str] | None) -> argparse.Namespace:

@@ -108,14 +108,20 @@ def _load_tokenizer(base_model_dir: Path, adapter_dir: Path):
     return AutoTokenizer.from_pretrained(adapter_dir if has_own else base_model_dir)
 
 
-def _causal_lm(folder: Path):
+def load_causal_lm(folder: Path):
+    """A causal LM from a folder in fp32: the base a policy adapter is merged into."""
     from transformers import AutoModelForCausalLM
 
     return AutoModelForCausalLM.from_pretrained(folder, dtype=torch.float32)
 
 
 def merge_adapter_dir(
-    base_model_dir: Path, adapter_dir: Path, out_dir: Path, dtype=None, overwrite: bool = False, load_base=_causal_lm
+    base_model_dir: Path,
+    adapter_dir: Path,
+    out_dir: Path,
+    dtype=None,
+    overwrite: bool = False,
+    load_base=load_causal_lm,
 ) -> Path:
     """Load base (fp32, with `load_base`: a causal LM unless told) + adapter from disk, merge, cast to `dtype`
     (default: the base's stored dtype), save."""

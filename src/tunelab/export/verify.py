@@ -18,9 +18,9 @@ class MergeCheck:
 
 
 def _causal_lm(folder):
-    from tunelab.export.merge import _causal_lm
+    from tunelab.export.merge import load_causal_lm
 
-    return _causal_lm(folder)
+    return load_causal_lm(folder)
 
 
 def _load_merged_policy(folder):
