@@ -281,6 +281,11 @@ def test_mining_keeps_only_the_answers_that_differ_from_the_reference() -> None:
     assert [pair["id"] for pair in pairs] == [f"{records[1]['id']}-own_mistake", f"{records[2]['id']}-own_mistake"]
     assert pairs[0]["chosen"][0]["content"] == references[1] and pairs[0]["rejected"][0]["content"] == wrong
     assert pairs[1]["prompt"] == records[2]["messages"][:-1] and pairs[1]["category"] == "own_mistake"
+    # with samples: each distinct wrong answer once, the reference and layout-only variants never
+    relaid = json.dumps(json.loads(references[1]), indent=2, ensure_ascii=False)
+    sampled = mine.own_mistakes(records[1:2], [[wrong, references[0], wrong, relaid, references[1], "x"]])
+    assert [pair["rejected"][0]["content"] for pair in sampled] == [wrong, references[0], "x"]
+    assert [pair["id"] for pair in sampled] == [f"{records[1]['id']}-own_mistake{s}" for s in ("", "-2", "-3")]
 
 
 @pytest.mark.parametrize("name", ["rm.yaml", "dpo.yaml"])

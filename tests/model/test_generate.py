@@ -65,6 +65,21 @@ def test_batched_results_equal_single_results(model_and_tokenizer):
     assert len({r["text"] for r in batched}) > 5  # outputs are diverse, so the comparison means something
 
 
+def test_temperature_samples_reproducibly_and_differs_from_greedy(model_and_tokenizer):
+    model, tokenizer = model_and_tokenizer
+    prompts = _prompts(tokenizer)
+    greedy = generate_batch(model, tokenizer, prompts, max_new_tokens=10, batch_size=4)
+
+    def sampled(seed):
+        torch.manual_seed(seed)
+        return generate_batch(model, tokenizer, prompts, max_new_tokens=10, batch_size=4, temperature=1.0)
+
+    first = sampled(0)
+    assert first == sampled(0)  # seeded: the same samples
+    assert sum(a["text"] != b["text"] for a, b in zip(first, greedy, strict=True)) > len(prompts) // 2
+    assert sum(a["text"] != b["text"] for a, b in zip(first, sampled(1), strict=True)) > len(prompts) // 2
+
+
 def test_order_is_restored_and_callback_sees_every_prompt(model_and_tokenizer):
     model, tokenizer = model_and_tokenizer
     prompts = _prompts(tokenizer)[::-1]  # longest first: sorting must reorder them

@@ -72,7 +72,9 @@ def test_base_and_run_side_by_side_streamed(page):
         assert len({n for n in lengths if n > 0}) >= 3, f"the {side} answer did not grow while streaming: {lengths}"
     assert "Alice in Berlin" in text_of(page, "chat-left")  # the same prompt went to both panes
     assert "Alice in Berlin" in text_of(page, "chat-right")
-    assert field(page, "chat-prompt").input_value() == ""
+    page.wait_for_function(  # the box empties once the prompt is sent
+        "() => document.querySelector('#chat-prompt textarea').value === ''", timeout=10_000
+    )
     screenshot(page, "chat")
     page.locator("#chat-clear").click()
     page.wait_for_function("() => !document.querySelector('#chat-right [data-testid=bot]')", timeout=10_000)

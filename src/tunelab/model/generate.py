@@ -90,17 +90,20 @@ def generate_batch(
     max_new_tokens: int,
     batch_size: int = 16,
     on_batch: BatchCallback | None = None,
+    temperature: float = 0.0,
 ) -> list[dict[str, Any]]:
     """Greedy completions for token-id prompts: [{"text", "finish_reason": "stop"|"length", "completion_tokens"}].
 
     `on_batch(indices, results)` is called after each batch with the prompts' input positions, so a caller can save
-    progress as it goes.
+    progress as it goes. A `temperature` above 0 samples instead (seed torch first to reproduce).
     """
     if not prompts:
         return []
     if any(len(p) == 0 for p in prompts):
         raise ValueError("every prompt needs at least one token")
     config = greedy_config(model, tokenizer, max_new_tokens)
+    if temperature > 0:
+        config.update(do_sample=True, temperature=temperature, top_k=0, top_p=1.0)
     stops = set(config.eos_token_id)
     order = sorted(range(len(prompts)), key=lambda i: len(prompts[i]))
     results: list[dict[str, Any] | None] = [None] * len(prompts)

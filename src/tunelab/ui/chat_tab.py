@@ -102,7 +102,8 @@ def _wire(ctx: UIContext, panes: dict[str, dict[str, Any]], c: dict[str, Any]) -
         inputs = [pane["picker"], pane["chatbot"], c["prompt"], c["system"], *c["sampling"]]
         events.append(gr.on([c["send"].click, c["prompt"].submit], _answer(ctx, cache), inputs,
                             [pane["chatbot"], pane["status"]], show_progress="minimal"))  # fmt: skip
-    gr.on([c["send"].click, c["prompt"].submit], lambda: "", None, c["prompt"], show_progress="hidden")
+    # Not queued: the prompt box empties at once, not after a queue slot frees on a busy machine.
+    gr.on([c["send"].click, c["prompt"].submit], lambda: "", None, c["prompt"], show_progress="hidden", queue=False)
     outputs = [item for side in SIDES for item in (panes[side]["chatbot"], panes[side]["status"])]
     c["clear"].click(lambda: ([], "", [], ""), None, outputs, cancels=events)
 
