@@ -69,12 +69,20 @@ def main() -> None:
     records = [json.loads(line) for line in QUICKSTART_TRAIN.read_text(encoding="utf-8").splitlines() if line]
     model, tokenizer, _ = load_target(args.model)
     prompts = [prompt_ids_for_generation(tokenizer, record["messages"][:-1]) for record in records]
-    answers = [[result["text"]] for result in generate_batch(model, tokenizer, prompts, args.max_new_tokens,
-                                                             args.batch_size)]  # fmt: skip
+    passes = [("greedy", 0.0)] + [(f"sample {n + 1}/{args.samples}", args.temperature) for n in range(args.samples)]
+    answers: list[list[str]] = [[] for _ in records]
     torch.manual_seed(args.seed)
-    for _ in range(args.samples):
-        sampled = generate_batch(model, tokenizer, prompts, args.max_new_tokens, args.batch_size, args.temperature)
-        for record_answers, result in zip(answers, sampled, strict=True):
+    for name, temperature in passes:
+        done = []
+
+        def progress(indices, _results, name=name, done=done):
+            done.extend(indices)
+            print(f"\r{name}: {len(done)}/{len(prompts)} orders answered", end="", flush=True)
+
+        results = generate_batch(model, tokenizer, prompts, args.max_new_tokens, args.batch_size, progress,
+                                 temperature=temperature)  # fmt: skip
+        print()
+        for record_answers, result in zip(answers, results, strict=True):
             record_answers.append(result["text"])
     pairs = own_mistakes(records, answers)
     Path(args.out).write_text("".join(json.dumps(p, ensure_ascii=False) + "\n" for p in pairs), encoding="utf-8")

@@ -90,6 +90,7 @@ def generate_batch(
     max_new_tokens: int,
     batch_size: int = 16,
     on_batch: BatchCallback | None = None,
+    *,
     temperature: float = 0.0,
 ) -> list[dict[str, Any]]:
     """Greedy completions for token-id prompts: [{"text", "finish_reason": "stop"|"length", "completion_tokens"}].
