@@ -234,6 +234,23 @@ def test_one_kind_per_set_names_the_record_and_the_fix(tmp_path):
         record_kind({"prompt": "q"})
 
 
+def test_unpaired_training_data_may_be_held_out_on_pairs_and_nothing_else(tmp_path):
+    pairs = load_rows(tmp_path, [PAIR], name="pairs.jsonl")
+    chats = load_rows(tmp_path, [{"messages": [USER, FOUR]}], name="chats.jsonl")
+    unpaired = unpair(pairs)
+    train_test = {"train": "train", "test": "eval", "validation": "eval"}
+    assert sets_kind({"train": unpaired, "test": pairs}, train_test) == "unpaired"
+    assert sets_kind({"train": unpaired, "validation": unpaired, "test": pairs}, train_test) == "unpaired"
+    with pytest.raises(DataError, match="is a preference pair"):  # without roles, or pairs in training: one kind
+        sets_kind({"train": unpaired, "test": pairs})
+    with pytest.raises(DataError, match="is a preference pair"):
+        sets_kind({"train": unpaired + pairs, "test": pairs}, train_test)
+    with pytest.raises(DataError, match="is an unpaired preference"):  # the other way round loses the pairs
+        sets_kind({"train": pairs, "test": unpaired}, train_test)
+    with pytest.raises(DataError, match="is a conversation"):
+        sets_kind({"train": unpaired, "test": chats}, train_test)
+
+
 def test_views_system_prompt_and_unpairing():
     record = {"id": "p", **PAIR, "category": "math"}
     assert conversation(record) == {"id": "p", "category": "math", "messages": [USER, FOUR]}

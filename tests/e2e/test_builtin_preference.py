@@ -21,7 +21,7 @@ DEMO = {"kto": "kto_en_demo"}
 def test_each_preference_stage_on_the_builtin_model(tmp_path, capsys, stage):
     registry = shared_data("llamafactory", "dataset_info.json")
     test = QUICKSTART.parent / "preference" / "test.jsonl"
-    if stage == "kto":  # one kind of record per run: KTO's demo set is unpaired, so its held-out records are too
+    if stage == "kto":  # unpaired held-out records here (the tiny-model test holds KTO out on pairs)
         from helpers import write_jsonl
         from tunelab.data.kinds import unpair
 

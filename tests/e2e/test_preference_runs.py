@@ -51,6 +51,21 @@ def test_each_preference_stage_runs_on_the_llamafactory_demo_sets(tmp_path, tiny
     assert json.loads((run / "training.json").read_text())["stage"] == stage
 
 
+def test_kto_on_unpaired_feedback_is_scored_on_held_out_pairs(tmp_path, tiny_model_dir, capsys):
+    from tunelab.data.kinds import unpair
+    from tunelab.jsonl import read_jsonl
+
+    unpaired = write_jsonl(tmp_path / "feedback.jsonl", unpair(read_jsonl(pair_file(tmp_path / "p.jsonl", 16))))
+    recipe = preference_recipe(tmp_path, tiny_model_dir, "kto")
+    result = cli(["run", recipe, f"data.sources.0.path={unpaired}"], capsys)
+    assert result.exit_code == 0, result.err
+    run = tmp_path / "runs" / "tiny"
+    metrics = json.loads((run / "eval" / "metrics.json").read_text())
+    assert {"pair_accuracy", "implicit_reward_accuracy"} <= set(metrics["tuned"])
+    audit = json.loads((run / "data" / "audit" / "report.json").read_text())
+    assert audit["kind"] == "unpaired" and audit["pairs"]["per_set"]["test"]["desirable_share"] == 0.5
+
+
 def test_dpo_chained_after_sft_stops_resumes_and_reports_its_parent(tmp_path, tiny_model_dir, capsys):
     sft = tiny_recipe(tmp_path, tiny_model_dir, name="sft", train={"max_steps": 2}, eval={"forgetting": False})
     assert cli(["run", sft], capsys).exit_code == 0

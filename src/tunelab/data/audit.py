@@ -72,7 +72,7 @@ def audit_sets(
     from tunelab.data.kinds import conversation, sets_kind
 
     started = time.monotonic()
-    kind = sets_kind(sets)
+    kind = sets_kind(sets, roles)
     records = [r for name in sets for r in sets[name]]
     labels = [name for name in sets for _ in sets[name]]
     duplicates = find_duplicates([record_text(r) for r in records], threshold=threshold)
@@ -109,9 +109,12 @@ def _pair_tokens(sets, tokenizer) -> dict[str, list] | None:
 
 
 def _pairs_section(sets, roles, kind, tokens) -> dict[str, Any]:
+    from tunelab.data.kinds import as_unpaired
     from tunelab.data.pair_audit import pair_section, unpaired_section
 
-    return pair_section(sets, roles, tokens) if kind == "preference" else unpaired_section(sets)
+    if kind == "preference":
+        return pair_section(sets, roles, tokens)
+    return unpaired_section({name: as_unpaired(rows) for name, rows in sets.items()})
 
 
 def _duplicate_section(duplicates, records, labels) -> dict[str, Any]:

@@ -7,7 +7,8 @@
 - "unpaired": `{"id", "prompt": [...], "completion": [{"role": "assistant", "content"}], "label": bool, ...}` (KTO).
 
 All three are TRL's conversational shapes; `preference.py` reads the layouts people have into them. One set of data
-(and one run) holds one kind: `check_one_kind` says which, or which record breaks the rule and what to do.
+(and one run) holds one kind: `check_one_kind` says which, or which record breaks the rule and what to do; the one
+mix allowed is unpaired (KTO) training data held out on pairs (`sets_kind`).
 """
 
 from __future__ import annotations
@@ -62,9 +63,30 @@ def check_one_kind(records: Iterable[Mapping[str, Any]], what: str = "data") -> 
     return kind
 
 
-def sets_kind(sets: Mapping[str, Sequence[Mapping[str, Any]]]) -> str:
-    """The one kind of every record of every set ("messages" when there are none)."""
+def sets_kind(sets: Mapping[str, Sequence[Mapping[str, Any]]], roles: Mapping[str, str] | None = None) -> str:
+    """The one kind of every record of every set ("messages" when there are none).
+
+    One mix is allowed, given the sets' `roles` ("train" or "eval"): unpaired training data (KTO) with held-out sets of
+    pairs. A pair holds more than an unpaired record (both answers to one prompt, so a pair accuracy), and unpairs
+    into two without loss (`unpair`); the kind is then "unpaired"."""
+    if roles and _unpaired_training_with_held_out_pairs(sets, roles):
+        return "unpaired"
     return check_one_kind((record for rows in sets.values() for record in rows), "data") or "messages"
+
+
+def _unpaired_training_with_held_out_pairs(sets: Mapping[str, Sequence[Mapping[str, Any]]],
+                                           roles: Mapping[str, str]) -> bool:  # fmt: skip
+    training = [record for name, rows in sets.items() if roles.get(name, "train") == "train" for record in rows]
+    held_out = [rows for name, rows in sets.items() if roles.get(name, "train") != "train" and rows]
+    if not held_out or check_one_kind(training, "training data") != "unpaired":
+        return False
+    kinds = [check_one_kind(rows, "held-out data") for rows in held_out]
+    return "preference" in kinds and set(kinds) <= {"preference", "unpaired"}
+
+
+def as_unpaired(rows: Sequence[Mapping[str, Any]]) -> list[dict[str, Any]]:
+    """Records of an "unpaired" run as unpaired records: pairs unpaired (see `sets_kind`), the rest as they are."""
+    return [out for record in rows for out in (unpair([record]) if "chosen" in record else [dict(record)])]
 
 
 def prompt_of(record: Mapping[str, Any]) -> list[dict]:

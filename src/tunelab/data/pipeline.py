@@ -48,7 +48,8 @@ def with_system_prompt(record: dict, system: str | None) -> dict:
 def load_recipe_sets(data: DataSection, seed: int = 42) -> RecipeData:
     """Read every file the recipe names; invalid records are collected (the audit decides), not raised.
 
-    Every record of every set must be of one kind (conversations, preference pairs or unpaired preferences).
+    Every record of every set must be of one kind (conversations, preference pairs or unpaired preferences), save
+    unpaired training data with held-out pairs (`kinds.sets_kind`).
     """
     from tunelab.data.kinds import sets_kind
     from tunelab.data.load import load_registry_datasets, load_source
@@ -73,7 +74,7 @@ def load_recipe_sets(data: DataSection, seed: int = 42) -> RecipeData:
             roles[name] = "eval"
     if not sets["train"] and not invalid:
         raise DataError("data", "no training records were loaded", "check data.sources and data.datasets")
-    return RecipeData(sets, roles, invalid, mix_report, kind=sets_kind(sets))
+    return RecipeData(sets, roles, invalid, mix_report, kind=sets_kind(sets, roles))
 
 
 def check_audit(audit, data: DataSection, total_records: int) -> None:

@@ -1,14 +1,14 @@
 """KTO: unpaired feedback (prompt, completion, desirable or not) → TRL's KTOTrainer, against the starting model as
 reference. Preference pairs are accepted too: each becomes a desirable and an undesirable example. Evaluated on
-held-out pairs as train/preference.py says, or, for unpaired test data, with the generation metrics on the desirable
-completions."""
+held-out pairs as train/preference.py says (unpaired training data may be held out on pairs: `kinds.sets_kind`), or,
+for unpaired test data, with the generation metrics on the desirable completions."""
 
 from __future__ import annotations
 
 from pathlib import Path
 
 from tunelab.config.schema import Recipe
-from tunelab.data.kinds import unpair
+from tunelab.data.kinds import as_unpaired
 from tunelab.data.pipeline import RecipeData
 from tunelab.train.pairs import UNPAIRED_COLUMNS, build_preference_splits
 from tunelab.train.preference import evaluate_preference, policy_stage, reference_description
@@ -20,15 +20,9 @@ def kto_classes() -> tuple[type, type]:
     return KTOTrainer, KTOConfig
 
 
-def unpaired(records: list[dict]) -> list[dict]:
-    """Pairs as unpaired examples (data/kinds.py: the chosen answer desirable, the rejected one not); unpaired
-    records as they are."""
-    return [out for record in records for out in (unpair([record]) if "chosen" in record else [record])]
-
-
 def build_datasets(recipe_data: RecipeData, recipe: Recipe, tokenizer, clusters):
     """Split as the other stages (a pair's two examples stay on one side), then unpair."""
-    return build_preference_splits(recipe_data, recipe, tokenizer, clusters, UNPAIRED_COLUMNS, transform=unpaired)
+    return build_preference_splits(recipe_data, recipe, tokenizer, clusters, UNPAIRED_COLUMNS, transform=as_unpaired)
 
 
 def evaluate(model, tokenizer, records: list[dict], recipe: Recipe, eval_dir: Path, label: str) -> dict[str, float]:
