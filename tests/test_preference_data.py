@@ -270,9 +270,7 @@ def test_unpaired_variant_holds_both_sides_of_every_pair(fresh: Path) -> None:
 
 
 def test_mining_keeps_only_the_answers_that_differ_from_the_reference() -> None:
-    spec = importlib.util.spec_from_file_location("tunelab_examples_preference_mine", PREFERENCE / "mine.py")
-    mine = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(mine)
+    mine = _load_mine()
     records = read_jsonl(PREFERENCE.parent / "quickstart" / "train.jsonl")[:3]
     references = [record["messages"][-1]["content"] for record in records]
     spaced = json.dumps(json.loads(references[0]), indent=1)  # the same JSON, laid out differently: no mistake
@@ -286,6 +284,36 @@ def test_mining_keeps_only_the_answers_that_differ_from_the_reference() -> None:
     sampled = mine.own_mistakes(records[1:2], [[wrong, references[0], wrong, relaid, references[1], "x"]])
     assert [pair["rejected"][0]["content"] for pair in sampled] == [wrong, references[0], "x"]
     assert [pair["id"] for pair in sampled] == [f"{records[1]['id']}-own_mistake{s}" for s in ("", "-2", "-3")]
+
+
+def _load_mine():
+    spec = importlib.util.spec_from_file_location("tunelab_examples_preference_mine", PREFERENCE / "mine.py")
+    mine = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(mine)
+    return mine
+
+
+def test_mirror_pairs_prefer_each_mistaken_value_as_often_as_its_correction() -> None:
+    mine = _load_mine()
+    records = read_jsonl(PREFERENCE.parent / "quickstart" / "train.jsonl")
+    first = json.loads(records[0]["messages"][-1]["content"])
+    # a mistake on two fields of the first order: express flipped, and a name no other order has
+    wrong = {**first, "express": not first["express"], "customer": "nobody at all"}
+    pairs = mine.own_mistakes(records[:1], [json.dumps(wrong, ensure_ascii=False)])
+    mirrors = mine.mirror_pairs(pairs, records, seed=0)
+    assert [pair["category"] for pair in mirrors] == ["mirror_express"]  # the name has no mirror
+    mirror = mirrors[0]
+    source = next(record for record in records if mirror["id"] == f"{record['id']}-mirror_express")
+    assert source["id"] != records[0]["id"] and mirror["prompt"] == source["messages"][:-1]
+    chosen = json.loads(mirror["chosen"][0]["content"])
+    rejected = json.loads(mirror["rejected"][0]["content"])
+    # the mirror's order truly has the mistaken value, and its rejected answer carries the mistake's correction
+    assert chosen["express"] is wrong["express"] and rejected["express"] is first["express"]
+    rejected.pop("express"), chosen.pop("express")
+    assert rejected == chosen  # nothing else changed
+    assert mine.mirror_pairs(pairs, records, seed=0) == mirrors  # deterministic for a seed
+    # an unparsable mistake has no fields to mirror
+    assert mine.mirror_pairs(mine.own_mistakes(records[:1], ["Sure!"]), records) == []
 
 
 @pytest.mark.parametrize("name", ["rm.yaml", "dpo.yaml"])
