@@ -115,11 +115,7 @@ def main() -> None:
     args = parser.parse_args()
     records = [json.loads(line) for line in QUICKSTART_TRAIN.read_text(encoding="utf-8").splitlines() if line]
     if args.from_pairs:
-        if not args.mirror:
-            parser.error("--from-pairs only makes sense with --mirror")
-        lines = Path(args.from_pairs).read_text(encoding="utf-8").splitlines()
-        pairs = [json.loads(line) for line in lines if line and "-mirror_" not in json.loads(line)["id"]]
-        write_pairs(args.out, pairs, mirror_pairs(pairs, records, args.seed))
+        mirror_file(parser, args, records)
         return
     if not args.model:
         parser.error("give --model (the model to mine) or --from-pairs with --mirror")
@@ -152,6 +148,17 @@ def main() -> None:
     wrong_greedy = len(own_mistakes(records, [a[0] for a in answers]))
     print(f"{wrong_greedy} of {len(records)} training orders answered wrongly (greedy); "
           f"{len(pairs)} distinct wrong answers with {args.samples} samples each → {args.out}")  # fmt: skip
+
+
+def mirror_file(parser: argparse.ArgumentParser, args: argparse.Namespace, records: list[dict]) -> None:
+    """--from-pairs: the mistakes of an earlier mining (its mirror pairs dropped) and fresh mirrors, into --out."""
+    if not args.mirror:
+        parser.error("--from-pairs only makes sense with --mirror")
+    if not Path(args.from_pairs).is_file():
+        parser.error(f"--from-pairs {args.from_pairs}: no such file (write one first: --model … --out FILE)")
+    lines = Path(args.from_pairs).read_text(encoding="utf-8").splitlines()
+    pairs = [pair for pair in map(json.loads, filter(None, lines)) if "-mirror_" not in pair["id"]]
+    write_pairs(args.out, pairs, mirror_pairs(pairs, records, args.seed))
 
 
 def write_pairs(path: str, pairs: list[dict], mirrors: list[dict]) -> None:
