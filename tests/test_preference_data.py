@@ -74,14 +74,14 @@ def generated_files(folder: Path) -> list[str]:
 
 def test_generating_twice_gives_identical_files(gen: ModuleType, fresh: Path, tmp_path: Path) -> None:
     gen.generate(tmp_path, with_unpaired=True)
-    assert generated_files(tmp_path) == ["test.jsonl", "train.jsonl", "train_unpaired.jsonl"]
+    assert generated_files(tmp_path) == ["express_twins.jsonl", "test.jsonl", "train.jsonl", "train_unpaired.jsonl"]
     for name in generated_files(tmp_path):
         assert (tmp_path / name).read_bytes() == (fresh / name).read_bytes(), name
 
 
 def test_checked_in_files_equal_a_fresh_generation(fresh: Path) -> None:
     present = generated_files(PREFERENCE)
-    assert {"train.jsonl", "test.jsonl"} <= set(present)
+    assert {"train.jsonl", "test.jsonl", "express_twins.jsonl"} <= set(present)
     for name in present:
         assert (PREFERENCE / name).read_bytes() == (fresh / name).read_bytes(), f"{name} is stale; rerun generate.py"
 
@@ -126,6 +126,40 @@ def test_every_kind_is_present_and_evenly_mixed(gen: ModuleType, pairs: dict[str
         counts = Counter(r["category"] for r in records)
         assert set(counts) == set(gen.KINDS), split
         assert max(counts.values()) - min(counts.values()) <= max(3, len(records) // 50), (split, counts)
+
+
+def test_no_value_is_a_cue_in_the_training_pairs(gen: ModuleType, pairs: dict[str, list[dict]]) -> None:
+    """In training pairs, `express: true` is the chosen side of wrong_express pairs as often as `false` (most orders
+    are not urgent, so "false wins" would otherwise score well without reading the order), and no catalog product or
+    colour is rejected much more often than it is chosen."""
+    express = Counter(
+        json.loads(content(r["chosen"]))["express"] for r in pairs["train"] if r["category"] == "wrong_express"
+    )
+    assert abs(express[True] - express[False]) <= 2, express
+    for kind, field in gen.VALUE_FIELDS.items():
+        net = Counter()
+        for record in (r for r in pairs["train"] if r["category"] == kind):
+            net[json.loads(content(record["rejected"]))[field]] += 1
+            net[json.loads(content(record["chosen"]))[field]] -= 1
+        in_schema = {value: n for value, n in net.items() if value in gen.SCHEMA_VALUES[field]}
+        assert max(in_schema.values()) <= 2, (kind, in_schema)
+
+
+def test_express_twins_differ_in_the_urgency_only(gen: ModuleType, pairs: dict, quickstart: dict) -> None:
+    """Each training order with a wrong_express pair is written twice more, urgent and not: the same answer but for the
+    flag, each twin preferring its own flag; the texts are new (no quickstart text, train or test) and distinct."""
+    twins = read_jsonl(PREFERENCE / "express_twins.jsonl")
+    orders = sorted(p["id"].removesuffix("-wrong_express") for p in pairs["train"] if p["category"] == "wrong_express")
+    assert sorted({t["id"].rsplit("-", 2)[0] for t in twins}) == orders
+    texts = [t["prompt"][1]["content"] for t in twins]
+    assert len(set(texts)) == len(texts) and not set(texts) & {r["messages"][1]["content"] for r in quickstart.values()}
+    for urgent, standard in zip(twins[::2], twins[1::2], strict=True):
+        assert urgent["id"].endswith("-urgent-express_twin") and standard["id"].endswith("-standard-express_twin")
+        reference = json.loads(quickstart[urgent["id"].rsplit("-", 2)[0]]["messages"][-1]["content"])
+        for twin, flag in ((urgent, True), (standard, False)):
+            chosen, rejected = json.loads(content(twin["chosen"])), json.loads(content(twin["rejected"]))
+            assert chosen == {**reference, "express": flag} and rejected == {**reference, "express": not flag}
+            assert twin["category"] == "express_twin" and twin["prompt"][0] == quickstart[orders[0]]["messages"][0]
 
 
 def changed_keys(chosen: dict, rejected: dict) -> set[str]:

@@ -228,26 +228,48 @@ MISTAKES: dict[str, Mistake] = {
     "prose_around": prose_around,
 }
 KINDS = tuple(MISTAKES)
+VALUE_FIELDS = {"wrong_product": "product", "wrong_color": "color"}  # kinds that swap one field's value for another
+SCHEMA_VALUES = {"product": {p.key for p in qs.CATALOG}, "color": set(qs.COLORS)}
 CHINESE_ONLY = ("romanised_name",)
 
 
 # ---------------------------------------------------------------- assembly
 
 
-def assign_kinds(rng: random.Random, langs: list[str]) -> list[list[str]]:
-    """PAIRS_PER_ORDER different kinds per order, each time one of the kinds used least so far (ties drawn by rng)."""
+def assign_kinds(rng: random.Random, records: list[dict], balance_express: bool = False) -> list[list[str]]:
+    """PAIRS_PER_ORDER different kinds per order, each time one of the kinds used least so far (ties drawn by rng).
+
+    With balance_express, `wrong_express` goes to urgent and to standard orders equally often, so that "express: false
+    wins" (the flag's majority value) is no shortcut a reward model can learn instead of reading the order.
+    """
     counts = dict.fromkeys(KINDS, 0)
+    express_side = 0  # wrong_express pairs so far whose chosen answer says true, minus those that say false
     assigned = []
-    for lang in langs:
+    for record in records:
+        lang, express = record["category"], json.loads(record["messages"][-1]["content"])["express"]
         picked: list[str] = []
         for _ in range(PAIRS_PER_ORDER):
             options = [k for k in KINDS if k not in picked and (lang == "zh" or k not in CHINESE_ONLY)]
+            if balance_express:
+                options = express_balanced(options, counts, express_side, 1 if express else -1)
             fewest = min(counts[k] for k in options)
             kind = rng.choice([k for k in options if counts[k] == fewest])
             counts[kind] += 1
             picked.append(kind)
+            express_side += (1 if express else -1) if kind == "wrong_express" else 0
         assigned.append(picked)
     return assigned
+
+
+def express_balanced(options: list[str], counts: dict[str, int], side: int, step: int) -> list[str]:
+    """Options without wrong_express when this order would tip the express balance further; only wrong_express when
+    it would even the balance out and the kind is at most one ahead of the others' fewest."""
+    if "wrong_express" not in options or side == 0:
+        return options
+    if side * step > 0:
+        return [k for k in options if k != "wrong_express"] or options
+    others = [counts[k] for k in options if k != "wrong_express"]
+    return ["wrong_express"] if not others or counts["wrong_express"] <= min(others) + 1 else options
 
 
 def length_side(chosen: str, rejected: str) -> int:
@@ -266,18 +288,46 @@ def pick_balanced(rng: random.Random, chosen: str, candidates: list[str], balanc
     return rng.choice(candidates)
 
 
-def build_pairs(rng: random.Random, records: list[dict]) -> list[dict]:
-    """Pairs for one quickstart split, in its record order."""
-    kinds = assign_kinds(rng, [r["category"] for r in records])
-    pairs, balance = [], 0
+def value_balanced(kind: str, chosen: str, candidates: list[str], surplus: Counter) -> list[str]:
+    """For kinds that swap one field's value: among candidates holding a value the schema allows (a catalog product, a
+    colour), those whose value has been rejected least often so far net of the times it was chosen (within one), so
+    that no value ("cap", "black") is a cue by itself. Forms no answer is right with (a surface form, an untranslated
+    name) stay candidates as they were."""
+    field = VALUE_FIELDS.get(kind)
+    candidates = [c for c in candidates if c != chosen]
+    if field is None:
+        return candidates
+    allowed = SCHEMA_VALUES[field]
+    in_schema = [c for c in candidates if json.loads(c)[field] in allowed]
+    if not in_schema:
+        return candidates
+    least = min(surplus[field, json.loads(c)[field]] for c in in_schema)
+    return [
+        c
+        for c in candidates
+        if json.loads(c)[field] not in allowed or surplus[field, json.loads(c)[field]] <= least + 1
+    ]
+
+
+def build_pairs(rng: random.Random, records: list[dict], balance_values: bool = False) -> list[dict]:
+    """Pairs for one quickstart split, in its record order; balance_values evens out which values are chosen and which
+    rejected (the express flag, products, colours) — for training pairs, so that a reward model must read the order."""
+    kinds = assign_kinds(rng, records, balance_express=balance_values)
+    pairs, balance, surplus = [], 0, Counter()
     for record, order_kinds in zip(records, kinds, strict=True):
         prompt, answer_message = record["messages"][:-1], record["messages"][-1]
         chosen = answer_message["content"]
         for kind in order_kinds:
             text, lang = prompt[-1]["content"], record["category"]
             candidates = MISTAKES[kind](rng, json.loads(chosen), text, lang)
+            if balance_values:
+                candidates = value_balanced(kind, chosen, candidates, surplus)
             rejected = pick_balanced(rng, chosen, candidates, balance)
             balance += length_side(chosen, rejected)
+            if kind in VALUE_FIELDS:
+                field = VALUE_FIELDS[kind]
+                surplus[field, json.loads(rejected)[field]] += 1
+                surplus[field, json.loads(chosen)[field]] -= 1
             pairs.append({
                 "id": f"{record['id']}-{kind}",
                 "prompt": prompt,
@@ -286,6 +336,41 @@ def build_pairs(rng: random.Random, records: list[dict]) -> list[dict]:
                 "category": kind,
             })  # fmt: skip
     return pairs
+
+
+def express_twins(seed: int, records: list[dict], pairs: list[dict], taken: set[str]) -> list[dict]:
+    """For each training order with a wrong_express pair, the same order written twice more — once urgent, once not
+    (rendered from one rng state, so the texts differ little besides the urgency) — each preferring its own flag over
+    the other. A reward model can only fit both by reading the urgency in the text, not by scoring the flag's value.
+    New texts stay out of taken (every quickstart text) and out of each other."""
+    wanted = {p["id"].removesuffix("-wrong_express") for p in pairs if p["category"] == "wrong_express"}
+    twins = []
+    for index, record in enumerate(r for r in records if r["id"] in wanted):
+        lang, answer = record["category"], json.loads(record["messages"][-1]["content"])
+        texts = twin_texts(random.Random(seed * 100_003 + index), lang, answer, taken)
+        for express, text in zip((True, False), texts, strict=True):
+            chosen = dump({**answer, "express": express})
+            twins.append({
+                "id": f"{record['id']}-{'urgent' if express else 'standard'}-express_twin",
+                "prompt": [record["messages"][0], {"role": "user", "content": text}],
+                "chosen": [{"role": "assistant", "content": chosen}],
+                "rejected": [{"role": "assistant", "content": with_value(json.loads(chosen), "express", not express)}],
+                "category": "express_twin",
+            })  # fmt: skip
+    return twins
+
+
+def twin_texts(rng: random.Random, lang: str, answer: dict, taken: set[str]) -> tuple[str, str]:
+    """An urgent and a standard text for the order, from the same rng state, both new and of a usual length."""
+    product = next(p for p in qs.CATALOG if p.key == answer["product"])
+    fields = (answer["customer"], product, answer["quantity"], answer["size"], answer["color"], answer["city"])
+    for _attempt in range(1000):
+        style, state = rng.choices(qs.STYLES[lang], weights=qs.STYLE_WEIGHTS)[0], rng.random()
+        texts = tuple(qs.render(random.Random(state), qs.Order(*fields, express), style) for express in (True, False))
+        if texts[0] != texts[1] and not taken & set(texts) and all(qs.length_ok(lang, t) for t in texts):
+            taken.update(texts)
+            return texts
+    raise RuntimeError(f"could not write express twins for {answer}")
 
 
 def unpaired(pairs: list[dict]) -> list[dict]:
@@ -318,12 +403,21 @@ def length_summary(pairs: list[dict]) -> dict[str, float]:
 
 
 def generate(out_dir: Path, seed: int = SEED, with_unpaired: bool = False) -> dict[str, list[dict]]:
-    """Write train.jsonl and test.jsonl (and train_unpaired.jsonl); the two splits draw from separate rngs."""
+    """Write train.jsonl, test.jsonl and express_twins.jsonl (and train_unpaired.jsonl); the two splits draw from
+    separate rngs."""
     out_dir.mkdir(parents=True, exist_ok=True)
     records = quickstart_records()
-    splits = {name: build_pairs(random.Random(seed + offset), records[name]) for offset, name in enumerate(records)}
+    # Only the training pairs balance values: the held-out pairs keep the natural mix (most orders are not urgent), the
+    # harder test for a model that learnt a value instead of the reading, and the file every earlier run scored on.
+    splits = {
+        name: build_pairs(random.Random(seed + offset), records[name], balance_values=name == "train")
+        for offset, name in enumerate(records)
+    }
     for name, pairs in splits.items():
         qs.write_jsonl(out_dir / f"{name}.jsonl", pairs)
+    taken = {r["messages"][1]["content"] for split in records.values() for r in split}
+    twins = express_twins(seed, records["train"], splits["train"], taken)
+    qs.write_jsonl(out_dir / "express_twins.jsonl", twins)
     if with_unpaired:
         qs.write_jsonl(out_dir / "train_unpaired.jsonl", unpaired(splits["train"]))
     return splits
@@ -353,7 +447,8 @@ def main(argv: list[str] | None = None) -> None:
     args = parser.parse_args(argv)
     splits = generate(args.out_dir, args.seed, args.unpaired)
     print(report(splits))
-    print(f"wrote {len(splits['train'])} train and {len(splits['test'])} test pairs to {args.out_dir}")
+    counts = f"{len(splits['train'])} train and {len(splits['test'])} test pairs, and the express twins"
+    print(f"wrote {counts} to {args.out_dir}")
 
 
 if __name__ == "__main__":
