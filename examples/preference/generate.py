@@ -185,10 +185,15 @@ def wrong_color(rng: random.Random, answer: dict, text: str, lang: str) -> list[
     return [with_value(answer, "color", v) for v in values]
 
 
+def catalog_product(key: str) -> qs.Product:
+    """The quickstart catalog's product with this key."""
+    return next(p for p in qs.CATALOG if p.key == key)
+
+
 def wrong_product(rng: random.Random, answer: dict, text: str, lang: str) -> list[str]:
     """Another catalog item (likeliest one the text mentions, e.g. last time's), the surface form copied from the text
     instead of the catalog key, or (Chinese orders) the untranslated Chinese name."""
-    product = next(p for p in qs.CATALOG if p.key == answer["product"])
+    product = catalog_product(answer["product"])
     values = [p.key for p in qs.CATALOG if p is not product]
     values += [form for pair in product.en for form in pair if form != product.key]
     values += list(product.zh) if lang == "zh" else []
@@ -294,19 +299,15 @@ def value_balanced(kind: str, chosen: str, candidates: list[str], surplus: Count
     that no value ("cap", "black") is a cue by itself. Forms no answer is right with (a surface form, an untranslated
     name) stay candidates as they were."""
     field = VALUE_FIELDS.get(kind)
-    candidates = [c for c in candidates if c != chosen]
     if field is None:
         return candidates
+    valued = [(c, json.loads(c)[field]) for c in candidates if c != chosen]  # repeats kept: they weigh a form up
     allowed = SCHEMA_VALUES[field]
-    in_schema = [c for c in candidates if json.loads(c)[field] in allowed]
-    if not in_schema:
-        return candidates
-    least = min(surplus[field, json.loads(c)[field]] for c in in_schema)
-    return [
-        c
-        for c in candidates
-        if json.loads(c)[field] not in allowed or surplus[field, json.loads(c)[field]] <= least + 1
-    ]
+    surpluses = [surplus[field, value] for _, value in valued if value in allowed]
+    if not surpluses:
+        return [c for c, _ in valued]
+    least = min(surpluses)
+    return [c for c, value in valued if value not in allowed or surplus[field, value] <= least + 1]
 
 
 def build_pairs(rng: random.Random, records: list[dict], balance_values: bool = False) -> list[dict]:
@@ -362,8 +363,14 @@ def express_twins(seed: int, records: list[dict], pairs: list[dict], taken: set[
 
 def twin_texts(rng: random.Random, lang: str, answer: dict, taken: set[str]) -> tuple[str, str]:
     """An urgent and a standard text for the order, from the same rng state, both new and of a usual length."""
-    product = next(p for p in qs.CATALOG if p.key == answer["product"])
-    fields = (answer["customer"], product, answer["quantity"], answer["size"], answer["color"], answer["city"])
+    fields = (
+        answer["customer"],
+        catalog_product(answer["product"]),
+        answer["quantity"],
+        answer["size"],
+        answer["color"],
+        answer["city"],
+    )
     for _attempt in range(1000):
         style, state = rng.choices(qs.STYLES[lang], weights=qs.STYLE_WEIGHTS)[0], rng.random()
         texts = tuple(qs.render(random.Random(state), qs.Order(*fields, express), style) for express in (True, False))

@@ -9,7 +9,7 @@ the held-out pairs (test.jsonl, from held-out orders) stay unseen.
     tunelab run examples/quickstart/recipe.yaml                      # the SFT run (runs/quickstart)
     python examples/preference/mine.py --model runs/quickstart --out examples/preference/mined.jsonl
 
-then add `- path: mined.jsonl` to the data sources of dpo.yaml (see the comment there).
+then add `- path: mined.jsonl` to the data sources of dpo.yaml (README: "Recipes and what they measured" has the runs).
 
 A model's mistakes lean one way (this one misses urgency: 60 of its 63 wrong `express` answers say false where the
 order says true), so DPO on them alone learns the direction, not the reading: "always true". `--mirror` adds, for each
