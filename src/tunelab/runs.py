@@ -213,7 +213,9 @@ class RunDir:
         return (Path(path) / "recipe.yaml").is_file()
 
     def write_recipe(self, recipe: dict[str, Any], versions: dict[str, str]) -> None:
-        document = dict(recipe) | {"_versions": versions, "_created": time.strftime("%Y-%m-%dT%H:%M:%S")}
+        # config.load's BOOKKEEPING_KEYS: a saved recipe loads again without them
+        stamp = {"_versions": versions, "_created": time.strftime("%Y-%m-%dT%H:%M:%S")}
+        document = dict(recipe) | stamp
         write_atomic(self.path / "recipe.yaml", yaml.safe_dump(document, sort_keys=False, allow_unicode=True))
 
     def read_recipe(self) -> dict[str, Any]:

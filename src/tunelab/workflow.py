@@ -37,12 +37,22 @@ def library_versions() -> dict[str, str]:
     return found
 
 
+def saved_recipe(recipe: Recipe) -> dict[str, Any]:
+    """The recipe as the run saves it: every default written out, and `export.merge` as it applies (a method that
+    saves a full model has nothing to merge), so that `tunelab run runs/<name>/recipe.yaml --resume` validates."""
+    from tunelab.model.methods import method_spec
+
+    document = recipe.model_dump(mode="json")
+    document["export"]["merge"] = recipe.export.merge and method_spec(recipe.method).can_merge
+    return document
+
+
 def run_recipe(recipe: Recipe, resume: bool = False, overwrite: bool = False, log=print) -> RunOutcome:
     """Run the whole workflow; any TunelabError is recorded in status.json and re-raised."""
     # Read and audit every data file before touching the run directory: bad data must not cost an earlier run.
     recipe_data, audit = _audit_first(recipe, log)
     run = RunDir.prepare(Path(recipe.output_dir) / recipe.name, resume=resume, overwrite=overwrite)
-    run.write_recipe(recipe.model_dump(mode="json"), library_versions())
+    run.write_recipe(saved_recipe(recipe), library_versions())
     if audit is not None:
         from tunelab.data.audit_report import write_audit
 

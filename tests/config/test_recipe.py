@@ -132,3 +132,24 @@ def test_relative_paths_resolve_against_the_recipe_folder(tmp_path, tiny_model_d
     monkeypatch.chdir("/")
     loaded = load_recipe(recipe)
     assert loaded.data.sources[0].path == str(tmp_path / "train.jsonl")
+
+
+@pytest.mark.parametrize("method", ["lora", "full"])
+def test_a_runs_saved_recipe_runs_again_as_it_is(tmp_path, tiny_model_dir, method):
+    """`tunelab run runs/<name>/recipe.yaml --resume` (and the UI's Resume button) read what the run saved: every
+    default written out plus bookkeeping keys; for a full fine-tune that once included `export.merge: true`, refused."""
+    from tunelab.runs import RunDir
+    from tunelab.workflow import saved_recipe
+
+    path = tiny_recipe(tmp_path, tiny_model_dir)
+    if method == "full":
+        raw = yaml.safe_load(path.read_text(encoding="utf-8"))
+        path.write_text(yaml.safe_dump(raw | {"method": {"type": "full"}, "export": {}}), encoding="utf-8")
+    recipe = load_recipe(path)
+    run = RunDir(tmp_path / "runs" / "saved")
+    run.path.mkdir(parents=True)
+    run.write_recipe(saved_recipe(recipe), {"tunelab": "test"})
+    assert "_versions" in yaml.safe_load((run.path / "recipe.yaml").read_text(encoding="utf-8"))
+    again = load_recipe(run.path / "recipe.yaml")
+    assert again.model_dump() == recipe.model_dump() | {"export": again.export.model_dump()}
+    assert again.export.merge is (method == "lora")

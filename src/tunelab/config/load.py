@@ -55,9 +55,17 @@ def parse_yaml(text: str) -> Any:
 def load_recipe(path: str | Path, overrides: list[str] | tuple[str, ...] = (), checks: Checks = Checks()) -> Recipe:
     """Read, override and validate a recipe; relative data paths are resolved against the recipe's folder."""
     path = Path(path)
-    raw = read_yaml(path)
+    raw = without_bookkeeping(read_yaml(path))
     apply_overrides(raw, overrides, source=str(path))
     return validate_recipe(raw, source=str(path), base_dir=path.resolve().parent, checks=checks)
+
+
+BOOKKEEPING_KEYS = ("_versions", "_created")  # what a run adds to the recipe.yaml it saves
+
+
+def without_bookkeeping(raw: dict[str, Any]) -> dict[str, Any]:
+    """A run's saved recipe (runs/<name>/recipe.yaml) runs again as it is: its bookkeeping keys are not settings."""
+    return {key: value for key, value in raw.items() if key not in BOOKKEEPING_KEYS}
 
 
 def read_yaml(path: Path) -> dict[str, Any]:

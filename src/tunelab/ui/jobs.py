@@ -90,18 +90,7 @@ def recipe_of(run_dir: Path) -> Path:
 
 
 def resume_run(workspace: Workspace, run_dir: Path) -> int:
-    return start_run(workspace, _resumable_recipe(run_dir), run_dir, resume=True)
-
-
-def _resumable_recipe(run_dir: Path) -> Path:
-    """A copy of the run's saved recipe without tunelab's bookkeeping keys (`_versions`, `_created`)."""
-    import yaml
-
-    recipe = yaml.safe_load(recipe_of(run_dir).read_text(encoding="utf-8"))
-    clean = {key: value for key, value in recipe.items() if not key.startswith("_")}
-    target = run_dir.parent / f".{run_dir.name}.resume.yaml"
-    target.write_text(yaml.safe_dump(clean, sort_keys=False, allow_unicode=True), encoding="utf-8")
-    return target
+    return start_run(workspace, recipe_of(run_dir), run_dir, resume=True)
 
 
 def start_job(workspace: Workspace, command: list[str], log: Path) -> int:
