@@ -74,14 +74,15 @@ def generated_files(folder: Path) -> list[str]:
 
 def test_generating_twice_gives_identical_files(gen: ModuleType, fresh: Path, tmp_path: Path) -> None:
     gen.generate(tmp_path, with_unpaired=True)
-    assert generated_files(tmp_path) == ["express_twins.jsonl", "test.jsonl", "train.jsonl", "train_unpaired.jsonl"]
+    written = ["express_twins.jsonl", "size_color_twins.jsonl", "test.jsonl", "train.jsonl", "train_unpaired.jsonl"]
+    assert generated_files(tmp_path) == written
     for name in generated_files(tmp_path):
         assert (tmp_path / name).read_bytes() == (fresh / name).read_bytes(), name
 
 
 def test_checked_in_files_equal_a_fresh_generation(fresh: Path) -> None:
     present = generated_files(PREFERENCE)
-    assert {"train.jsonl", "test.jsonl", "express_twins.jsonl"} <= set(present)
+    assert {"train.jsonl", "test.jsonl", "express_twins.jsonl", "size_color_twins.jsonl"} <= set(present)
     for name in present:
         assert (PREFERENCE / name).read_bytes() == (fresh / name).read_bytes(), f"{name} is stale; rerun generate.py"
 
@@ -160,6 +161,31 @@ def test_express_twins_differ_in_the_urgency_only(gen: ModuleType, pairs: dict, 
             chosen, rejected = json.loads(content(twin["chosen"])), json.loads(content(twin["rejected"]))
             assert chosen == {**reference, "express": flag} and rejected == {**reference, "express": not flag}
             assert twin["category"] == "express_twin" and twin["prompt"][0] == quickstart[orders[0]]["messages"][0]
+
+
+def test_size_and_color_twins_differ_in_their_field_only(gen: ModuleType, quickstart: dict) -> None:
+    """TWIN_ORDERS training orders per field (sized products for size) written with the value said and unsaid, each
+    twin preferring its own value; the texts are new, distinct, and distinct from the express twins'."""
+    twins = read_jsonl(PREFERENCE / "size_color_twins.jsonl")
+    express_texts = {t["prompt"][1]["content"] for t in read_jsonl(PREFERENCE / "express_twins.jsonl")}
+    texts = [t["prompt"][1]["content"] for t in twins]
+    assert len(set(texts)) == len(texts)
+    assert not set(texts) & ({r["messages"][1]["content"] for r in quickstart.values()} | express_texts)
+    for field, labels in (("size", ("sized", "unsized")), ("color", ("coloured", "uncoloured"))):
+        of_field = [t for t in twins if t["category"] == f"{field}_twin"]
+        assert len(of_field) == 2 * gen.TWIN_ORDERS
+        for said, unsaid in zip(of_field[::2], of_field[1::2], strict=True):
+            order = said["id"].rsplit("-", 2)[0]
+            assert order.startswith("train-") and said["id"] == f"{order}-{labels[0]}-{field}_twin"
+            assert unsaid["id"] == f"{order}-{labels[1]}-{field}_twin"
+            reference = json.loads(quickstart[order]["messages"][-1]["content"])
+            value = json.loads(content(said["chosen"]))[field]
+            assert value is not None and value == (reference[field] or value)
+            for twin, mine, other in ((said, value, None), (unsaid, None, value)):
+                chosen, rejected = json.loads(content(twin["chosen"])), json.loads(content(twin["rejected"]))
+                assert chosen == {**reference, field: mine} and rejected == {**reference, field: other}
+            if field == "size":
+                assert gen.catalog_product(reference["product"]).sized
 
 
 def changed_keys(chosen: dict, rejected: dict) -> set[str]:

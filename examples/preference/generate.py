@@ -345,39 +345,77 @@ def express_twins(seed: int, records: list[dict], pairs: list[dict], taken: set[
     the other. A reward model can only fit both by reading the urgency in the text, not by scoring the flag's value.
     New texts stay out of taken (every quickstart text) and out of each other."""
     wanted = {p["id"].removesuffix("-wrong_express") for p in pairs if p["category"] == "wrong_express"}
+    chosen_orders = [r for r in records if r["id"] in wanted]
+    return field_twins("express", chosen_orders, lambda index: random.Random(seed * 100_003 + index), taken)
+
+
+# A field's twins: the order's two values (said, unsaid) and their id labels. A value the order leaves out is drawn.
+TWIN_VALUES: dict[str, Callable[[random.Random, dict], tuple[object, object]]] = {
+    "express": lambda rng, answer: (True, False),
+    "size": lambda rng, answer: (answer["size"] or rng.choice(qs.SIZES), None),
+    "color": lambda rng, answer: (answer["color"] or rng.choice(qs.COLORS), None),
+}
+TWIN_LABELS = {"express": ("urgent", "standard"), "size": ("sized", "unsized"), "color": ("coloured", "uncoloured")}
+TWIN_ORDERS = 71  # orders per field for the size and colour twins: half as many as the express twins
+
+
+def size_and_color_twins(seed: int, records: list[dict], taken: set[str]) -> list[dict]:
+    """The same for the fields the DPO run on the express twins still got wrong most (size said but left null, a
+    colour invented): TWIN_ORDERS training orders each (a sized product for size), written with the value said and
+    unsaid, each preferring its own value. Drawn from their own rngs, after the express twins, so those stay as they
+    were."""
     twins = []
-    for index, record in enumerate(r for r in records if r["id"] in wanted):
-        lang, answer = record["category"], json.loads(record["messages"][-1]["content"])
-        texts = twin_texts(random.Random(seed * 100_003 + index), lang, answer, taken)
-        for express, text in zip((True, False), texts, strict=True):
-            chosen = dump({**answer, "express": express})
+    for field in ("size", "color"):
+        rng = random.Random(f"{field}-twins-{seed}")
+        eligible = [r for r in records if field != "size" or catalog_product(answer_of(r)["product"]).sized]
+        chosen_orders = sorted(rng.sample(eligible, TWIN_ORDERS), key=records.index)
+        twins += field_twins(field, chosen_orders, lambda index, f=field: random.Random(f"{f}-{seed}-{index}"), taken)
+    return twins
+
+
+def answer_of(record: dict) -> dict:
+    return json.loads(record["messages"][-1]["content"])
+
+
+def field_twins(
+    field: str, records: list[dict], rng_for: Callable[[int], random.Random], taken: set[str]
+) -> list[dict]:
+    """Each record's order written twice from one rng state, with the field's two TWIN_VALUES, each text preferring
+    its own value over its twin's."""
+    twins = []
+    for index, record in enumerate(records):
+        rng = rng_for(index)
+        lang, answer = record["category"], answer_of(record)
+        values = TWIN_VALUES[field](rng, answer)
+        texts = twin_texts(rng, lang, [{**answer, field: value} for value in values], taken)
+        for label, value, other, text in zip(TWIN_LABELS[field], values, values[::-1], texts, strict=True):
+            chosen = {**answer, field: value}
             twins.append({
-                "id": f"{record['id']}-{'urgent' if express else 'standard'}-express_twin",
+                "id": f"{record['id']}-{label}-{field}_twin",
                 "prompt": [record["messages"][0], {"role": "user", "content": text}],
-                "chosen": [{"role": "assistant", "content": chosen}],
-                "rejected": [{"role": "assistant", "content": with_value(json.loads(chosen), "express", not express)}],
-                "category": "express_twin",
+                "chosen": [{"role": "assistant", "content": dump(chosen)}],
+                "rejected": [{"role": "assistant", "content": with_value(chosen, field, other)}],
+                "category": f"{field}_twin",
             })  # fmt: skip
     return twins
 
 
-def twin_texts(rng: random.Random, lang: str, answer: dict, taken: set[str]) -> tuple[str, str]:
-    """An urgent and a standard text for the order, from the same rng state, both new and of a usual length."""
-    fields = (
-        answer["customer"],
-        catalog_product(answer["product"]),
-        answer["quantity"],
-        answer["size"],
-        answer["color"],
-        answer["city"],
-    )
+def twin_texts(rng: random.Random, lang: str, answers: list[dict], taken: set[str]) -> tuple[str, ...]:
+    """A text for each answer (one order, two values of a field) from the same rng state, all new and of a usual
+    length."""
+    orders = [
+        qs.Order(
+            a["customer"], catalog_product(a["product"]), a["quantity"], a["size"], a["color"], a["city"], a["express"]
+        )
+        for a in answers
+    ]
     for _attempt in range(1000):
         style, state = rng.choices(qs.STYLES[lang], weights=qs.STYLE_WEIGHTS)[0], rng.random()
-        texts = tuple(qs.render(random.Random(state), qs.Order(*fields, express), style) for express in (True, False))
-        if texts[0] != texts[1] and not taken & set(texts) and all(qs.length_ok(lang, t) for t in texts):
+        texts = tuple(qs.render(random.Random(state), order, style) for order in orders)
+        if len(set(texts)) == len(texts) and not taken & set(texts) and all(qs.length_ok(lang, t) for t in texts):
             taken.update(texts)
             return texts
-    raise RuntimeError(f"could not write express twins for {answer}")
+    raise RuntimeError(f"could not write twins for {answers[0]}")
 
 
 def unpaired(pairs: list[dict]) -> list[dict]:
@@ -410,8 +448,8 @@ def length_summary(pairs: list[dict]) -> dict[str, float]:
 
 
 def generate(out_dir: Path, seed: int = SEED, with_unpaired: bool = False) -> dict[str, list[dict]]:
-    """Write train.jsonl, test.jsonl and express_twins.jsonl (and train_unpaired.jsonl); the two splits draw from
-    separate rngs."""
+    """Write train.jsonl, test.jsonl, express_twins.jsonl and size_color_twins.jsonl (and train_unpaired.jsonl); the
+    two splits draw from separate rngs."""
     out_dir.mkdir(parents=True, exist_ok=True)
     records = quickstart_records()
     # Only the training pairs balance values: the held-out pairs keep the natural mix (most orders are not urgent), the
@@ -423,8 +461,8 @@ def generate(out_dir: Path, seed: int = SEED, with_unpaired: bool = False) -> di
     for name, pairs in splits.items():
         qs.write_jsonl(out_dir / f"{name}.jsonl", pairs)
     taken = {r["messages"][1]["content"] for split in records.values() for r in split}
-    twins = express_twins(seed, records["train"], splits["train"], taken)
-    qs.write_jsonl(out_dir / "express_twins.jsonl", twins)
+    qs.write_jsonl(out_dir / "express_twins.jsonl", express_twins(seed, records["train"], splits["train"], taken))
+    qs.write_jsonl(out_dir / "size_color_twins.jsonl", size_and_color_twins(seed, records["train"], taken))
     if with_unpaired:
         qs.write_jsonl(out_dir / "train_unpaired.jsonl", unpaired(splits["train"]))
     return splits
@@ -454,7 +492,7 @@ def main(argv: list[str] | None = None) -> None:
     args = parser.parse_args(argv)
     splits = generate(args.out_dir, args.seed, args.unpaired)
     print(report(splits))
-    counts = f"{len(splits['train'])} train and {len(splits['test'])} test pairs, and the express twins"
+    counts = f"{len(splits['train'])} train and {len(splits['test'])} test pairs, and the twins"
     print(f"wrote {counts} to {args.out_dir}")
 
 
