@@ -40,7 +40,63 @@ def _raw_train_problems(raw: dict[str, Any]) -> list[Problem]:
 
 def _recipe_problems(recipe: Recipe) -> list[Problem]:
     train = check_train_section(recipe.train, _stage_config_class(recipe.stage)) + _fixed_train_problems(recipe)
-    return _registry_problems(recipe) + _eval_problems(recipe) + _export_problems(recipe) + train
+    checks = _registry_problems(recipe) + _eval_problems(recipe) + _export_problems(recipe) + _reward_problems(recipe)
+    return checks + train
+
+
+def _reward_problems(recipe: Recipe) -> list[Problem]:
+    """An RL stage needs rewards and nothing else takes them; each reward's own settings are checked here too."""
+    from tunelab.config.schema import RL_STAGES
+
+    if recipe.stage not in RL_STAGES:
+        if recipe.reward:
+            return [("reward", f"stage {recipe.stage} does not use rewards (only {', '.join(RL_STAGES)}); remove it")]
+        return []
+    problems: list[Problem] = []
+    if not recipe.reward:
+        problems.append(("reward", f"stage {recipe.stage} scores its samples with rewards; add a list, e.g. "
+                                   "reward: [{type: json_valid}, {type: field_accuracy}]"))  # fmt: skip
+    if "reward_weights" in recipe.train:
+        problems.append(("train.reward_weights", "set `weight:` on each entry of reward: instead"))
+    if recipe.stage == "ppo" and recipe.method.type != "lora":
+        why = "the reference is the adapter disabled, the value model a second adapter on the same base"
+        problems.append(("method.type", f"stage ppo trains a LoRA policy ({why}); use method.type: lora"))
+    if recipe.stage == "ppo" and recipe.train.get("gradient_accumulation_steps", 1) != 1:
+        fix = "remove it and set num_mini_batches (and the batch size) instead"
+        problems.append(("train.gradient_accumulation_steps",
+                         f"stage ppo takes one optimizer step per minibatch of each rollout batch; {fix}"))  # fmt: skip
+    for index, reward in enumerate(recipe.reward):
+        problem = _one_reward_problem(reward)
+        if problem:
+            problems.append((f"reward[{index}]", problem))
+    return problems
+
+
+def _one_reward_problem(reward) -> str | None:
+    import re
+
+    if reward.type == "json_schema" and Path(reward.json_schema).is_file():
+        from tunelab.eval.metrics import load_json_schema
+
+        try:
+            load_json_schema(reward.json_schema)
+        except TunelabError as error:
+            return str(error)
+    if reward.type == "regex":
+        try:
+            re.compile(reward.pattern)
+        except re.error as error:
+            return f"pattern {reward.pattern!r} is not a regular expression: {error}"
+    if reward.type == "reward_model":
+        from tunelab.model.reward import is_reward_model
+
+        if not Path(reward.run).exists():
+            return f"run: not found: {reward.run}"
+        if not is_reward_model(reward.run):
+            return f"run: {reward.run} is not a reward model (a run of stage: rm, or a folder with a scalar head)"
+    if reward.type == "python" and ":" not in reward.function:
+        return f"function: write it as path/to/file.py:function_name, got {reward.function!r}"
+    return None
 
 
 def _fixed_train_problems(recipe: Recipe) -> list[Problem]:

@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 import torch
 
-from tunelab.serve import fast_linear
+from tunelab.model import fast_linear
 
 
 @pytest.mark.skipif(not fast_linear.available(), reason="this PyTorch has no oneDNN")

@@ -62,7 +62,7 @@ def test_dora_is_left_to_peft(tiny_model_dir, tmp_path):
 def test_a_continuous_batch_drops_padding_no_row_needs():
     from transformers import DynamicCache
 
-    from tunelab.serve.kv_cache import merge_caches, trim_padding
+    from tunelab.model.kv_cache import merge_caches, trim_padding
 
     def cache_of(rows, length):
         cache = DynamicCache()

@@ -115,6 +115,11 @@ def test_bad_input_is_shown_in_the_page_and_changes_nothing(page, ui_server):
     fill(page, "f-method-r-lora", "0")
     assert "method.r" in wait_for_text(page, "recipe-check", "method.r")
     fill(page, "f-method-r-lora", "8")
+    fill(page, "f-reward", "type: json_valid")  # the RL rewards: a YAML list, for the RL stages only
+    wait_for_text(page, "recipe-check", "write a YAML list")
+    fill(page, "f-reward", "- {type: json_valid}")
+    assert "stage sft does not use rewards" in wait_for_text(page, "recipe-check", "does not use rewards")
+    fill(page, "f-reward", "")
     open_section(page, "train")
     fill(page, "f-train-_extra", "weight_decay: [unclosed")
     wait_for_text(page, "recipe-check", "not valid YAML")

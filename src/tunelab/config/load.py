@@ -17,7 +17,7 @@ from typing import Any
 import yaml
 from pydantic import BaseModel, ValidationError
 
-from tunelab.config.schema import Recipe, method_sections
+from tunelab.config.schema import Recipe, method_sections, reward_sections
 from tunelab.errors import RecipeError
 
 Problem = tuple[str, str]
@@ -155,6 +155,8 @@ def _raw_file_problems(raw: dict[str, Any], base_dir: Path) -> list[Problem]:
         named.append(("data.validation", data["validation"]))
     sources = data.get("sources") if isinstance(data.get("sources"), list) else []
     named += [(f"data.sources[{i}].path", s.get("path")) for i, s in enumerate(sources) if isinstance(s, dict)]
+    rewards = raw.get("reward") if isinstance(raw.get("reward"), list) else []
+    named += [(f"reward[{i}].json_schema", r.get("json_schema")) for i, r in enumerate(rewards) if isinstance(r, dict)]
     problems = []
     for where, value in named:
         if isinstance(value, str) and not (base_dir / Path(value).expanduser()).is_file():
@@ -163,17 +165,17 @@ def _raw_file_problems(raw: dict[str, Any], base_dir: Path) -> list[Problem]:
 
 
 def _describe(error: dict[str, Any], schema: type[BaseModel]) -> Problem:
-    where = ".".join(str(part) for part in error["loc"] if not _is_union_tag(part))
+    loc = error["loc"]
+    where = ".".join(str(part) for index, part in enumerate(loc) if _union_sections(loc, index) is None)
     kind = error["type"]
     if kind == "extra_forbidden":
         return where, "unknown key" + _did_you_mean(error["loc"], schema)
     if kind == "missing":
         return where, "required key is missing"
     if kind == "union_tag_invalid":
-        return (
-            where or "method.type",
-            f"unknown choice {error.get('input', {}).get('type')!r}; choose {_choices(method_sections())}",
-        )
+        sections = reward_sections() if error["loc"][0] == "reward" else method_sections()
+        got = error.get("input", {}).get("type")
+        return f"{where or 'method'}.type", f"unknown choice {got!r}; choose {_choices(sections)}"
     got = error.get("input")
     shown = f"{got!r}" if not isinstance(got, dict | list) else type(got).__name__
     return where, f"{error['msg']}, got {shown}"
@@ -184,15 +186,23 @@ def _choices(names) -> str:
     return ", ".join(names[:-1]) + f" or {names[-1]}" if len(names) > 1 else "".join(names)
 
 
-def _is_union_tag(part: Any) -> bool:
-    return part in method_sections()
+def _union_sections(loc: tuple[Any, ...], index: int) -> dict[str, type[BaseModel]] | None:
+    """The union's sections when loc[index] is pydantic's tag for the branch taken (method.<lora>.r,
+    reward.0.<regex>.pattern), else None."""
+    part = loc[index]
+    if loc[:1] == ("method",) and index == 1 and part in method_sections():
+        return method_sections()
+    if loc[:1] == ("reward",) and index == 2 and part in reward_sections():
+        return reward_sections()
+    return None
 
 
 def _did_you_mean(loc: tuple[Any, ...], schema: type[BaseModel]) -> str:
     model: Any = schema
-    for part in loc[:-1]:
-        if _is_union_tag(part):
-            model = method_sections()[part]
+    for index, part in enumerate(loc[:-1]):
+        sections = _union_sections(loc, index)
+        if sections is not None:
+            model = sections[part]
             continue
         field = getattr(model, "model_fields", {}).get(part)
         annotation = getattr(field, "annotation", None)
@@ -224,9 +234,21 @@ def _resolve_paths(recipe: Recipe, base_dir: Path) -> None:
     if isinstance(recipe.data.validation, str):
         recipe.data.validation = resolve(recipe.data.validation)
     recipe.eval.json_schema = resolve(recipe.eval.json_schema)
+    for reward in recipe.reward:
+        _resolve_reward_paths(reward, resolve)
     recipe.eval.forgetting.data = resolve(recipe.eval.forgetting.data)
     if Path(recipe.eval.forgetting.task).suffix or "/" in recipe.eval.forgetting.task:
         recipe.eval.forgetting.task = resolve(recipe.eval.forgetting.task)
+
+
+def _resolve_reward_paths(reward: Any, resolve: Callable[[str | None], str | None]) -> None:
+    if reward.type == "json_schema":
+        reward.json_schema = resolve(reward.json_schema)
+    elif reward.type == "reward_model":
+        reward.run = resolve(reward.run)
+    elif reward.type == "python" and ":" in reward.function:
+        path, _, name = reward.function.rpartition(":")
+        reward.function = f"{resolve(path)}:{name}"
 
 
 def check_files(recipe: Recipe) -> list[Problem]:
@@ -240,10 +262,18 @@ def check_files(recipe: Recipe) -> list[Problem]:
     for index, path in enumerate(recipe.data.contamination_against):
         if not Path(path).exists():
             problems.append((f"data.contamination_against[{index}]", f"not found: {path}"))
+    for index, reward in enumerate(recipe.reward):
+        if reward.type in REWARD_FILES:
+            key = REWARD_FILES[reward.type]
+            named[f"reward[{index}].{key}"] = getattr(reward, key).rpartition(":")[0] or getattr(reward, key)
     for where, value in named.items():
         if value is not None and not Path(value).is_file():
             problems.append((where, f"file not found: {value}"))
     return problems
+
+
+# reward type → its key naming a file it reads (a schema; a Python module, before ":function"), checked like data files
+REWARD_FILES = {"json_schema": "json_schema", "python": "function"}
 
 
 def check_combinations(recipe: Recipe) -> list[Problem]:

@@ -15,7 +15,8 @@ from pydantic import BaseModel, ConfigDict, Field, PositiveInt, ValidationInfo, 
 # preference data whose layout is told from the fields (tunelab.data.preference lists them)
 DataFormat = Literal["auto", "alpaca", "sharegpt", "openai", "preference", "unpaired"]
 # The training stages; each name has one entry in tunelab.train.stages.STAGES (a test checks they agree).
-StageName = Literal["sft", "rm", "dpo", "kto", "orpo", "simpo", "cpo"]
+StageName = Literal["sft", "rm", "dpo", "kto", "orpo", "simpo", "cpo", "grpo", "rloo", "ppo"]
+RL_STAGES = ("grpo", "rloo", "ppo")  # the stages that sample completions and score them with `reward:`
 MetricName = Literal["json_validity", "json_schema", "field_accuracy", "exact_match", "rouge_l", "bleu"]
 
 
@@ -133,6 +134,82 @@ def method_sections() -> dict[str, type[Strict]]:
     return {get_args(cls.model_fields["type"].annotation)[0]: cls for cls in get_args(MethodSection)}
 
 
+# ---------------------------------------------------------------- rewards (the RL stages: grpo, rloo, ppo)
+# `reward:` lists one or more of these, summed with their weights. A reward scores a completion given its record; the
+# built-in ones compare with the record's reference answer (its last assistant message) or check the text alone.
+
+
+class RewardEntry(Strict):
+    weight: float = Field(1.0, description="this reward's weight in the sum")
+
+
+class JsonValidReward(RewardEntry):
+    type: Literal["json_valid"]
+
+
+class JsonSchemaReward(RewardEntry):
+    type: Literal["json_schema"]
+    json_schema: str = Field(..., description="a JSON Schema file; 1 when the answer parses and validates")
+
+
+class FieldAccuracyReward(RewardEntry):
+    type: Literal["field_accuracy"]
+
+
+class ExactMatchReward(RewardEntry):
+    type: Literal["exact_match"]
+
+
+class RegexReward(RewardEntry):
+    type: Literal["regex"]
+    pattern: str = Field(..., description="a Python regular expression; 1 when it matches")
+    full: bool = Field(False, description="the whole completion must match, not only a part of it")
+
+
+class MaxWordsReward(RewardEntry):
+    type: Literal["max_words"]
+    max_words: PositiveInt = Field(..., description="0 up to this many words, falling linearly to -1 at twice as many")
+
+
+class PythonReward(RewardEntry):
+    type: Literal["python"]
+    function: str = Field(..., description="path/to/file.py:function with TRL's reward-function signature")
+
+
+class ModelReward(RewardEntry):
+    type: Literal["reward_model"]
+    run: str = Field(..., description="a finished tunelab reward-model run (stage: rm), e.g. runs/orders-rm")
+    batch_size: PositiveInt = 16
+
+
+class JudgeReward(RewardEntry):
+    type: Literal["judge"]
+    base_url: str = Field(..., description="an OpenAI-compatible endpoint, e.g. http://localhost:8000/v1")
+    model: str
+    api_key_env: str | None = Field(None, description="the environment variable holding the API key")
+    criteria: str = Field("correct, complete and faithful to the request", description="what the judge rates, 1-10")
+    timeout_s: Annotated[float, Field(gt=0)] = 60.0
+
+
+RewardSection = (
+    JsonValidReward
+    | JsonSchemaReward
+    | FieldAccuracyReward
+    | ExactMatchReward
+    | RegexReward
+    | MaxWordsReward
+    | PythonReward
+    | ModelReward
+    | JudgeReward
+)
+Reward = Annotated[RewardSection, Field(discriminator="type")]
+
+
+def reward_sections() -> dict[str, type[Strict]]:
+    """reward type → its schema class, read from the union above."""
+    return {get_args(cls.model_fields["type"].annotation)[0]: cls for cls in get_args(RewardSection)}
+
+
 class ForgettingSection(Strict):
     """Score base and tuned model on the same general-ability items; flag a drop larger than `threshold` points."""
 
@@ -173,11 +250,12 @@ class Recipe(Strict):
     stage: StageName = Field(
         "sft",
         description="the training stage: sft (conversations); rm (a reward model), dpo, kto, orpo, simpo, cpo "
-        "(preference pairs; kto also unpaired feedback)",
+        "(preference pairs; kto also unpaired feedback); grpo, rloo, ppo (online RL on prompts, scored by `reward:`)",
     )
     model: ModelSection = Field(default_factory=ModelSection)
     data: DataSection
     method: Method = Field(default_factory=lambda: LoraMethod(type="lora"))
     train: dict[str, Any] = Field(default_factory=dict)
+    reward: list[Reward] = Field(default_factory=list, description="the RL stages' rewards, summed with their weights")
     eval: EvalSection = Field(default_factory=EvalSection)
     export: ExportSection = Field(default_factory=ExportSection)

@@ -22,6 +22,7 @@ TUNELAB_TRAIN_KEYS = {
     "early_stopping_threshold": float,
     "label_only_loss": bool,  # head and loss only at labelled positions (train/loss.py)
     "torch_threads": int,  # default: one per physical core
+    "sample_every": int,  # RL stages: every N-th logged step's sampled answers and rewards → samples.jsonl
 }
 
 # Set by tunelab, not by the user, with what to do instead.

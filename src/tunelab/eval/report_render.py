@@ -8,6 +8,7 @@ from typing import Any
 
 from tunelab.eval.lengths import truncation_rows, truncation_sentences
 from tunelab.eval.report_rows import (
+    SAMPLE_HEAD,
     audit_rows,
     category_comparison_rows,
     category_rows,
@@ -17,6 +18,7 @@ from tunelab.eval.report_rows import (
     forgetting_verdict,
     judge_rows,
     metric_rows,
+    sample_rows,
     summary_rows,
 )
 
@@ -70,6 +72,7 @@ def render_markdown(data: dict[str, Any]) -> str:
         lines += _md_table(("check", "count"), audit_rows(audit)) + [""]
     if data["loss_plot"].is_file():
         lines += ["## Loss", "", "![loss curves](../plots/loss.png)", ""]
+    lines += _md_rl(data)
     if data["metrics"]:
         lines += _md_held_out(data)
     if data.get("forgetting"):
@@ -157,13 +160,14 @@ def _html_held_out(data: dict[str, Any]) -> list[str]:
     return parts
 
 
-def render_html(data: dict[str, Any], loss_png_base64: str | None) -> str:
+def render_html(data: dict[str, Any], loss_png_base64: str | None, rl_png_base64: str | None = None) -> str:
     parts = [f"<h1>Run report: {escape(data['name'])}</h1>", _html_key_values(summary_rows(data))]
     if data.get("audit"):
         rows = audit_rows(data["audit"])
         parts += ["<h2>Data audit</h2>", _html_table(("check", "count"), rows)]
     if loss_png_base64:
         parts += ["<h2>Loss</h2>", f'<img alt="loss curves" src="data:image/png;base64,{loss_png_base64}">']
+    parts += _html_rl(data, rl_png_base64)
     if data["metrics"]:
         parts += _html_held_out(data)
     if data.get("forgetting"):
@@ -186,6 +190,34 @@ def render_html(data: dict[str, Any], loss_png_base64: str | None) -> str:
     body = "\n".join(parts)
     return (f'<!doctype html>\n<html lang="en"><head><meta charset="utf-8"><title>{escape(data["name"])} — tunelab'
             f"</title><style>{STYLE}</style></head><body>\n{body}\n</body></html>\n")  # fmt: skip
+
+
+RL_TITLE = "Reward, KL, entropy, clipping, length"
+
+
+def _md_rl(data: dict[str, Any]) -> list[str]:
+    """An RL run's curves and its latest sampled answers."""
+    lines = []
+    if data.get("rl_plot") and data["rl_plot"].is_file():
+        lines += [f"## {RL_TITLE}", "", "![RL curves](../plots/rl.png)", ""]
+    if data.get("samples"):
+        lines += [f"## {_samples_title(data['samples'])}", ""] + _md_table(SAMPLE_HEAD, sample_rows(data["samples"]))
+        lines += [""]
+    return lines
+
+
+def _html_rl(data: dict[str, Any], rl_png_base64: str | None) -> list[str]:
+    parts = []
+    if rl_png_base64:
+        parts += [f"<h2>{RL_TITLE}</h2>", f'<img alt="RL curves" src="data:image/png;base64,{rl_png_base64}">']
+    if data.get("samples"):
+        parts += [f"<h2>{escape(_samples_title(data['samples']))}</h2>",
+                  _html_table(SAMPLE_HEAD, sample_rows(data["samples"]), "samples")]  # fmt: skip
+    return parts
+
+
+def _samples_title(samples: list[dict[str, Any]]) -> str:
+    return f"Sampled answers at step {samples[0].get('step', '?')} (samples.jsonl: where reward hacking shows first)"
 
 
 def escape(text: Any) -> str:

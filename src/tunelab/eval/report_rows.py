@@ -165,3 +165,26 @@ def category_rows(by_category: dict[str, dict[str, dict[str, Any]]]) -> tuple[tu
 
 def audit_rows(audit: dict[str, Any]) -> list[tuple[str, str]]:
     return [(key.replace("_", " "), "not checked" if value is None else str(value)) for key, value in audit.items()]
+
+
+SAMPLE_HEAD = ("prompt", "sampled answer", "reward", "each reward")
+
+
+def sample_rows(samples: list[dict[str, Any]]) -> list[tuple[str, ...]]:
+    """An RL run's latest saved batch of sampled answers (samples.jsonl), one row each, shortened to read."""
+    rows = []
+    for sample in samples:
+        each = ", ".join(f"{name} {_number(value)}" for name, value in (sample.get("rewards") or {}).items())
+        total = sample.get("reward")
+        rows.append((_short(sample.get("prompt", ""), 80), _short(sample.get("completion", ""), 200),
+                     "" if total is None else f"{total:.3f}", each))  # fmt: skip
+    return rows
+
+
+def _short(text: Any, limit: int) -> str:
+    text = " ".join(str(text).split())
+    return text if len(text) <= limit else text[: limit - 1] + "…"
+
+
+def _number(value: Any) -> str:
+    return "—" if value is None else f"{float(value):.3f}"

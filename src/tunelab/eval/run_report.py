@@ -100,6 +100,16 @@ def log_prob_trend(rows: list[dict[str, Any]]) -> dict[str, Any] | None:
             "both_fell": chosen[-1] < chosen[0] and rejected[-1] < rejected[0]}  # fmt: skip
 
 
+def latest_samples(run: RunDir, count: int = 8) -> list[dict[str, Any]]:
+    """The last saved batch of an RL run's sampled answers (samples.jsonl), at most `count` of them."""
+    rows = [row for row in read_jsonl(run.path / "samples.jsonl", skip, errors="replace", missing_ok=True)
+            if isinstance(row, dict)]  # fmt: skip
+    if not rows:
+        return []
+    last = max(int(row.get("step", 0)) for row in rows)
+    return [row for row in rows if int(row.get("step", 0)) == last][:count]
+
+
 def collect(run: RunDir) -> dict[str, Any]:
     """Everything the report shows, read from the run directory (comparison.json is computed when it is missing)."""
     recipe = run.read_recipe()
@@ -118,6 +128,8 @@ def collect(run: RunDir) -> dict[str, Any]:
                  "best_eval": min(evals) if evals else None, "steps": rows[-1]["step"] if rows else 0},
         "log_probs": log_prob_trend(rows),
         "loss_plot": run.plots / "loss.png",
+        "rl_plot": run.plots / "rl.png",
+        "samples": latest_samples(run),
         "metrics": read_metrics_file(run.eval_dir / "metrics.json"),
         "by_category": {label: (read_json(run.eval_dir / f"report_{label}.json") or {}).get("by_category", {})
                         for label in ("base", "tuned")},
@@ -135,9 +147,9 @@ def write_report(run: RunDir) -> dict[str, Path]:
     with damaged_files_named(run):
         data = collect(run)
         markdown = render_markdown(data)
-        plot = data["loss_plot"]
-        image = base64.b64encode(plot.read_bytes()).decode() if plot.is_file() else None
-        page = render_html(data, image)
+        images = {key: base64.b64encode(data[key].read_bytes()).decode() if data[key].is_file() else None
+                  for key in ("loss_plot", "rl_plot")}  # fmt: skip
+        page = render_html(data, images["loss_plot"], images["rl_plot"])
     paths = {"md": run.eval_dir / "report.md", "html": run.eval_dir / "report.html"}
     write_atomic(paths["md"], markdown)
     write_atomic(paths["html"], page)

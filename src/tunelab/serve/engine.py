@@ -22,6 +22,7 @@ from typing import Any
 
 import torch
 
+from tunelab.model.kv_cache import merge_caches, mergeable, trim_padding
 from tunelab.serve.adapters import adapter_tokenizer, resolve_adapter
 from tunelab.serve.errors import (
     AdapterNotLoaded,
@@ -32,7 +33,6 @@ from tunelab.serve.errors import (
     Overloaded,
 )
 from tunelab.serve.jobs import ErrorEvent, FinishEvent, Job, TextEvent
-from tunelab.serve.kv_cache import merge_caches, mergeable, trim_padding
 from tunelab.serve.sampling import sample_next, visible_text
 
 BASE_ADAPTER = "__base__"  # PEFT's name for "no adapter" in a mixed batch
@@ -71,7 +71,7 @@ class Engine:
         self.model, self.tokenizer, _ = load_model(base)
         self.model.eval()
         if self.settings.prepack_weights:
-            from tunelab.serve.fast_linear import prepack_linears
+            from tunelab.model.fast_linear import prepack_linears
 
             self.packed_layers = prepack_linears(self.model)
         ensure_chat_template(self.tokenizer)

@@ -14,11 +14,14 @@ from transformers import EarlyStoppingCallback, TrainerCallback
 from transformers.trainer_callback import ProgressCallback
 
 from tunelab.runs import RunDir
-from tunelab.train.plots import plot_loss
+from tunelab.train.plots import plot_loss, plot_rl
 
 LOGGED_KEYS = ("loss", "eval_loss", "learning_rate", "grad_norm")
-# what the preference trainers log besides: implicit rewards and the policy's log-probabilities of each side
-PREFERENCE_PREFIXES = ("rewards/", "logps/", "eval_rewards/", "eval_logps/")
+# what the preference trainers log besides: implicit rewards and the policy's log-probabilities of each side; what the
+# RL stages log: the total reward and each reward's, KL to the reference, entropy, clipping, completion lengths
+RL_KEYS = ("reward", "reward_std", "kl", "entropy", "frac_reward_zero_std", "rollout_seconds", "rollout_share")
+STAGE_PREFIXES = ("rewards/", "logps/", "clip_ratio/", "completions/", "value/", "ppo/")
+LOGGED_PREFIXES = STAGE_PREFIXES + tuple(f"eval_{prefix}" for prefix in STAGE_PREFIXES)
 
 
 class RunDirCallback(TrainerCallback):
@@ -35,8 +38,8 @@ class RunDirCallback(TrainerCallback):
     def on_log(self, args, state, control, logs: dict[str, Any] | None = None, **kwargs):
         logs = logs or {}
         row: dict[str, Any] = {"step": state.global_step, "epoch": round(state.epoch or 0.0, 4)}
-        row |= {key: logs[key] for key in LOGGED_KEYS if key in logs}
-        row |= {key: value for key, value in logs.items() if key.startswith(PREFERENCE_PREFIXES)}
+        row |= {key: logs[key] for key in LOGGED_KEYS + RL_KEYS + tuple(f"eval_{k}" for k in RL_KEYS) if key in logs}
+        row |= {key: value for key, value in logs.items() if key.startswith(LOGGED_PREFIXES)}
         if "loss" in logs:
             now, seen = time.monotonic(), state.num_input_tokens_seen
             elapsed = now - self._last[0]
@@ -47,10 +50,15 @@ class RunDirCallback(TrainerCallback):
             self.run.append_metrics(row)
             self.run.set_status("running", step=state.global_step, max_steps=state.max_steps)
         if "eval_loss" in logs or state.global_step % max(1, 4 * int(args.logging_steps or 1)) == 0:
-            plot_loss(self.run.metrics(), self.run.plots / "loss.png", title=self.run.name)
+            self._plot()
 
     def on_train_end(self, args, state, control, **kwargs):
-        plot_loss(self.run.metrics(), self.run.plots / "loss.png", title=self.run.name)
+        self._plot()
+
+    def _plot(self) -> None:
+        rows = self.run.metrics()
+        plot_loss(rows, self.run.plots / "loss.png", title=self.run.name)
+        plot_rl(rows, self.run.plots / "rl.png", title=self.run.name)
 
 
 class GracefulStop(TrainerCallback):

@@ -54,7 +54,7 @@ def fit(stage: Stage, recipe: Recipe, run: RunDir, model, tokenizer, splits: Spl
         "train_seconds": seconds,
         "tokens_seen": tokens,
         "real_tokens_per_second": tokens / seconds if seconds else None,
-    }
+    } | _rollout_time(trainer, seconds)
     write_json(run.path / "training.json", described | tracking.describe() | speed)
     model = trained_model(trainer)
     save_trained(model, tokenizer, run, recipe)
@@ -63,6 +63,15 @@ def fit(stage: Stage, recipe: Recipe, run: RunDir, model, tokenizer, splits: Spl
     if not result.interrupted:  # a resumed run that was killed after this point does not train again
         _mark_completed(run, recipe, result)
     return result
+
+
+def _rollout_time(trainer, seconds: float) -> dict[str, Any]:
+    """For the RL stages: the time spent sampling (train/rollout.py), and its share of the training time."""
+    timing = getattr(trainer, "rollout_timing", None)
+    if timing is None or not timing.calls:
+        return {}
+    share = timing.seconds / seconds if seconds else None
+    return {"rollout_seconds": round(timing.seconds, 2), "rollout_tokens": timing.tokens, "rollout_share": share}
 
 
 def _mark_completed(run: RunDir, recipe: Recipe, result: TrainResult) -> None:
@@ -98,7 +107,8 @@ def training_fingerprint(recipe: Recipe) -> str:
     import hashlib
     import json
 
-    parts = recipe.model_dump(mode="json", include={"seed", "stage", "model", "data", "method", "train"})
+    decides = {"seed", "stage", "model", "data", "method", "train"} | ({"reward"} if recipe.reward else set())
+    parts = recipe.model_dump(mode="json", include=decides)  # runs without rewards keep the digest they had
     return hashlib.sha256(json.dumps(parts, sort_keys=True, default=str).encode()).hexdigest()[:16]
 
 

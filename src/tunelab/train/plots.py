@@ -1,4 +1,5 @@
-"""Loss curves as a PNG: train and eval loss against step."""
+"""Training curves as PNGs: train and eval loss against step; for the RL stages, reward, KL, entropy, clipping and
+completion length, one panel each."""
 
 from __future__ import annotations
 
@@ -28,6 +29,49 @@ def plot_loss(rows: list[dict[str, Any]], out: Path, title: str = "") -> Path | 
     axis.grid(alpha=0.3)
     axis.legend()
     figure.tight_layout()
+    return _save(figure, out)
+
+
+RL_PANELS = (  # (metrics.jsonl key, panel title); a panel is drawn when its key was logged
+    ("reward", "reward (weighted sum)"),
+    ("kl", "KL to the reference"),
+    ("entropy", "entropy"),
+    ("clip_ratio/region_mean", "clipped fraction"),
+    ("completions/mean_length", "completion length (tokens)"),
+    ("value/loss", "value loss"),
+)
+
+
+def plot_rl(rows: list[dict[str, Any]], out: Path, title: str = "") -> Path | None:
+    """The RL curves that were logged, one small panel each; None when the run logged none (not an RL stage)."""
+    panels = [(key, name, [(r["step"], r[key]) for r in rows if r.get(key) is not None]) for key, name in RL_PANELS]
+    panels = [panel for panel in panels if panel[2]]
+    if not panels:
+        return None
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    columns = min(3, len(panels))
+    lines = (len(panels) + columns - 1) // columns
+    figure, axes = plt.subplots(lines, columns, figsize=(4 * columns, 3 * lines), dpi=110, squeeze=False)
+    for axis, (_key, name, points) in zip(axes.flat, panels, strict=False):
+        axis.plot(*zip(*points, strict=True), color="#1f77b4")
+        axis.set_title(name, fontsize=10)
+        axis.set_xlabel("step")
+        axis.grid(alpha=0.3)
+    for axis in list(axes.flat)[len(panels) :]:
+        axis.set_visible(False)
+    figure.suptitle(title or "RL")
+    figure.tight_layout()
+    return _save(figure, out)
+
+
+def _save(figure, out: Path) -> Path:
+    """Written beside the target and renamed into place: a reader never sees half a PNG."""
+    import matplotlib.pyplot as plt
+
     out.parent.mkdir(parents=True, exist_ok=True)
     scratch = out.with_name(f".{out.stem}.tmp.png")
     figure.savefig(scratch)

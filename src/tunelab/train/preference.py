@@ -8,7 +8,6 @@ Each stage's module (train/dpo.py, ...) names its trainer and config and builds 
 
 from __future__ import annotations
 
-import dataclasses
 import os
 from collections.abc import Callable
 from pathlib import Path
@@ -20,7 +19,7 @@ from tunelab.runs import RunDir, read_json, write_json
 from tunelab.train.args import build_training_args
 from tunelab.train.callbacks import use_concise_progress
 from tunelab.train.pairs import as_conversations, build_preference_splits, prompt_key
-from tunelab.train.stage import Stage
+from tunelab.train.stage import Stage, trainer_stage
 
 
 def experimental(import_trainer: Callable[[], tuple[type, type]]) -> Callable[[], tuple[type, type]]:
@@ -138,17 +137,10 @@ def policy_stage(
     """A preference stage that trains a policy on pairs with TRL's `classes()` → (trainer, config); `hooks` replace
     the defaults below (another record kind, evaluation, what it produces)."""
     no_reference = {"reference": f"none ({name} needs no reference model)"}
-    stage = Stage(
-        name=name,
-        reads="preference",
-        produces="policy",
-        summary=summary,
-        config_class=lambda: classes()[1],
-        build_datasets=build_preference_splits,
-        build_trainer=build_preference_trainer(classes, defaults, forced, speed_up),
-        evaluate=evaluate_preference,
-        test_warnings=preference_test_warnings,
-        describe=describe or (lambda recipe, model: no_reference),
-        fixed_train=dict(forced or {}),
-    )
-    return dataclasses.replace(stage, **hooks)
+    standard = {
+        "reads": "preference", "build_datasets": build_preference_splits, "evaluate": evaluate_preference,
+        "build_trainer": build_preference_trainer(classes, defaults, forced, speed_up),
+        "test_warnings": preference_test_warnings, "describe": describe or (lambda recipe, model: no_reference),
+        "fixed_train": dict(forced or {}),
+    }  # fmt: skip
+    return trainer_stage(name, summary, classes, **(standard | hooks))

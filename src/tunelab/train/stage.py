@@ -23,3 +23,10 @@ class Stage:
     prepare_model: Callable[[Any], Any] = lambda model: model  # the loaded causal LM → the model this stage trains
     describe: Callable[[Any, Any], dict[str, Any]] = lambda recipe, model: {}  # (recipe, model) → for training.json
     fixed_train: dict[str, Any] = field(default_factory=dict)  # train settings the stage is defined by (simpo's loss)
+
+
+def trainer_stage(name: str, summary: str, classes: Callable[[], tuple[type, type]], **hooks: Any) -> Stage:
+    """A stage around a TRL trainer: `classes()` → (trainer class, config class); it produces a policy unless `hooks`
+    (the other Stage fields) say otherwise."""
+    return Stage(**({"name": name, "summary": summary, "produces": "policy", "config_class": lambda: classes()[1]}
+                    | hooks))  # fmt: skip

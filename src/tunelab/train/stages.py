@@ -36,6 +36,9 @@ STAGES: dict[str, Callable[[], Stage]] = {
     "orpo": _load("orpo", "ORPO"),
     "simpo": _load("cpo", "SIMPO"),
     "cpo": _load("cpo", "CPO"),
+    "grpo": _load("grpo", "GRPO"),
+    "rloo": _load("rloo", "RLOO"),
+    "ppo": _load("ppo", "PPO"),
 }
 
 

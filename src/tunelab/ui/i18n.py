@@ -49,6 +49,7 @@ FIELD_ZH: dict[str, str] = {
     "eval.forgetting.task": "probe（内置）、mmlu、cmmlu、ceval、arc_easy、arc_challenge，或一个路径",
     "eval.forgetting.data": "mmlu、cmmlu、ceval 和 arc 的基准目录", "eval.forgetting.scoring": "默认：任务自身的方式",
     "eval.forgetting.limit": "每个科目的题目数", "eval.forgetting.threshold": "判定遗忘的准确率下降（百分点）",
+    "reward": "强化学习阶段（grpo、rloo、ppo）的奖励，YAML 列表，例如 - {type: field_accuracy}",
 }  # fmt: skip
 
 

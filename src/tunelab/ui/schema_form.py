@@ -123,6 +123,9 @@ def method_variants() -> dict[str, type[BaseModel]]:
     return {typing.get_args(m.model_fields["type"].annotation)[0]: m for m in members}
 
 
+REWARD_HELP = "the RL stages' rewards (grpo, rloo, ppo), a YAML list, e.g. - {type: field_accuracy}"
+
+
 def field_specs() -> list[FieldSpec]:
     """Every field of the form, in schema order: top level, model, data, method (type and knobs), train, eval, ..."""
     specs: list[FieldSpec] = []
@@ -133,6 +136,8 @@ def field_specs() -> list[FieldSpec]:
             specs.append(FieldSpec("method.type", "choice", default, list(variants), "how the model is trained"))
             for variant, model in variants.items():
                 specs += _section_specs(model, "method", variant)
+        elif name == "reward":
+            specs.append(FieldSpec("reward", "yaml_list", [], [], REWARD_HELP))
         elif name == "train":
             for key, kind, default, description in TRAIN_FIELDS:
                 choices = SCHEDULERS if kind == "choice" else []
@@ -193,6 +198,10 @@ def to_widget(spec: FieldSpec, value: Any) -> Any:
         return "" if value is None else str(value)
     if spec.kind == "yaml":
         return value or ""
+    if spec.kind == "yaml_list":
+        import yaml
+
+        return yaml.safe_dump(value, sort_keys=False, allow_unicode=True) if value else ""
     return value
 
 
@@ -218,6 +227,19 @@ def _list(spec: FieldSpec, value: Any) -> list[Any]:
     return [{"path": item} for item in items] if spec.path == "data.sources" else items
 
 
+def _yaml_list(spec: FieldSpec, value: Any) -> list[Any]:
+    import yaml
+
+    text = str(value or "").strip()
+    try:
+        parsed = yaml.safe_load(text) if text else []
+    except yaml.YAMLError as error:
+        raise ValueError(f"not valid YAML: {getattr(error, 'problem', error)}") from None
+    if not isinstance(parsed, list):
+        raise ValueError("write a YAML list, one entry per line, e.g. - {type: json_valid}")
+    return parsed
+
+
 def _number_or_text(spec: FieldSpec, value: Any) -> float | str | None:
     text = str(value or "").strip()
     if not text:
@@ -235,6 +257,7 @@ _READERS: dict[str, typing.Callable[[FieldSpec, Any], Any]] = {  # widget kind â
     "opt_int": _optional_number,
     "opt_float": _optional_number,
     "list": _list,
+    "yaml_list": _yaml_list,
     "optional_text": lambda spec, value: str(value).strip() or None,
     "number_or_text": _number_or_text,
     "text": lambda spec, value: str(value if value is not None else "").strip(),

@@ -64,7 +64,7 @@ def _component(spec: FieldSpec, common: dict[str, Any]):
         return gr.Dropdown(choices=choices, allow_custom_value=False, **common)
     if spec.kind == "multichoice":
         return gr.Dropdown(choices=spec.choices, multiselect=True, **common)
-    lines = 3 if spec.kind in ("list", "yaml") else 1
+    lines = 3 if spec.kind in ("list", "yaml", "yaml_list") else 1
     return gr.Textbox(lines=lines, max_lines=12, **common)
 
 
@@ -106,7 +106,7 @@ def _rows(ctx: UIContext, specs: list[FieldSpec], per_row: int = 3) -> list[tupl
             pending.clear()
 
     for spec in specs:
-        if spec.kind in ("list", "yaml"):
+        if spec.kind in ("list", "yaml", "yaml_list"):
             flush()
             made.append((spec, _widget(spec, ctx)))
         else:

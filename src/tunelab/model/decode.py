@@ -1,0 +1,176 @@
+"""Sampling many completions at once, fast, for RL rollouts: the decoding loop of `serve/engine.py` without a server.
+
+Rollouts are most of an RL step's time, and `generate()` spends it badly on a CPU: every prompt's G copies are
+prefilled G times, finished rows go on being computed until the longest one ends, and each step re-packs every
+weight matrix (see fast_linear.py). Here:
+- each distinct prompt is prefilled once and its cache rows are copied for its G samples;
+- rows leave the batch as they finish (their cache rows are dropped, padding columns nobody needs are trimmed), and
+  waiting rows join at step boundaries (continuous batching, kv_cache.py) when there are more than `max_rows`;
+- linear weights can be pre-packed for oneDNN for the duration of the rollout (`packed_weights`); LoRA stays unmerged,
+  so the policy's current adapter is what samples, with no merge/unmerge drift;
+- each sampled token's log-probability under the sampling distribution (logits / temperature, before top-p/top-k) is
+  returned, what PPO and GRPO need as the "old" policy's log-probabilities.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+
+import torch
+
+from tunelab.model.kv_cache import merge_caches, mergeable, trim_padding
+
+
+@dataclass(frozen=True)
+class SamplingSettings:
+    max_new_tokens: int
+    temperature: float = 1.0  # 0 = greedy
+    top_p: float = 1.0
+    top_k: int = 0  # 0 = off
+    max_rows: int = 64  # rows decoded together; more wait and join as rows finish
+
+
+@dataclass
+class Sample:
+    prompt: list[int]
+    ids: list[int] = field(default_factory=list)  # the completion's tokens, the stop token included when one ended it
+    logprobs: list[float] = field(default_factory=list)  # one per token of ids
+    finish: str | None = None  # "stop" | "length"
+
+
+@torch.inference_mode()
+def sample_completions(
+    model,
+    prompts: Sequence[Sequence[int]],
+    settings: SamplingSettings,
+    stop_ids: set[int],
+    pad_id: int,
+    generator: torch.Generator | None = None,
+) -> list[Sample]:
+    """One Sample per prompt (repeat a prompt to sample it several times), in the order given."""
+    samples = [Sample(list(p)) for p in prompts]
+    waiting = list(range(len(samples)))
+    active: list[int] = []
+    state = None  # (cache, mask, positions) of the active rows
+    while waiting or active:
+        room = settings.max_rows - len(active)
+        if waiting and room > 0 and (state is None or mergeable(state[0])):
+            joining, waiting = waiting[:room], waiting[room:]
+            logits, new_state = _prefill(model, [samples[i].prompt for i in joining], pad_id)
+            joined, new_state = _advance(samples, joining, logits, new_state, settings, stop_ids, generator)
+            active, state = _join(active, state, joined, new_state)
+            continue
+        ids = torch.tensor([[samples[i].ids[-1]] for i in active])
+        cache, mask, positions = state
+        mask = torch.cat([mask, torch.ones(len(active), 1, dtype=mask.dtype)], dim=1)
+        positions = positions + 1
+        logits = _forward(model, ids, mask, positions, cache)
+        active, state = _advance(samples, active, logits, (cache, mask, positions), settings, stop_ids, generator)
+    return samples
+
+
+def _forward(model, ids, mask, positions, cache) -> torch.Tensor:
+    out = model(input_ids=ids, attention_mask=mask, position_ids=positions, past_key_values=cache, use_cache=True,
+                logits_to_keep=1)  # fmt: skip
+    return out.logits[:, -1]
+
+
+def _prefill(model, prompts: list[list[int]], pad_id: int):
+    """Last-position logits and (cache, mask, positions) for the prompts, each distinct prompt computed once."""
+    from transformers import DynamicCache
+
+    distinct = list(dict.fromkeys(tuple(p) for p in prompts))
+    width = max(len(p) for p in distinct)
+    ids = torch.tensor([[pad_id] * (width - len(p)) + list(p) for p in distinct])
+    mask = torch.tensor([[0] * (width - len(p)) + [1] * len(p) for p in distinct])
+    positions = (mask.cumsum(-1) - 1).clamp(min=0)  # as generate() computes them for left-padded prompts
+    cache = DynamicCache()
+    logits = _forward(model, ids, mask, positions, cache)
+    rows = torch.tensor([distinct.index(tuple(p)) for p in prompts])
+    if len(rows) != len(distinct) or not torch.equal(rows, torch.arange(len(rows))):
+        cache.batch_select_indices(rows)  # each prompt's cache rows, copied for each of its samples
+    return logits[rows], (cache, mask[rows], positions[rows][:, -1:])
+
+
+def _advance(samples, active, logits, state, settings, stop_ids, generator):
+    """Each active row's next token; rows that finished leave (their cache rows are dropped)."""
+    tokens, logprobs = _choose(logits, settings, generator)
+    for row, index in enumerate(active):
+        sample = samples[index]
+        sample.ids.append(int(tokens[row]))
+        sample.logprobs.append(float(logprobs[row]))
+        if sample.ids[-1] in stop_ids:
+            sample.finish = "stop"
+        elif len(sample.ids) >= settings.max_new_tokens:
+            sample.finish = "length"
+    keep = [row for row, index in enumerate(active) if samples[index].finish is None]
+    if len(keep) == len(active):
+        return active, state
+    cache, mask, positions = state
+    if not keep:
+        return [], None
+    selected = torch.tensor(keep)
+    cache.batch_select_indices(selected)
+    mask, positions = mask[selected], positions[selected]
+    mask = trim_padding(cache, mask)
+    return [active[row] for row in keep], (cache, mask, positions)
+
+
+def _join(active, state, joined, new_state):
+    if not joined:
+        return active, state
+    if state is None:
+        return joined, new_state
+    cache, mask, positions = state
+    new_cache, new_mask, new_positions = new_state
+    mask = merge_caches(cache, mask, new_cache, new_mask)
+    return active + joined, (cache, mask, torch.cat([positions, new_positions]))
+
+
+def _choose(logits: torch.Tensor, settings: SamplingSettings, generator: torch.Generator | None):
+    """(tokens, their log-probabilities under logits / temperature) for a batch of rows; greedy at temperature 0."""
+    logits = logits.float()
+    if settings.temperature == 0:
+        tokens = logits.argmax(dim=-1)
+        return tokens, torch.log_softmax(logits, dim=-1).gather(-1, tokens[:, None])[:, 0]
+    scaled = logits / settings.temperature
+    logprobs = torch.log_softmax(scaled, dim=-1)
+    filtered = _top_k_top_p(scaled, settings.top_k, settings.top_p)
+    tokens = torch.multinomial(torch.softmax(filtered, dim=-1), 1, generator=generator)[:, 0]
+    return tokens, logprobs.gather(-1, tokens[:, None])[:, 0]
+
+
+def _top_k_top_p(scaled: torch.Tensor, top_k: int, top_p: float) -> torch.Tensor:
+    if top_k > 0 and top_k < scaled.shape[-1]:
+        kth = torch.topk(scaled, top_k, dim=-1).values[:, -1:]
+        scaled = scaled.masked_fill(scaled < kth, float("-inf"))
+    if top_p < 1.0:
+        ordered, order = torch.sort(scaled, descending=True, dim=-1)
+        probs = torch.softmax(ordered, dim=-1)
+        outside = torch.cumsum(probs, dim=-1) - probs > top_p  # keeps at least the most likely token
+        ordered = ordered.masked_fill(outside, float("-inf"))
+        scaled = torch.full_like(scaled, float("-inf")).scatter(-1, order, ordered)
+    return scaled
+
+
+@contextmanager
+def packed_weights(model) -> Iterator[int]:
+    """Linear layers run on weights pre-packed for oneDNN inside the block (decoding is faster, see fast_linear.py),
+    and are restored after it, so training's backward pass sees the ordinary layers. Packs the weights as they are now:
+    enter it again after an optimizer step changed them. Yields how many layers were packed."""
+    from tunelab.model.fast_linear import prepack_linears
+
+    patched = {id(m): m.__dict__.get("forward") for m in model.modules() if isinstance(m, torch.nn.Linear)}
+    count = prepack_linears(model)
+    try:
+        yield count
+    finally:
+        for module in model.modules():
+            if isinstance(module, torch.nn.Linear) and "packed_weight" in module.__dict__:
+                del module.packed_weight
+                if patched.get(id(module)) is None:
+                    del module.forward  # the class's forward again
+                else:
+                    module.forward = patched[id(module)]

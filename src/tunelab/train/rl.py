@@ -1,0 +1,86 @@
+"""What the RL stages (grpo, rloo, ppo) share: prompt datasets, rollouts with tunelab's decoder, the rewards, and
+evaluation (generation metrics on the held-out conversations, as for SFT).
+
+An RL stage trains on prompts. Each training record gives one: a conversation (`messages`; its last assistant answer
+becomes the record's `reference`, which field_accuracy and exact_match compare with), or a preference pair (its
+prompt, with the chosen answer as the reference) — so the quickstart's SFT data and the preference pairs both serve.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from tunelab.config.schema import Recipe
+from tunelab.data.pipeline import RecipeData, Splits, split_validation
+from tunelab.errors import DataError
+
+PROMPT_COLUMNS = ("id", "prompt", "reference")
+
+
+def prompt_record(record: dict, position: int, role: str) -> dict[str, Any]:
+    """{"id", "prompt", "reference"} from a conversation or a preference pair; a DataError naming the record else."""
+    record_id = str(record.get("id", position))
+    if "messages" in record:
+        messages = record["messages"]
+        if len(messages) < 2 or messages[-1].get("role") != "assistant":
+            raise DataError(f"{role} record {record_id}", "an RL prompt is the conversation before its last assistant "
+                            "answer, and this one does not end with an assistant answer",
+                            fix="end each conversation with the answer to compare with (the reference)")  # fmt: skip
+        return {"id": record_id, "prompt": messages[:-1], "reference": str(messages[-1].get("content") or "")}
+    if "prompt" in record and "chosen" in record:
+        chosen = record["chosen"]
+        reference = chosen[-1].get("content") if isinstance(chosen, list) and chosen else chosen
+        return {"id": record_id, "prompt": record["prompt"], "reference": str(reference or "")}
+    raise DataError(f"{role} record {record_id}", "an RL stage reads prompts: conversations (messages) or preference "
+                    "pairs (prompt + chosen)", fix="unpaired feedback (prompt, completion, label) is KTO's data: "
+                    "use stage: kto")  # fmt: skip
+
+
+def as_test_conversations(records: list[dict]) -> list[dict]:
+    """Held-out records as SFT test records (the generation metrics): conversations as they are, pairs by prompt."""
+    from tunelab.train.pairs import as_conversations
+
+    if records and "messages" not in records[0]:
+        return as_conversations(records)
+    return records
+
+
+def build_prompt_splits(recipe_data: RecipeData, recipe: Recipe, tokenizer, clusters) -> Splits:
+    """Prompt datasets for TRL's online trainers: `prompt` (conversational), `reference` and `id` columns (TRL hands
+    the extra columns to the reward functions)."""
+    from datasets import Dataset
+
+    train, validation = recipe_data.train, recipe_data.sets.get("validation", [])
+    test = recipe_data.sets.get("test", [])[: recipe.eval.limit or None]
+    if isinstance(recipe.data.validation, float):
+        train, validation = split_validation(train, recipe.data, clusters, recipe.seed)
+    train_prompts = [prompt_record(r, i, "training") for i, r in enumerate(train)]
+    validation_prompts = [prompt_record(r, i, "validation") for i, r in enumerate(validation)]
+    summary: dict[str, Any] = {
+        "train": {"kept": len(train_prompts), "truncated": 0, "dropped_no_target": 0},
+        "validation": {"kept": len(validation_prompts)},
+        "test": {"total": len(test)},
+        "ids": {"train": [p["id"] for p in train_prompts], "validation": [p["id"] for p in validation_prompts],
+                "test": [str(r.get("id", i)) for i, r in enumerate(test)]},
+    }  # fmt: skip
+    if recipe.data.leakage == "drop":
+        summary["dropped_leaked"] = recipe_data.dropped_leaked
+    return Splits(
+        train=Dataset.from_list(train_prompts),
+        validation=Dataset.from_list(validation_prompts) if validation_prompts else None,
+        test_records=as_test_conversations(test),
+        summary=summary,
+    )
+
+
+def rl_test_warnings(records: list[dict], tokenizer, recipe: Recipe) -> list[str]:
+    from tunelab.train.sft import test_warnings
+
+    return test_warnings(as_test_conversations(records), tokenizer, recipe)
+
+
+def rl_evaluate(model, tokenizer, records: list[dict], recipe: Recipe, eval_dir, label: str) -> dict[str, float]:
+    """Greedy answers on the held-out prompts, scored with the recipe's metrics, as for SFT."""
+    from tunelab.train.sft import evaluate
+
+    return evaluate(model, tokenizer, as_test_conversations(records), recipe, eval_dir, label)

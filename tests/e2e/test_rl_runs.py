@@ -1,0 +1,147 @@
+"""`tunelab run` with the RL stages (grpo, rloo) through the real CLI on the tiny model: on conversations and on
+preference pairs, the curves they log, a stop and --resume, rewards that fail, and recipes that are wrong."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+import yaml
+
+from helpers import cli, quickstart_records, shared_data, tiny_recipe
+from tunelab.config.schema import RL_STAGES
+
+REWARDS = [{"type": "json_valid"}, {"type": "field_accuracy", "weight": 2.0}]
+STAGE_TRAIN = {  # each stage's own settings: a KL term in each, so that every stage logs one
+    "grpo": {"num_generations": 4, "beta": 0.04},
+    "rloo": {"num_generations": 4, "beta": 0.04},
+    "ppo": {"num_ppo_epochs": 2, "num_mini_batches": 2, "kl_coef": 0.05},
+}
+
+
+def rl_recipe(tmp_path, model, stage: str, **sections):
+    path = tiny_recipe(tmp_path, model)
+    raw = yaml.safe_load(path.read_text())
+    raw |= {"stage": stage, "reward": REWARDS, "export": {"verify_prompts": 1}}
+    raw["data"]["validation"] = None
+    raw["train"] = {"max_steps": 2, "learning_rate": 1e-4, "logging_steps": 1, "save_steps": 2, "bf16": False,
+                    "per_device_train_batch_size": 4} | STAGE_TRAIN[stage]  # fmt: skip
+    raw["eval"] |= {"forgetting": False, "max_new_tokens": 12}
+    for key, value in sections.items():
+        raw[key] = value if not isinstance(value, dict) else {**raw.get(key, {}), **value}
+    path.write_text(yaml.safe_dump(raw))
+    return path
+
+
+def metrics(run) -> list[dict]:
+    return [json.loads(line) for line in (run / "metrics.jsonl").read_text().splitlines()]
+
+
+@pytest.mark.parametrize("stage", RL_STAGES)
+def test_each_rl_stage_runs_and_logs_its_curves(tmp_path, tiny_model_dir, capsys, stage):
+    recipe = rl_recipe(tmp_path, tiny_model_dir, stage)
+    result = cli(["run", recipe], capsys)
+    assert result.exit_code == 0, result.err
+    run = tmp_path / "runs" / "tiny"
+    assert json.loads((run / "status.json").read_text())["state"] == "completed"
+    training = json.loads((run / "training.json").read_text())
+    assert training["stage"] == stage and "adapter disabled" in training["reference"]
+    assert training["rollout_tokens"] > 0 and 0 < training["rollout_share"] < 1  # the time sampling took
+    rows = [row for row in metrics(run) if "loss" in row]
+    assert [row["step"] for row in rows] == [1, 2]
+    for key in ("reward", "rewards/json_valid/mean", "rewards/field_accuracy/mean", "completions/mean_length", "kl"):
+        assert all(key in row for row in rows), key
+    assert (run / "plots" / "rl.png").is_file()
+    samples = [json.loads(line) for line in (run / "samples.jsonl").read_text().splitlines()]
+    assert samples and {"json_valid", "field_accuracy"} == set(samples[0]["rewards"]) and samples[0]["prompt"]
+    report = (run / "eval" / "report.md").read_text()
+    assert "## Reward, KL, entropy, clipping, length" in report and "Sampled answers at step" in report
+    assert json.loads((run / "eval" / "report_tuned.json").read_text())["metrics"]["field_accuracy"] is not None
+
+
+def test_grpo_on_the_llamafactory_demo_pairs(tmp_path, tiny_model_dir, capsys):
+    """Preference pairs serve as prompts, their chosen answer as the reference (json_valid needs none)."""
+    registry = shared_data("llamafactory", "dataset_info.json")
+    data = {"sources": [], "registry": str(registry), "datasets": ["dpo_en_demo"], "validation": None, "test": None,
+            "max_length": 256}  # fmt: skip
+    recipe = rl_recipe(tmp_path, tiny_model_dir, "grpo", data=data, reward=[{"type": "max_words", "max_words": 5}],
+                       eval={"base": False})  # fmt: skip
+    result = cli(["run", recipe], capsys)
+    assert result.exit_code == 0, result.err
+
+
+@pytest.mark.parametrize("stage", ["grpo", "ppo"])
+def test_an_rl_stage_resumes_after_a_stop(tmp_path, tiny_model_dir, capsys, stage):
+    from transformers import TrainerCallback
+
+    import tunelab.train.callbacks as callbacks
+    import tunelab.train.fit as fit
+
+    recipe = rl_recipe(tmp_path, tiny_model_dir, stage, train={"max_steps": 4})
+    run = tmp_path / "runs" / "tiny"
+
+    class StopAtTwo(TrainerCallback):
+        def on_step_begin(self, args, state, control, **kwargs):
+            if state.global_step == 2:
+                (run / "STOP").touch()
+
+    original = callbacks.standard_callbacks
+    fit.standard_callbacks, saved = (lambda r, t: [StopAtTwo(), *original(r, t)]), fit.standard_callbacks
+    try:
+        assert cli(["run", recipe], capsys).exit_code == 130
+    finally:
+        fit.standard_callbacks = saved
+    if stage == "ppo":  # the value model (a second adapter with its head) is in the checkpoint
+        assert (run / "checkpoints" / "checkpoint-2" / "value" / "adapter_model.safetensors").is_file()
+    assert cli(["run", recipe, "--resume"], capsys).exit_code == 0
+    steps = [row["step"] for row in metrics(run) if "loss" in row]
+    assert steps == [1, 2, 3, 4]
+    assert not (run / "adapter" / "value").exists()  # the policy alone is saved
+
+
+def test_a_reward_that_fails_names_itself_and_the_record(tmp_path, tiny_model_dir, capsys):
+    module = tmp_path / "rewards.py"
+    module.write_text("def picky(prompts, completions, reference, id, **kwargs):\n"
+                      "    return [float('nan')] * len(completions)\n", encoding="utf-8")  # fmt: skip
+    recipe = rl_recipe(tmp_path, tiny_model_dir, "grpo", reward=[{"type": "python", "function": f"{module}:picky"}])
+    result = cli(["run", recipe], capsys)
+    assert result.exit_code == 1 and "Traceback" not in result.err
+    ids = {record["id"] for record in quickstart_records("train", 48)}
+    named = result.err.split("reward picky returned nan for record '")[1].split("'")[0]
+    assert named in ids and "a reward is a finite number" in result.err
+    assert json.loads((tmp_path / "runs" / "tiny" / "status.json").read_text())["state"] == "failed"
+
+
+@pytest.mark.parametrize(
+    ("change", "message"),
+    [
+        ({"reward": []}, "reward: stage grpo scores its samples with rewards"),
+        ({"reward": [{"type": "json_vald"}]}, "reward.0.type: unknown choice 'json_vald'; choose json_valid"),
+        ({"reward": [{"type": "regex", "patern": "x"}]}, "reward.0.patern: unknown key (did you mean pattern?)"),
+        ({"reward": [{"type": "regex", "pattern": "("}]}, "reward[0]: pattern '(' is not a regular expression"),
+        ({"reward": [{"type": "json_schema", "json_schema": "missing.json"}]}, "reward[0].json_schema: file not found"),
+        ({"reward": [{"type": "python", "function": "missing.py:f"}]}, "reward[0].function: file not found"),
+        ({"stage": "sft"}, "reward: stage sft does not use rewards"),
+        ({"train": {"reward_weights": [1.0]}}, "train.reward_weights: set `weight:` on each entry of reward:"),
+        (
+            {"stage": "ppo", "train": {"max_steps": 2}, "method": {"type": "full"}},
+            "method.type: stage ppo trains a LoRA policy",
+        ),
+    ],
+)
+def test_bad_rl_recipes_are_clear_errors(tmp_path, tiny_model_dir, capsys, change, message):
+    recipe = rl_recipe(tmp_path, tiny_model_dir, "grpo")
+    raw = yaml.safe_load(recipe.read_text())
+    for key, value in change.items():
+        raw[key] = value
+    recipe.write_text(yaml.safe_dump(raw))
+    result = cli(["validate", recipe], capsys)
+    assert result.exit_code == 2 and "Traceback" not in result.err
+    assert message in result.err, result.err
+
+
+def test_a_reward_model_reward_must_be_a_reward_model(tmp_path, tiny_model_dir, capsys):
+    recipe = rl_recipe(tmp_path, tiny_model_dir, "grpo", reward=[{"type": "reward_model", "run": str(tiny_model_dir)}])
+    result = cli(["validate", recipe], capsys)
+    assert result.exit_code == 2
+    assert "is not a reward model (a run of stage: rm, or a folder with a scalar head)" in result.err

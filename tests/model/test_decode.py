@@ -1,0 +1,106 @@
+"""The rollout decoder: greedy output equals one-prompt-at-a-time decoding however the rows are batched, joined and
+dropped; log-probabilities equal a full forward pass's; sampling is reproducible; packed weights come and go."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+from transformers import AutoModelForCausalLM, AutoTokenizer
+
+from tunelab.data.tokenize import prompt_ids_for_generation
+from tunelab.model import fast_linear
+from tunelab.model.decode import SamplingSettings, packed_weights, sample_completions
+from tunelab.model.generate import stop_token_ids
+
+QUESTIONS = ["hello", "Please send two red shirts", "What is the capital of France?", "谢谢", "size M to Alice"]
+
+
+@pytest.fixture(autouse=True, scope="module")
+def _one_thread():
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
+
+@pytest.fixture
+def loaded(tiny_model_dir):
+    """The tiny model with larger random weights, so that greedy outputs differ from prompt to prompt."""
+    model = AutoModelForCausalLM.from_pretrained(tiny_model_dir, dtype=torch.float32).eval()
+    torch.manual_seed(1)
+    with torch.no_grad():
+        for weight in model.parameters():
+            if weight.ndim == 2:
+                weight.normal_(0, 0.3)
+    tokenizer = AutoTokenizer.from_pretrained(tiny_model_dir)
+    prompts = [
+        prompt_ids_for_generation(tokenizer, [{"role": "user", "content": (q + " ") * (i % 3 + 1)}])
+        for i, q in enumerate(QUESTIONS * 2)
+    ]
+    return model, tokenizer, prompts
+
+
+def decode(model, tokenizer, prompts, extra_stops=(), **settings):
+    stops = set(stop_token_ids(model, tokenizer)) | set(extra_stops)
+    options = {"max_new_tokens": 12, "temperature": 0.0} | settings
+    generator = torch.Generator().manual_seed(7) if options["temperature"] > 0 else None
+    return sample_completions(model, prompts, SamplingSettings(**options), stops, tokenizer.pad_token_id, generator)
+
+
+def test_greedy_rows_do_not_depend_on_their_batch(loaded):
+    model, tokenizer, prompts = loaded
+    # a token some rows produce early serves as a stop, so that rows finish at different steps and leave the batch
+    stop = decode(model, tokenizer, prompts[:1])[0].ids[3]
+    alone = [decode(model, tokenizer, [p], [stop])[0] for p in prompts]
+    together = decode(model, tokenizer, prompts, [stop])
+    trickling = decode(model, tokenizer, prompts, [stop], max_rows=3)  # rows join as others finish
+    for one, two, three in zip(alone, together, trickling, strict=True):
+        assert one.ids == two.ids == three.ids
+        assert one.finish == two.finish == three.finish
+        assert two.logprobs == pytest.approx(one.logprobs, abs=1e-4)
+    assert {s.finish for s in together} == {"length", "stop"}
+    assert len({len(s.ids) for s in together}) > 1
+
+
+def test_log_probabilities_are_the_policys(loaded):
+    """Each token's log-probability equals the one a full forward pass over prompt + completion gives it."""
+    model, tokenizer, prompts = loaded
+    for sample in decode(model, tokenizer, prompts[:4], temperature=0.7):
+        ids = torch.tensor([sample.prompt + sample.ids])
+        with torch.no_grad():
+            logits = model(input_ids=ids).logits[0, len(sample.prompt) - 1 : -1].float() / 0.7
+        expected = torch.log_softmax(logits, -1).gather(-1, torch.tensor(sample.ids)[:, None])[:, 0]
+        assert sample.logprobs == pytest.approx(expected.tolist(), abs=1e-4)
+
+
+def test_repeated_prompts_sample_differently_and_reproducibly(loaded):
+    model, tokenizer, prompts = loaded
+    group = [prompts[1]] * 6
+    first = decode(model, tokenizer, group, temperature=1.0)
+    again = decode(model, tokenizer, group, temperature=1.0)
+    assert [s.ids for s in first] == [s.ids for s in again]
+    assert len({tuple(s.ids) for s in first}) > 1, "six samples of one prompt at temperature 1 should differ"
+    assert all(s.prompt == prompts[1] for s in first)
+
+
+def test_top_k_one_is_greedy(loaded):
+    model, tokenizer, prompts = loaded
+    greedy = decode(model, tokenizer, prompts[:3])
+    top1 = decode(model, tokenizer, prompts[:3], temperature=1.0, top_k=1)
+    assert [s.ids for s in greedy] == [s.ids for s in top1]
+
+
+@pytest.mark.skipif(not fast_linear.available(), reason="this PyTorch has no oneDNN")
+def test_packed_weights_give_the_same_tokens_and_are_removed_after(loaded):
+    model, tokenizer, prompts = loaded
+    plain = decode(model, tokenizer, prompts)
+    with packed_weights(model) as count:
+        assert count > 0
+        packed = decode(model, tokenizer, prompts)
+    assert [s.ids for s in plain] == [s.ids for s in packed]
+    linears = [m for m in model.modules() if isinstance(m, torch.nn.Linear)]
+    assert not any("packed_weight" in m.__dict__ or "forward" in m.__dict__ for m in linears)
+    model.train()
+    loss = model(input_ids=torch.tensor([prompts[0]]), labels=torch.tensor([prompts[0]])).loss
+    loss.backward()  # training works on the ordinary layers again
+    assert all(p.grad is not None for p in model.parameters() if p.requires_grad and p.ndim == 2)
