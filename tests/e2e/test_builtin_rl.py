@@ -21,11 +21,10 @@ REPO = QUICKSTART.parents[1]
 STAGE_TRAIN = {
     "grpo": {"num_generations": 4, "per_device_train_batch_size": 8, "beta": 0.04},
     "rloo": {"num_generations": 4, "per_device_train_batch_size": 8},
-    "ppo": {"per_device_train_batch_size": 4, "num_ppo_epochs": 1},
 }
 
 
-@pytest.mark.parametrize("stage", RL_STAGES)
+@pytest.mark.parametrize("stage", [stage for stage in RL_STAGES if stage != "ppo"])  # ppo: in the chain below
 def test_each_rl_stage_on_the_builtin_model(tmp_path, capsys, stage):
     recipe = {
         "name": stage, "output_dir": str(tmp_path / "runs"), "stage": stage,
@@ -55,7 +54,13 @@ def test_the_rlhf_chain_sft_rm_ppo(tmp_path):
     """examples/alignment/run_rlhf.sh as a user runs it, with overrides that keep every stage short."""
     runs = tmp_path / "runs"
     tunelab = Path(sys.executable).with_name("tunelab")
-    overrides = ["train.max_steps=2", "eval.limit=4", "eval.forgetting=false", "export.verify_prompts=1"]
+    overrides = [
+        "train.max_steps=2",
+        "train.logging_steps=1",
+        "eval.limit=4",
+        "eval.forgetting=false",
+        "export.verify_prompts=1",
+    ]
     env = {**os.environ, "RUNS": str(runs), "TUNELAB": str(tunelab)}
     done = subprocess.run(["sh", str(REPO / "examples" / "alignment" / "run_rlhf.sh"), *overrides], env=env,
                           capture_output=True, text=True, timeout=1800)  # fmt: skip

@@ -25,3 +25,18 @@ def test_packed_linear_equals_the_plain_one(shape):
 def test_only_float32_linears_are_packed():
     model = torch.nn.Sequential(torch.nn.Linear(8, 8).to(torch.bfloat16), torch.nn.Embedding(4, 8))
     assert fast_linear.prepack_linears(model) == 0
+
+
+@pytest.mark.skipif(not fast_linear.available(), reason="this PyTorch has no oneDNN")
+def test_a_packed_layer_under_bf16_autocast_computes_like_the_plain_one():
+    """A trainer's model runs under bf16 autocast (accelerate's mixed precision); RL rollouts pack its weights."""
+    torch.manual_seed(0)
+    layer = torch.nn.Linear(16, 8)
+    x = torch.randn(4, 16)
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        plain = layer(x)
+        assert fast_linear.prepack_linears(layer) == 1
+        packed = layer(x)
+        packed_bf16_input = layer(x.bfloat16())
+    assert packed.dtype == plain.dtype == torch.bfloat16
+    assert torch.equal(packed, plain) and torch.equal(packed_bf16_input, plain)
