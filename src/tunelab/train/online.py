@@ -33,9 +33,10 @@ def with_tunelab_rollouts(trainer_class: type, returns_logprobs: bool) -> type:
             return (completion_ids, logprobs) if returns_logprobs else completion_ids
 
         def log(self, logs: dict[str, float], start_time: float | None = None) -> None:
-            if "loss" in logs and self._logs["prompt"]:  # TRL keeps the latest batch's answers and rewards here
+            sample_log = getattr(self, "sample_log", None)  # set by build_online_trainer (not in bench/rl_rollout.py)
+            if sample_log is not None and "loss" in logs and self._logs["prompt"]:  # TRL keeps the latest batch here
                 rewards = {name: list(values) for name, values in self._logs["rewards"].items()}
-                self.sample_log.offer(self.state.global_step, list(self._logs["prompt"]),
+                sample_log.offer(self.state.global_step, list(self._logs["prompt"]),
                                       list(self._logs["completion"]), rewards)  # fmt: skip
             super().log(logs, start_time)
 
