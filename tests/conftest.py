@@ -45,3 +45,14 @@ def pytest_terminal_summary(terminalreporter, exitstatus, config):
     if CASES:
         lines = ", ".join(f"{name} {count}" for name, count in sorted(CASES.items()))
         terminalreporter.write_line(f"fuzz cases tried: {lines}; total {sum(CASES.values())}")
+
+
+@pytest.fixture(scope="module")
+def one_thread():
+    """Tiny matrices gain nothing from a second thread; on a busy 2-core machine spinning threads cost 10x."""
+    import torch
+
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
