@@ -19,6 +19,7 @@ from tunelab.train.args import build_training_args
 from tunelab.train.callbacks import use_concise_progress
 from tunelab.train.rl import build_prompt_splits, rl_evaluate, rl_test_warnings
 from tunelab.train.rollout import RolloutTiming, SampleLog, trainer_rollout
+from tunelab.train.shared_prompt import share_online_prompts
 from tunelab.train.stage import Stage, trainer_stage
 
 
@@ -67,15 +68,23 @@ def build_online_trainer(classes: Callable[[], tuple[type, type]], returns_logpr
         )  # fmt: skip
         trainer.rollout_timing = RolloutTiming()
         trainer.sample_log = SampleLog(run.path / "samples.jsonl", recipe.train.get("sample_every", 10))
+        if plan.padding_free:
+            share_online_prompts(trainer)
         use_concise_progress(trainer)
         return trainer
 
     return build
 
 
+def describe_forward(recipe: Recipe) -> dict[str, str]:
+    if recipe.train.get("padding_free", True):
+        return {"completion_forward": "each prompt once for its G completions, LM head on completion tokens"}
+    return {"completion_forward": "TRL's padded rows (padding_free: false)"}
+
+
 def online_stage(name: str, summary: str, classes, describe, returns_logprobs: bool = True) -> Stage:
     return trainer_stage(
         name, summary, classes, reads="prompts", build_datasets=build_prompt_splits, evaluate=rl_evaluate,
         build_trainer=build_online_trainer(classes, returns_logprobs), test_warnings=rl_test_warnings,
-        describe=describe,
+        describe=lambda recipe, model: describe(recipe, model) | describe_forward(recipe), packs_sequences=True,
     )  # fmt: skip

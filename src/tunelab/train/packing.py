@@ -29,15 +29,15 @@ def packed_sdpa_attention(
     scaling: float | None = None,
     cu_seq_lens_q: torch.Tensor | None = None,
     cu_seq_lens_k: torch.Tensor | None = None,
-    pair_segments: list[tuple[int, int, int]] | None = None,
+    prefix_groups: list[tuple[int, tuple[tuple[int, int], ...]]] | None = None,
     **kwargs,
 ) -> tuple[torch.Tensor, None]:
-    """Causal SDPA inside each packed sequence (or pair, see `pair_attention`); plain `sdpa` when the batch carries
-    no sequence boundaries."""
-    if pair_segments is not None and query.shape[0] == 1:
+    """Causal SDPA inside each packed sequence (or group of sequences sharing a prefix, see
+    `prefix_group_attention`); plain `sdpa` when the batch carries no sequence boundaries."""
+    if prefix_groups is not None and query.shape[0] == 1:
         dropout = dropout if module.training else 0.0
         groups = getattr(module, "num_key_value_groups", 1)
-        return pair_attention(query, key, value, pair_segments, dropout, scaling, groups), None
+        return prefix_group_attention(query, key, value, prefix_groups, dropout, scaling, groups), None
     if cu_seq_lens_q is None or query.shape[0] != 1 or query.shape[2] == 1:
         return sdpa_attention_forward(module, query, key, value, attention_mask, dropout, scaling, **kwargs)
     lengths = torch.diff(cu_seq_lens_q.to("cpu")).tolist()
@@ -54,11 +54,13 @@ def packed_sdpa_attention(
     return torch.cat(pieces, dim=2).transpose(1, 2).contiguous(), None
 
 
-def pair_attention(query, key, value, segments, dropout: float, scaling, groups: int) -> torch.Tensor:
-    """Attention over a row of packed preference pairs, each laid out as [shared prompt, chosen rest, rejected rest]
-    (lengths `segments`): the prompt and the chosen answer form one causal sequence; the rejected answer sees the
-    prompt and itself, never the chosen answer. So each pair's prompt is computed once, for both answers."""
-    gqa = groups > 1
+def prefix_group_attention(query, key, value, groups, dropout: float, scaling, gqa_groups: int) -> torch.Tensor:
+    """Attention over a row of packed sequences that share prefixes. The row holds, per group, a leader sequence and
+    then each member's rest: `groups` lists `(leader_length, ((shared, rest), ...))`. The leader is one causal
+    sequence; a member sees the leader's first `shared` tokens (identical to its own first tokens) and its own rest,
+    never the leader's or another member's rest. So a prompt shared by a preference pair's two answers, or by GRPO's
+    G samples, is computed once for all of them."""
+    gqa = gqa_groups > 1
 
     def attend(q, k, v, mask=None):
         return torch.nn.functional.scaled_dot_product_attention(
@@ -66,17 +68,21 @@ def pair_attention(query, key, value, segments, dropout: float, scaling, groups:
         )
 
     pieces, start = [], 0
-    for shared, chosen, rejected in segments:
-        first, end = start + shared + chosen, start + shared + chosen + rejected
-        if first > start:
-            pieces.append(attend(query[:, :, start:first], key[:, :, start:first], value[:, :, start:first]))
-        if rejected:
-            keys = torch.cat([key[:, :, start : start + shared], key[:, :, first:end]], dim=2)
-            values = torch.cat([value[:, :, start : start + shared], value[:, :, first:end]], dim=2)
-            mask = torch.ones(rejected, shared + rejected, dtype=torch.bool, device=query.device)
-            mask[:, shared:] = torch.ones(rejected, rejected, dtype=torch.bool, device=query.device).tril()
-            pieces.append(attend(query[:, :, first:end], keys, values, mask))
-        start = end
+    for leader, members in groups:
+        if leader:
+            end = start + leader
+            pieces.append(attend(query[:, :, start:end], key[:, :, start:end], value[:, :, start:end]))
+        member_start = start + leader
+        for shared, rest in members:
+            end = member_start + rest
+            if rest:
+                keys = torch.cat([key[:, :, start : start + shared], key[:, :, member_start:end]], dim=2)
+                values = torch.cat([value[:, :, start : start + shared], value[:, :, member_start:end]], dim=2)
+                mask = torch.ones(rest, shared + rest, dtype=torch.bool, device=query.device)
+                mask[:, shared:] = torch.ones(rest, rest, dtype=torch.bool, device=query.device).tril()
+                pieces.append(attend(query[:, :, member_start:end], keys, values, mask))
+            member_start = end
+        start = member_start
     return torch.cat(pieces, dim=2).transpose(1, 2).contiguous()
 
 
