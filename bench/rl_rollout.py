@@ -8,13 +8,18 @@ tokenised prompts (quickstart training orders, each repeated num_generations tim
 are sampled by:
 
 - `trl_default`: GRPOTrainer's own `_generate_single_turn` with its defaults on a CPU: `model.generate()` on the
-  left-padded batch with the trainer's generation config (sampling, temperature 1, top_p 1, max_completion_length).
+  left-padded batch with the trainer's generation config (sampling, temperature 1, top_p 1, max_completion_length),
+  under the trainer's mixed precision (TRL's default is bf16; `--bf16 auto` keeps it where bf16 matmuls are fast, as
+  tunelab does, and turns it off elsewhere for both).
 - `tunelab`: the same method as tunelab's grpo stage replaces it (train/online.py → model/decode.py): each prompt
-  prefilled once for its G samples, finished rows leave the batch, linear weights pre-packed for the rollout.
+  prefilled once for its G samples, finished rows leave the batch, float32 weights pre-packed for the rollout with
+  each LoRA layer merged into one matrix (train/rollout.py, model/fast_linear.py).
 
 Interleaved, `--repeats` times, medians. Reported: generated tokens per second (each path's own completions, EOS
 included, counted as TRL counts completion lengths), seconds per rollout batch, and the ratio. Then a few real GRPO
-steps with each path, for the share of a step that is generation.
+steps with each whole path — TRL's as it ships; tunelab's with its rollouts and its training pass (each prompt once
+for its G completions, train/shared_prompt.py) — for the seconds per step and the share of a step that is
+generation.
 """
 
 from __future__ import annotations
@@ -49,14 +54,18 @@ def build_trainer(args, out: Path, tunelab_rollouts: bool):
 
     from tunelab.model.load import load_model
     from tunelab.train.online import with_tunelab_rollouts
+    from tunelab.train.packing import use_packed_attention
     from tunelab.train.rollout import RolloutTiming
+    from tunelab.train.shared_prompt import share_online_prompts
 
     torch.manual_seed(args.seed)
     model, tokenizer, _ = load_model(args.model)
+    if tunelab_rollouts:
+        use_packed_attention(model)  # as `stage: grpo` does: the training pass computes each prompt once
     lora = LoraConfig(r=16, lora_alpha=32, lora_dropout=0.0, target_modules="all-linear", task_type="CAUSAL_LM")
     model = get_peft_model(model, lora)
     config = GRPOConfig(
-        output_dir=str(out), use_cpu=True, bf16=False, report_to="none", save_strategy="no", logging_steps=1,
+        output_dir=str(out), use_cpu=True, bf16=args.bf16, report_to="none", save_strategy="no", logging_steps=1,
         num_generations=args.generations, per_device_train_batch_size=args.prompts * args.generations,
         max_completion_length=args.max_tokens, learning_rate=1e-5, max_steps=args.steps, seed=args.seed,
         gradient_checkpointing=False, activation_checkpointing=False,
@@ -66,6 +75,8 @@ def build_trainer(args, out: Path, tunelab_rollouts: bool):
     trainer = trainer_class(model=model, reward_funcs=[length_reward], args=config, train_dataset=dataset,
                             processing_class=tokenizer)  # fmt: skip
     trainer.rollout_timing = RolloutTiming()
+    if tunelab_rollouts:
+        share_online_prompts(trainer)
     return trainer
 
 
@@ -122,8 +133,17 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--steps", type=int, default=3, help="GRPO steps for the generation share (0: skip)")
     parser.add_argument("--threads", type=int, default=None)
     parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument(
+        "--bf16",
+        choices=["auto", "on", "off"],
+        default="auto",
+        help="both trainers' mixed precision (auto: on where bf16 is fast, as tunelab picks)",
+    )
     parser.add_argument("--out", type=Path)
     args = parser.parse_args(argv)
+    from tunelab.hardware import bf16_is_fast
+
+    args.bf16 = {"on": True, "off": False}.get(args.bf16, bf16_is_fast())
 
     import torch
 
@@ -144,7 +164,7 @@ def main(argv: list[str] | None = None) -> None:
             shares = {"trl_default": generation_share(args, Path(scratch) / "a", False),
                       "tunelab": generation_share(args, Path(scratch) / "b", True)}  # fmt: skip
     summary: dict[str, Any] = {"machine": cpu_line(), "model": args.model, "threads": torch.get_num_threads(),
-                               "rows": len(prompt_ids), "max_tokens": args.max_tokens,
+                               "rows": len(prompt_ids), "max_tokens": args.max_tokens, "bf16": args.bf16,
                                "repeats": args.repeats}  # fmt: skip
     for path, results in runs.items():
         summary[path] = {key: statistics.median(r[key] for r in results) for key in results[0]} | shares.get(path, {})
@@ -152,7 +172,8 @@ def main(argv: list[str] | None = None) -> None:
         summary["tunelab"]["tokens_per_second"] / summary["trl_default"]["tokens_per_second"]
     )
     print(f"machine: {summary['machine']}; {summary['rows']} rows ({args.prompts} prompts x {args.generations}), "
-          f"up to {args.max_tokens} tokens, medians of {args.repeats}")  # fmt: skip
+          f"up to {args.max_tokens} tokens, bf16 mixed precision {'on' if args.bf16 else 'off'}, "
+          f"medians of {args.repeats}")  # fmt: skip
     print(f"{'path':<12} {'tokens/s':>9} {'s/batch':>8} {'tokens':>7} {'s/GRPO step':>12} {'generation share':>17}")
     for path in runs:
         row = summary[path]

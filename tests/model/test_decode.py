@@ -99,3 +99,25 @@ def test_packed_weights_give_the_same_tokens_and_are_removed_after(loaded):
     loss = model(input_ids=torch.tensor([prompts[0]]), labels=torch.tensor([prompts[0]])).loss
     loss.backward()  # training works on the ordinary layers again
     assert all(p.grad is not None for p in model.parameters() if p.requires_grad and p.ndim == 2)
+
+
+@pytest.mark.skipif(not fast_linear.available(), reason="this PyTorch has no oneDNN")
+def test_a_lora_policy_samples_through_merged_packed_layers_and_keeps_its_weights(loaded):
+    from peft import LoraConfig, get_peft_model
+
+    model, tokenizer, prompts = loaded
+    config = LoraConfig(r=4, lora_alpha=8, target_modules="all-linear", init_lora_weights=False)
+    model = get_peft_model(model, config).eval()
+    weights = {name: p.detach().clone() for name, p in model.named_parameters()}
+    plain = decode(model, tokenizer, prompts)
+    lora_layers = [m for m in model.modules() if hasattr(m, "lora_A")]
+    with packed_weights(model) as count:
+        assert count == len(lora_layers) + 1  # each LoRA layer as one merged matrix, and the untouched LM head
+        assert all(m.packed_adapters == ("default",) for m in lora_layers)
+        packed = decode(model, tokenizer, prompts)
+        with model.disable_adapter():  # adapters switched inside the block: PEFT's own forward, the base model
+            assert [s.ids for s in decode(model, tokenizer, prompts[:2])] != [s.ids for s in plain[:2]]
+    assert [s.ids for s in plain] == [s.ids for s in packed]
+    for name, parameter in model.named_parameters():
+        assert torch.equal(parameter, weights[name]), name  # no merge/unmerge drift
+    assert not any(set(m.__dict__) & {"packed_weight", "merged_weight", "forward"} for m in model.modules())

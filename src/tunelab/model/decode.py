@@ -6,8 +6,9 @@ weight matrix (see fast_linear.py). Here:
 - each distinct prompt is prefilled once and its cache rows are copied for its G samples;
 - rows leave the batch as they finish (their cache rows are dropped, padding columns nobody needs are trimmed), and
   waiting rows join at step boundaries (continuous batching, kv_cache.py) when there are more than `max_rows`;
-- linear weights can be pre-packed for oneDNN for the duration of the rollout (`packed_weights`); LoRA stays unmerged,
-  so the policy's current adapter is what samples, with no merge/unmerge drift;
+- linear weights can be pre-packed for oneDNN for the duration of the rollout (`packed_weights`), a LoRA layer as its
+  base weight plus the adapter's current delta in a separate tensor (fast_linear.py), so the policy's current adapter
+  is what samples, with no merge/unmerge drift in the frozen weights;
 - each sampled token's log-probability under the sampling distribution (logits / temperature, before top-p/top-k) is
   returned, what PPO and GRPO need as the "old" policy's log-probabilities.
 """
@@ -157,20 +158,15 @@ def _top_k_top_p(scaled: torch.Tensor, top_k: int, top_p: float) -> torch.Tensor
 
 @contextmanager
 def packed_weights(model) -> Iterator[int]:
-    """Linear layers run on weights pre-packed for oneDNN inside the block (decoding is faster, see fast_linear.py),
-    and are restored after it, so training's backward pass sees the ordinary layers. Packs the weights as they are now:
-    enter it again after an optimizer step changed them. Yields how many layers were packed."""
-    from tunelab.model.fast_linear import prepack_linears
+    """Linear layers (LoRA layers merged with their active adapter) run on weights pre-packed for oneDNN inside the
+    block (decoding is faster, see fast_linear.py), and are restored after it, so training's backward pass sees the
+    ordinary layers. Packs the weights as they are now: enter it again after an optimizer step changed them. Yields
+    how many layers were packed."""
+    from tunelab.model.fast_linear import prepack_linears, unpack_linears
 
-    patched = {id(m): m.__dict__.get("forward") for m in model.modules() if isinstance(m, torch.nn.Linear)}
-    count = prepack_linears(model)
+    forwards = {id(m): m.__dict__.get("forward") for m in model.modules()}
+    count = prepack_linears(model, merge_lora=True)
     try:
         yield count
     finally:
-        for module in model.modules():
-            if isinstance(module, torch.nn.Linear) and "packed_weight" in module.__dict__:
-                del module.packed_weight
-                if patched.get(id(module)) is None:
-                    del module.forward  # the class's forward again
-                else:
-                    module.forward = patched[id(module)]
+        unpack_linears(model, forwards)

@@ -9,6 +9,12 @@ server loads the model; outputs equal the plain layer's to float rounding (~1e-6
 
 Only float32 `nn.Linear` layers on the CPU are packed, and only when PyTorch has oneDNN; the packed copy is kept
 next to the original weight (adapters, merging and saving still see the ordinary module).
+
+With `merge_lora=True` (RL rollouts: one adapter samples thousands of tokens), a PEFT LoRA layer is packed as one
+matrix, its base weight plus the adapter's delta, so each decoding step runs one product per layer instead of three
+and none of PEFT's per-call Python. PEFT's own `merge_adapter()` would do the sum but writes it into the base weight
+and subtracts it again afterwards, which leaves rounding drift in the frozen weights every rollout; the sum here is a
+separate tensor, and the module's weights are never touched. `unpack_linears` removes what packing added.
 """
 
 from __future__ import annotations
@@ -34,17 +40,84 @@ def _packed_forward(self, x: torch.Tensor) -> torch.Tensor:
     return out.reshape(*shape[:-1], out.shape[-1])
 
 
-def prepack_linears(model) -> int:
-    """Pack every eligible linear layer of `model` in place; returns how many were packed."""
+def _merged_lora_forward(self, x: torch.Tensor, *args, **kwargs) -> torch.Tensor:
+    """A LoRA layer on its packed merged weight while the adapters it was packed with are the active ones (and the
+    input is float32 outside autocast); PEFT's own forward otherwise."""
+    unchanged = not self.disable_adapters and tuple(self.active_adapters) == self.packed_adapters
+    if args or kwargs or not unchanged or x.dtype != self.merged_weight.dtype or torch.is_autocast_enabled("cpu"):
+        return type(self).forward(self, x, *args, **kwargs)
+    bias = self.base_layer.bias
+    shape = x.shape
+    if x.numel() == shape[-1]:
+        return torch.nn.functional.linear(x, self.merged_weight, bias)
+    out = torch.ops.mkldnn._linear_pointwise(x.reshape(-1, shape[-1]), self.packed_weight, bias, "none", [], "")
+    return out.reshape(*shape[:-1], out.shape[-1])
+
+
+def _plain_float_linear(module) -> bool:
+    weight = getattr(module, "weight", None)
+    return type(module) is torch.nn.Linear and weight.dtype == torch.float32 and weight.device.type == "cpu"
+
+
+def _mergeable_lora(module) -> bool:
+    """A PEFT LoRA linear layer whose active adapters are plain LoRA (no DoRA or other variant), not merged, with
+    dropout off (eval mode), over a float32 CPU linear layer."""
+    if not (hasattr(module, "lora_A") and hasattr(module, "get_delta_weight") and hasattr(module, "base_layer")):
+        return False
+    active = [a for a in module.active_adapters if a in module.lora_A]
+    return (
+        bool(active)
+        and not module.merged
+        and not module.disable_adapters
+        and not module.training
+        and not any(a in getattr(module, "lora_variant", {}) for a in active)
+        and _plain_float_linear(module.base_layer)
+    )
+
+
+def prepack_linears(model, merge_lora: bool = False) -> int:
+    """Pack every eligible linear layer of `model` in place (with `merge_lora`, PEFT LoRA layers as base + delta);
+    returns how many were packed."""
     if not available():
         return 0
-    count = 0
+    count, merged_parts = 0, set()
     with torch.no_grad():
-        for module in model.modules():
-            weight = getattr(module, "weight", None)
-            if type(module) is not torch.nn.Linear or weight.dtype != torch.float32 or weight.device.type != "cpu":
+        for module in model.modules() if merge_lora else ():
+            if not _mergeable_lora(module):
                 continue
-            module.packed_weight = torch.ops.mkldnn._reorder_linear_weight(weight.detach(), BATCH_HINT)
+            adapters = tuple(module.active_adapters)
+            weight = module.base_layer.weight.detach().clone()
+            for adapter in (a for a in adapters if a in module.lora_A):
+                weight += module.get_delta_weight(adapter)
+            module.merged_weight, module.packed_adapters = weight, adapters
+            module.packed_weight = torch.ops.mkldnn._reorder_linear_weight(weight, BATCH_HINT)
+            module.forward = types.MethodType(_merged_lora_forward, module)
+            merged_parts |= {id(m) for m in module.modules() if m is not module}  # base layer, lora_A, lora_B
+            count += 1
+        for module in model.modules():
+            if not _plain_float_linear(module) or id(module) in merged_parts:
+                continue
+            module.packed_weight = torch.ops.mkldnn._reorder_linear_weight(module.weight.detach(), BATCH_HINT)
             module.forward = types.MethodType(_packed_forward, module)
             count += 1
     return count
+
+
+PACKING_ATTRIBUTES = ("packed_weight", "merged_weight", "packed_adapters")
+
+
+def packed_modules(model) -> list[torch.nn.Module]:
+    return [m for m in model.modules() if "packed_weight" in m.__dict__]
+
+
+def unpack_linears(model, forwards: dict[int, object] | None = None) -> None:
+    """Remove what `prepack_linears` added; `forwards` (module id → the instance forward it had before, if any) puts
+    back forwards that were patched before packing."""
+    forwards = forwards or {}
+    for module in packed_modules(model):
+        for name in PACKING_ATTRIBUTES:
+            module.__dict__.pop(name, None)
+        if forwards.get(id(module)) is None:
+            module.__dict__.pop("forward", None)  # the class's forward again
+        else:
+            module.forward = forwards[id(module)]
