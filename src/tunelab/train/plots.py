@@ -42,12 +42,26 @@ RL_PANELS = (  # (metrics.jsonl key, panel title); a panel is drawn when its key
 )
 
 
+def each_reward(rows: list[dict[str, Any]]) -> dict[str, list[tuple[int, float]]]:
+    """Each reward's mean per logged step (`rewards/<name>/mean`), by reward name."""
+    curves: dict[str, list[tuple[int, float]]] = {}
+    for row in rows:
+        for key, value in row.items():
+            if key.startswith("rewards/") and key.endswith("/mean") and value is not None:
+                curves.setdefault(key[len("rewards/") : -len("/mean")], []).append((row["step"], value))
+    return curves
+
+
 def plot_rl(rows: list[dict[str, Any]], out: Path, title: str = "") -> Path | None:
-    """The RL curves that were logged, one small panel each; None when the run logged none (not an RL stage)."""
-    panels = [(key, name, [(r["step"], r[key]) for r in rows if r.get(key) is not None]) for key, name in RL_PANELS]
-    panels = [panel for panel in panels if panel[2]]
+    """The RL curves that were logged, one small panel each (the rewards one line each in a panel of their own);
+    None when the run logged none (not an RL stage)."""
+    panels = [(name, {"": [(r["step"], r[key]) for r in rows if r.get(key) is not None]}) for key, name in RL_PANELS]
+    panels = [panel for panel in panels if panel[1][""]]
     if not panels:
         return None
+    rewards = each_reward(rows)
+    if len(rewards) > 1:
+        panels.insert(1, ("each reward (mean)", rewards))
     import matplotlib
 
     matplotlib.use("Agg")
@@ -56,8 +70,11 @@ def plot_rl(rows: list[dict[str, Any]], out: Path, title: str = "") -> Path | No
     columns = min(3, len(panels))
     lines = (len(panels) + columns - 1) // columns
     figure, axes = plt.subplots(lines, columns, figsize=(4 * columns, 3 * lines), dpi=110, squeeze=False)
-    for axis, (_key, name, points) in zip(axes.flat, panels, strict=False):
-        axis.plot(*zip(*points, strict=True), color="#1f77b4")
+    for axis, (name, curves) in zip(axes.flat, panels, strict=False):
+        for label, points in curves.items():
+            axis.plot(*zip(*points, strict=True), label=label or None, color=None if label else "#1f77b4")
+        if len(curves) > 1:
+            axis.legend(fontsize=8)
         axis.set_title(name, fontsize=10)
         axis.set_xlabel("step")
         axis.grid(alpha=0.3)
