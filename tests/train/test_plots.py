@@ -5,13 +5,14 @@ from __future__ import annotations
 from tunelab.train.plots import each_reward, plot_rl
 
 
+def rl_row(step: int) -> dict:
+    return {"step": step, "reward": 1.2 + step / 100, "entropy": 0.05, "completions/mean_length": 48.0,
+            "rewards/field_accuracy/mean": 0.9 + step / 1000, "rewards/json_schema/mean": 0.95,
+            "rewards/json_schema/std": 0.2}  # fmt: skip
+
+
 def rl_rows() -> list[dict]:
-    return [
-        {"step": step, "reward": 1.2 + step / 100, "entropy": 0.05, "completions/mean_length": 48.0,
-         "rewards/field_accuracy/mean": 0.9 + step / 1000, "rewards/json_schema/mean": 0.95,
-         "rewards/json_schema/std": 0.2}  # fmt: skip
-        for step in (5, 10, 15)
-    ]
+    return [rl_row(step) for step in (5, 10, 15)]
 
 
 def test_each_reward_is_read_by_name():
