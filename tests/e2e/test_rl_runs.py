@@ -47,8 +47,10 @@ def test_each_rl_stage_runs_and_logs_its_curves(tmp_path, tiny_model_dir, capsys
     training = json.loads((run / "training.json").read_text())
     assert training["stage"] == stage and "adapter disabled" in training["reference"]
     assert training["rollout_tokens"] > 0 and 0 < training["rollout_share"] < 1  # the time sampling took
+    assert training["tokens_seen"] > training["rollout_tokens"] and training["real_tokens_per_second"] > 0
     rows = [row for row in metrics(run) if "loss" in row]
     assert [row["step"] for row in rows] == [1, 2]
+    assert rows[0]["tokens_per_second"] > 0  # prompt and completion tokens of the rollouts, as TRL counts them
     for key in ("reward", "rewards/json_valid/mean", "rewards/field_accuracy/mean", "completions/mean_length", "kl"):
         assert all(key in row for row in rows), key
     assert (run / "plots" / "rl.png").is_file()

@@ -171,6 +171,8 @@ class PPOTrainer(Trainer):
         self.rollout_timing.add(seconds, sum(len(s.ids) for s in samples))
         scores, columns = self._scores(records, samples)
         batch = self._padded(samples)
+        # prompt and completion tokens of every rollout, as TRL's GRPOTrainer counts them: tokens/s and training.json
+        self.state.num_input_tokens_seen += int(batch.attention_mask.sum())
         model.eval()
         logprobs, values, ref_logprobs, entropy = self._old_estimates(model, batch)
         model.train()
