@@ -72,6 +72,19 @@ def test_grpo_on_the_llamafactory_demo_pairs(tmp_path, tiny_model_dir, capsys):
     assert result.exit_code == 0, result.err
 
 
+def test_ppo_value_warmup_trains_the_value_model_alone(tmp_path, tiny_model_dir, capsys):
+    from safetensors.torch import load_file
+
+    recipe = rl_recipe(tmp_path, tiny_model_dir, "ppo", train={"value_warmup": 1})  # both steps in the first batch
+    assert cli(["run", recipe], capsys).exit_code == 0
+    run = tmp_path / "runs" / "tiny"
+    rows = [row for row in metrics(run) if "loss" in row]
+    assert [row["ppo/value_warmup"] for row in rows] == [1.0, 1.0] and rows[0]["value/loss"] > 0
+    policy = load_file(run / "adapter" / "adapter_model.safetensors")
+    lora_b = [tensor for name, tensor in policy.items() if "lora_B" in name]
+    assert lora_b and all(not tensor.any() for tensor in lora_b)  # LoRA B starts at 0: the policy never moved
+
+
 @pytest.mark.parametrize("stage", ["grpo", "ppo"])
 def test_an_rl_stage_resumes_after_a_stop(tmp_path, tiny_model_dir, capsys, stage):
     from transformers import TrainerCallback

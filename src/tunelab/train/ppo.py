@@ -50,6 +50,7 @@ class PPOConfig(TrainingArguments):
     cliprange: float = 0.2
     cliprange_value: float = 0.2
     vf_coef: float = 0.1
+    value_warmup: int = field(default=0, metadata={"help": "first rollout batches that train the value model alone"})
     whiten_rewards: bool = False
     missing_eos_penalty: float | None = field(default=None, metadata={"help": "subtracted from cut-off completions"})
     reward_weights: list[float] | None = None
@@ -276,13 +277,26 @@ class PPOTrainer(Trainer):
         logprobs, entropy = self._policy_logprobs(model, inputs, with_entropy=True)
         pg_loss, clip_fraction = ppo_math.policy_loss(logprobs, inputs.old_logprobs, inputs.advantages, inputs.mask,
                                                       self.args.cliprange)  # fmt: skip
+        if self._value_warming_up():
+            pg_loss = pg_loss.detach()
         values = self._values(model, inputs)
         vf_loss, vf_clipped = ppo_math.value_loss(values, inputs.old_values, inputs.returns, inputs.mask,
                                                   self.args.cliprange_value)  # fmt: skip
         self._pending |= {"ppo/policy_loss": pg_loss.detach().item(), "clip_ratio/region_mean": clip_fraction.item(),
                           "value/loss": vf_loss.detach().item(), "value/clip_fraction": vf_clipped.item(),
-                          "ppo/entropy_now": float(ppo_math.masked_mean(entropy.detach(), inputs.mask))}  # fmt: skip
+                          "ppo/entropy_now": float(ppo_math.masked_mean(entropy.detach(), inputs.mask)),
+                          "ppo/value_warmup": float(self._value_warming_up())}  # fmt: skip
         return pg_loss + self.args.vf_coef * vf_loss
+
+    def _value_warming_up(self) -> bool:
+        """Whether this update trains the value model alone. A fresh value head's estimates are noise around 0 while
+        every return is about the score, so GAE with λ < 1 (A_t ≈ λ^(T−1−t)·score) gives a completion's last tokens
+        large advantages and, after whitening, its earlier tokens (most of a 50-token answer) negative ones whatever
+        the answer scored: the
+        policy is pushed off the values it sampled early in the answer. On the orders task PPO at lr 1e-4 lowered its
+        own reward over 100 steps (examples/rl/README.md); letting the value model learn first, on the first rollout
+        batches, is the usual remedy (OpenRLHF's freezing_actor_steps)."""
+        return self.state.global_step // self._updates_per_batch() < self.args.value_warmup
 
     def log(self, logs: dict[str, float], start_time: float | None = None) -> None:
         if "loss" in logs:
