@@ -292,10 +292,9 @@ class PPOTrainer(Trainer):
         """Whether this update trains the value model alone. A fresh value head's estimates are noise around 0 while
         every return is about the score, so GAE with λ < 1 (A_t ≈ λ^(T−1−t)·score) gives a completion's last tokens
         large advantages and, after whitening, its earlier tokens (most of a 50-token answer) negative ones whatever
-        the answer scored: the
-        policy is pushed off the values it sampled early in the answer. On the orders task PPO at lr 1e-4 lowered its
-        own reward over 100 steps (examples/rl/README.md); letting the value model learn first, on the first rollout
-        batches, is the usual remedy (OpenRLHF's freezing_actor_steps)."""
+        the answer scored: the policy is pushed off the values it sampled early in the answer. On the orders task PPO
+        at lr 1e-4 lowered its own reward over 100 steps (examples/rl/README.md); letting the value model learn first,
+        on the first rollout batches, is the usual remedy (OpenRLHF's freezing_actor_steps)."""
         return self.state.global_step // self._updates_per_batch() < self.args.value_warmup
 
     def log(self, logs: dict[str, float], start_time: float | None = None) -> None:
