@@ -274,18 +274,18 @@ class PPOTrainer(Trainer):
 
     def compute_loss(self, model, inputs: RolloutBatch, return_outputs=False, num_items_in_batch=None):
         model = self.accelerator.unwrap_model(model)
-        logprobs, entropy = self._policy_logprobs(model, inputs, with_entropy=True)
-        pg_loss, clip_fraction = ppo_math.policy_loss(logprobs, inputs.old_logprobs, inputs.advantages, inputs.mask,
-                                                      self.args.cliprange)  # fmt: skip
-        if self._value_warming_up():
-            pg_loss = pg_loss.detach()
+        warming_up = self._value_warming_up()
+        with torch.set_grad_enabled(not warming_up):  # the policy's loss is only logged while the value model warms up
+            logprobs, entropy = self._policy_logprobs(model, inputs, with_entropy=True)
+            pg_loss, clip_fraction = ppo_math.policy_loss(logprobs, inputs.old_logprobs, inputs.advantages,
+                                                          inputs.mask, self.args.cliprange)  # fmt: skip
         values = self._values(model, inputs)
         vf_loss, vf_clipped = ppo_math.value_loss(values, inputs.old_values, inputs.returns, inputs.mask,
                                                   self.args.cliprange_value)  # fmt: skip
         self._pending |= {"ppo/policy_loss": pg_loss.detach().item(), "clip_ratio/region_mean": clip_fraction.item(),
                           "value/loss": vf_loss.detach().item(), "value/clip_fraction": vf_clipped.item(),
                           "ppo/entropy_now": float(ppo_math.masked_mean(entropy.detach(), inputs.mask)),
-                          "ppo/value_warmup": float(self._value_warming_up())}  # fmt: skip
+                          "ppo/value_warmup": float(warming_up)}  # fmt: skip
         return pg_loss + self.args.vf_coef * vf_loss
 
     def _value_warming_up(self) -> bool:
