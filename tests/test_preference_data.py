@@ -74,7 +74,10 @@ def generated_files(folder: Path) -> list[str]:
 
 def test_generating_twice_gives_identical_files(gen: ModuleType, fresh: Path, tmp_path: Path) -> None:
     gen.generate(tmp_path, with_unpaired=True)
-    written = ["express_twins.jsonl", "size_color_twins.jsonl", "test.jsonl", "train.jsonl", "train_unpaired.jsonl"]
+    written = [
+        "color_twins.jsonl", "express_twins.jsonl", "size_twins.jsonl", "test.jsonl", "train.jsonl",
+        "train_unpaired.jsonl",
+    ]  # fmt: skip
     assert generated_files(tmp_path) == written
     for name in generated_files(tmp_path):
         assert (tmp_path / name).read_bytes() == (fresh / name).read_bytes(), name
@@ -82,7 +85,8 @@ def test_generating_twice_gives_identical_files(gen: ModuleType, fresh: Path, tm
 
 def test_checked_in_files_equal_a_fresh_generation(fresh: Path) -> None:
     present = generated_files(PREFERENCE)
-    assert {"train.jsonl", "test.jsonl", "express_twins.jsonl", "size_color_twins.jsonl"} <= set(present)
+    expected = {"train.jsonl", "test.jsonl", "express_twins.jsonl", "size_twins.jsonl", "color_twins.jsonl"}
+    assert expected <= set(present)
     for name in present:
         assert (PREFERENCE / name).read_bytes() == (fresh / name).read_bytes(), f"{name} is stale; rerun generate.py"
 
@@ -166,7 +170,11 @@ def test_express_twins_differ_in_the_urgency_only(gen: ModuleType, pairs: dict, 
 def test_size_and_color_twins_differ_in_their_field_only(gen: ModuleType, quickstart: dict) -> None:
     """TWIN_ORDERS training orders per field (sized products for size) written with the value said and unsaid, each
     twin preferring its own value; the texts are new, distinct, and distinct from the express twins'."""
-    twins = read_jsonl(PREFERENCE / "size_color_twins.jsonl")
+    by_file = {field: read_jsonl(PREFERENCE / f"{field}_twins.jsonl") for field in ("size", "color")}
+    assert {field: {t["category"] for t in rows} for field, rows in by_file.items()} == {
+        "size": {"size_twin"}, "color": {"color_twin"}
+    }  # fmt: skip
+    twins = by_file["size"] + by_file["color"]
     express_texts = {t["prompt"][1]["content"] for t in read_jsonl(PREFERENCE / "express_twins.jsonl")}
     texts = [t["prompt"][1]["content"] for t in twins]
     assert len(set(texts)) == len(texts)

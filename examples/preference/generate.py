@@ -359,18 +359,15 @@ TWIN_LABELS = {"express": ("urgent", "standard"), "size": ("sized", "unsized"), 
 TWIN_ORDERS = 71  # orders per field for the size and colour twins: half as many as the express twins
 
 
-def size_and_color_twins(seed: int, records: list[dict], taken: set[str]) -> list[dict]:
-    """The same for the fields the DPO run on the express twins still got wrong most (size said but left null, a
-    colour invented): TWIN_ORDERS training orders each (a sized product for size), written with the value said and
-    unsaid, each preferring its own value. Drawn from their own rngs, after the express twins, so those stay as they
-    were."""
-    twins = []
-    for field in ("size", "color"):
-        rng = random.Random(f"{field}-twins-{seed}")
-        eligible = [r for r in records if field != "size" or catalog_product(answer_of(r)["product"]).sized]
-        chosen_orders = sorted(rng.sample(eligible, TWIN_ORDERS), key=records.index)
-        twins += field_twins(field, chosen_orders, lambda index, f=field: random.Random(f"{f}-{seed}-{index}"), taken)
-    return twins
+def field_order_twins(field: str, seed: int, records: list[dict], taken: set[str]) -> list[dict]:
+    """The same for a field the DPO run on the express twins still got wrong often (`size`: said but left null;
+    `color`: invented or dropped): TWIN_ORDERS training orders (of sized products for `size`), written with the value
+    said and unsaid, each preferring its own value. Each field draws from its own rngs, after the express twins, so
+    those stay as they were."""
+    rng = random.Random(f"{field}-twins-{seed}")
+    eligible = [r for r in records if field != "size" or catalog_product(answer_of(r)["product"]).sized]
+    chosen_orders = sorted(rng.sample(eligible, TWIN_ORDERS), key=records.index)
+    return field_twins(field, chosen_orders, lambda index: random.Random(f"{field}-{seed}-{index}"), taken)
 
 
 def answer_of(record: dict) -> dict:
@@ -448,8 +445,8 @@ def length_summary(pairs: list[dict]) -> dict[str, float]:
 
 
 def generate(out_dir: Path, seed: int = SEED, with_unpaired: bool = False) -> dict[str, list[dict]]:
-    """Write train.jsonl, test.jsonl, express_twins.jsonl and size_color_twins.jsonl (and train_unpaired.jsonl); the
-    two splits draw from separate rngs."""
+    """Write train.jsonl, test.jsonl, express_twins.jsonl, size_twins.jsonl and color_twins.jsonl (and
+    train_unpaired.jsonl); the two splits draw from separate rngs."""
     out_dir.mkdir(parents=True, exist_ok=True)
     records = quickstart_records()
     # Only the training pairs balance values: the held-out pairs keep the natural mix (most orders are not urgent), the
@@ -462,7 +459,8 @@ def generate(out_dir: Path, seed: int = SEED, with_unpaired: bool = False) -> di
         qs.write_jsonl(out_dir / f"{name}.jsonl", pairs)
     taken = {r["messages"][1]["content"] for split in records.values() for r in split}
     qs.write_jsonl(out_dir / "express_twins.jsonl", express_twins(seed, records["train"], splits["train"], taken))
-    qs.write_jsonl(out_dir / "size_color_twins.jsonl", size_and_color_twins(seed, records["train"], taken))
+    for field in ("size", "color"):  # in this order: each twin text is kept distinct from those written before it
+        qs.write_jsonl(out_dir / f"{field}_twins.jsonl", field_order_twins(field, seed, records["train"], taken))
     if with_unpaired:
         qs.write_jsonl(out_dir / "train_unpaired.jsonl", unpaired(splits["train"]))
     return splits
