@@ -7,7 +7,8 @@
 #
 # Recipes: examples/quickstart/recipe.yaml (SFT), examples/preference/rm.yaml and dpo.yaml (pairs from
 # examples/preference/generate.py on training orders; held-out pairs on held-out orders only). DPO trains on the express
-# twins, which target the SFT run's commonest mistake; examples/preference/README.md has the runs that chose them.
+# and size twins, which target the SFT run's two commonest mistakes; examples/preference/README.md has the runs that
+# chose them.
 set -eu
 cd "$(dirname "$0")/../.."
 TUNELAB="${TUNELAB:-tunelab}"
