@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from tunelab.formatting import percent
+from tunelab.eval.metrics import format_change, format_value
 
 VERDICT_COLOURS = {"better": "green", "worse": "red", "inconclusive": "yellow", "no forgetting": "green",
                    "FORGETTING": "bold red"}  # fmt: skip
@@ -28,9 +28,9 @@ def metrics_table(results: dict[str, dict[str, float]], comparison=None, forgett
     base, tuned = results.get("base", {}), results.get("tuned", {})
     for name in sorted(set(base) | set(tuned)):
         before, after = base.get(name), tuned.get(name)
-        change = f"{100 * (after - before):+.1f} pts" if before is not None and after is not None else ""
         interval, verdict = found.get(name, ("—", ""))
-        table.add_row(name, percent(before), percent(after), change, interval, _coloured(verdict))
+        table.add_row(name, format_value(name, before), format_value(name, after), format_change(name, before, after),
+                      interval, _coloured(verdict))  # fmt: skip
     return table
 
 
@@ -89,9 +89,9 @@ def print_eval_report(report: dict[str, Any]) -> None:
     table.add_column("")
     for name in metrics:
         table.add_column(name, justify="right")
-    table.add_row("all", *(percent(metrics[name]) for name in metrics))
+    table.add_row("all", *(format_value(name, metrics[name]) for name in metrics))
     for category, values in report.get("by_category", {}).items():
-        table.add_row(f"{category} ({values['count']})", *(percent(values.get(name)) for name in metrics))
+        table.add_row(f"{category} ({values['count']})", *(format_value(name, values.get(name)) for name in metrics))
     console = Console()
     console.print(table)
     counts = {report["label"]: counts_from_report(report)}

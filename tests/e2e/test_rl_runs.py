@@ -58,7 +58,18 @@ def test_each_rl_stage_runs_and_logs_its_curves(tmp_path, tiny_model_dir, capsys
     assert samples and {"json_valid", "field_accuracy"} == set(samples[0]["rewards"]) and samples[0]["prompt"]
     report = (run / "eval" / "report.md").read_text()
     assert "## Reward, KL, entropy, clipping, length" in report and "Sampled answers at step" in report
-    assert json.loads((run / "eval" / "report_tuned.json").read_text())["metrics"]["field_accuracy"] is not None
+    tuned = json.loads((run / "eval" / "report_tuned.json").read_text())["metrics"]
+    assert tuned["field_accuracy"] is not None
+    # the recipe's rewards on the greedy held-out answers, base and tuned, compared record by record
+    predictions = [json.loads(line) for line in (run / "eval" / "predictions_tuned.jsonl").read_text().splitlines()]
+    expected = [r["scores"]["json_validity"] + 2.0 * r["scores"]["field_accuracy"]["correct"]
+                / r["scores"]["field_accuracy"]["total"] for r in predictions]  # fmt: skip
+    assert [r["scores"]["reward"] for r in predictions] == pytest.approx(expected, abs=1e-6)
+    assert tuned["reward"] == pytest.approx(sum(expected) / len(expected), abs=1e-6)
+    comparison = json.loads((run / "eval" / "comparison.json").read_text())
+    assert "reward" in comparison["metrics"] and len(comparison["metrics"]["reward"]["ci95"]) == 2
+    reward_row = next(line for line in report.splitlines() if line.startswith("| reward |"))
+    assert "%" not in reward_row and "pts" not in reward_row  # in the rewards' own units
 
 
 def test_grpo_on_the_llamafactory_demo_pairs(tmp_path, tiny_model_dir, capsys):

@@ -108,6 +108,20 @@ def test_only_metrics_scored_on_both_sides_are_compared():
     assert set(compare_predictions(base, tuned)["metrics"]) == {"exact_match"}
 
 
+def test_a_reward_is_compared_in_its_own_units():
+    rng = random.Random(3)
+    base = [{"id": str(n), "scores": {"reward": 1.0 + rng.random() * 0.5}} for n in range(60)]
+    tuned = [{"id": row["id"], "scores": {"reward": row["scores"]["reward"] + 0.2}} for row in base]
+    compared = compare_predictions(base, tuned)["metrics"]["reward"]
+    assert compared["difference"] == pytest.approx(0.2) and compared["verdict"] == BETTER
+    assert compared["ci95"] == pytest.approx([0.2, 0.2])  # the same gain on every record
+    line = describe({"count": 60, "metrics": {"reward": compared}})
+    assert "reward +0.200 (95% CI +0.200 to +0.200) better" in line and "pts" not in line
+    assert aggregate([row["scores"] for row in base])["reward"] == pytest.approx(
+        sum(row["scores"]["reward"] for row in base) / 60
+    )
+
+
 def _write(path, rows):
     path.write_text("".join(json.dumps(r) + "\n" for r in rows), encoding="utf-8")
 

@@ -6,6 +6,8 @@ from tunelab.eval.metrics import (
     aggregate_by_category,
     exact_match,
     field_accuracy,
+    format_change,
+    format_value,
     json_valid,
     parse_json_answer,
     score_records,
@@ -146,3 +148,9 @@ def test_category_breakdown():
 def test_no_categories_means_no_breakdown():
     scores = score_records(["a"], ["a"], ["exact_match"])
     assert aggregate_by_category(scores, [None]) == {}
+
+
+def test_shares_show_in_percent_and_points_a_reward_in_its_own_units():
+    assert format_value("exact_match", 0.7) == "70.0%" and format_change("exact_match", 0.7, 0.783) == "+8.3 pts"
+    assert format_value("reward", 1.4351) == "1.435" and format_change("reward", 1.435, 1.442) == "+0.007"
+    assert format_value("reward", None) == "—" and format_change("reward", None, 1.0) == ""

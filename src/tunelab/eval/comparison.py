@@ -16,7 +16,7 @@ from typing import Any
 import numpy as np
 
 from tunelab.eval.bootstrap import MIN_ITEMS, SAMPLES, direction, paired_difference, ratio_of_sums
-from tunelab.eval.metrics import METRICS, PAIR_METRICS, UNCATEGORIZED
+from tunelab.eval.metrics import SCORED_METRICS, UNCATEGORIZED, format_change, is_share
 from tunelab.eval.text_metrics import corpus_bleu_many
 
 COMPARISON_FILE = "comparison.json"
@@ -37,7 +37,7 @@ def _terms(scores: dict[str, Any], name: str) -> list[float] | None:
 
 def compare_metric(pairs: list[tuple[dict, dict]], name: str, samples: int = SAMPLES, seed: int = 0) -> dict | None:
     """{"count", "base", "tuned", "difference", "ci95", "verdict"} for one metric over (base, tuned) score pairs;
-    None when no pair has the metric on both sides. Values are fractions in [0, 1]."""
+    None when no pair has the metric on both sides. Values are fractions in [0, 1] (a reward: its own units)."""
     terms = [(_terms(b, name), _terms(t, name)) for b, t in pairs]
     kept = [(b, t) for b, t in terms if b is not None and t is not None]
     if not kept:
@@ -65,7 +65,7 @@ def compare_predictions(base_rows: list[dict], tuned_rows: list[dict]) -> dict[s
     tuned_by_id = {str(row["id"]): row for row in tuned_rows if "id" in row}
     pairs = [(row, tuned_by_id[str(row["id"])]) for row in base_rows if str(row.get("id")) in tuned_by_id]
     shared = {m for b, t in pairs for m in b.get("scores", {}) if m in t.get("scores", {})}
-    names = sorted((METRICS | PAIR_METRICS) & shared)
+    names = sorted(SCORED_METRICS & shared)
     scored = [(b.get("scores", {}), t.get("scores", {})) for b, t in pairs]
     result: dict[str, Any] = {
         "count": len(pairs),
@@ -139,17 +139,20 @@ def load_comparison(eval_dir: Path) -> dict[str, Any] | None:
         return compute_comparison(eval_dir)
 
 
-def format_interval(ci95: list[float] | None) -> str:
-    """ "-3.0 to +12.0" in points, or "—" when there is no interval."""
+def format_interval(ci95: list[float] | None, name: str = "") -> str:
+    """ "-3.0 to +12.0" in points (a reward's in its own units: "-0.001 to +0.015"), or "—" without an interval."""
     if not ci95 or any(x is None or not np.isfinite(x) for x in ci95):
         return "—"
+    if not is_share(name):
+        return f"{ci95[0]:+.3f} to {ci95[1]:+.3f}"
     return f"{100 * ci95[0]:+.1f} to {100 * ci95[1]:+.1f}"
 
 
 def describe(comparison: dict[str, Any]) -> str:
     """One line for the console: every metric's change with its interval and verdict."""
     parts = [
-        f"{name} {100 * m['difference']:+.1f} pts (95% CI {format_interval(m['ci95'])}) {m['verdict']}"
+        f"{name} {format_change(name, m['base'], m['tuned'])} (95% CI {format_interval(m['ci95'], name)}) "
+        f"{m['verdict']}"
         for name, m in comparison["metrics"].items()
     ]
     return f"held-out test set, tuned vs base on {comparison['count']} records: " + "; ".join(parts)

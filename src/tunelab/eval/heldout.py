@@ -133,13 +133,15 @@ def evaluate_model(
     batch_size: int = 16,
     label: str = "tuned",
     schema_validator=None,
+    extra_scores: Callable[[list[dict[str, Any]]], list[dict[str, Any]]] | None = None,
 ) -> dict[str, Any]:
     """Generate, score and save predictions for canonical test records; resume from `out_path` if it exists.
 
     Returns {"metrics": {name: value}, "by_category": {category: {...}}, "count": n} plus how many predictions were
     generated, reused and cut off by `max_new_tokens` ("truncated", "truncated_by_category"), and the references'
     token lengths with this tokenizer ("reference_tokens": {"max", "p95", "mean"}, "references_over_limit",
-    "suggested_max_new_tokens"; see `lengths.py`).
+    "suggested_max_new_tokens"; see `lengths.py`). `extra_scores(rows)` adds scores that need the whole set at once
+    (an RL recipe's rewards, train/rl.py): one dict per row, merged into its scores before the file is written.
     """
     if not records:
         raise TunelabError(
@@ -159,6 +161,9 @@ def evaluate_model(
     if pending:
         rows.update(_generate_missing(model, tokenizer, pending, out_path, label, score, max_new_tokens, batch_size))
     ordered = [rows[item["id"]] for item in prepared]
+    if extra_scores is not None:
+        for row, extra in zip(ordered, extra_scores(ordered), strict=True):
+            row["scores"] |= extra
     _write_lines_atomic(out_path, ordered)  # final file in the test set's order, easier to read and diff
     lengths = reference_token_lengths([item["reference"] for item in prepared], tokenizer)
     return _summary(ordered, label, generated=len(pending), reused=reused) | length_summary(lengths, max_new_tokens)

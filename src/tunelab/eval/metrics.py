@@ -13,10 +13,14 @@ from pathlib import Path
 from typing import Any
 
 from tunelab.errors import TunelabError
+from tunelab.formatting import percent
 
 METRICS = {"json_validity", "json_schema", "field_accuracy", "exact_match", "rouge_l", "bleu"}
 # per held-out preference pair, 0 or 1 (eval/preference.py); the implicit reward only for a tuned dpo/kto adapter
 PAIR_METRICS = {"pair_accuracy", "length_rule", "implicit_reward_accuracy"}
+# the RL stages' configured rewards on a held-out answer (train/rl.py): Σ weight · value, in the rewards' own units
+REWARD_METRICS = {"reward"}
+SCORED_METRICS = METRICS | PAIR_METRICS | REWARD_METRICS
 UNCATEGORIZED = "(none)"
 
 _FENCED = re.compile(r"\A```(?:json)?\s*(.*?)\s*```\Z", re.DOTALL | re.IGNORECASE)
@@ -177,7 +181,7 @@ def aggregate(scores: Sequence[dict[str, Any]]) -> dict[str, float | None]:
     """
     from tunelab.eval.text_metrics import corpus_bleu
 
-    names = [name for name in sorted(METRICS | PAIR_METRICS) if any(name in s for s in scores)]
+    names = [name for name in sorted(SCORED_METRICS) if any(name in s for s in scores)]
     result: dict[str, float | None] = {}
     for name in names:
         if name == "field_accuracy":
@@ -202,3 +206,22 @@ def aggregate_by_category(scores: Sequence[dict], categories: Sequence[str | Non
     for score, category in zip(scores, categories, strict=True):
         groups.setdefault(category or UNCATEGORIZED, []).append(score)
     return {name: {**aggregate(group), "count": len(group)} for name, group in sorted(groups.items())}
+
+
+def is_share(name: str) -> bool:
+    """Whether a metric is a fraction in [0, 1], shown in percent and compared in points (not the rewards)."""
+    return name not in REWARD_METRICS
+
+
+def format_value(name: str, value: Any) -> str:
+    """A metric's value as shown: `93.9%` for shares, `1.442` for a reward; `—` when it is not a number."""
+    if is_share(name) or not isinstance(value, int | float):
+        return percent(value)
+    return f"{value:.3f}"
+
+
+def format_change(name: str, before: Any, after: Any) -> str:
+    """`+8.3 pts` for shares, `+0.007` for a reward; empty when either side is missing."""
+    if not (isinstance(before, int | float) and isinstance(after, int | float)):
+        return ""
+    return f"{100 * (after - before):+.1f} pts" if is_share(name) else f"{after - before:+.3f}"

@@ -12,13 +12,8 @@ from typing import Any
 from tunelab.eval.bootstrap import MIN_ITEMS, SAMPLES, direction
 from tunelab.eval.comparison import format_interval
 from tunelab.eval.forgetting import FORGETTING, INCONCLUSIVE, VERDICT_LABELS, verdict_sentence, with_verdicts
+from tunelab.eval.metrics import format_change, format_value
 from tunelab.formatting import percent
-
-
-def _change(before: Any, after: Any) -> str:
-    if isinstance(before, int | float) and isinstance(after, int | float):
-        return f"{100 * (after - before):+.1f} pts"
-    return ""
 
 
 def _model_line(name: str) -> str:
@@ -81,7 +76,8 @@ def summary_rows(data: dict[str, Any]) -> list[tuple[str, str]]:
 def intervals(comparison: dict[str, Any] | None, forgetting: dict[str, Any] | None) -> dict[str, tuple[str, str]]:
     """{metric: (95% CI in points, verdict)} for the held-out metrics, and the forgetting task's accuracy."""
     found = {
-        name: (format_interval(m["ci95"]), m["verdict"]) for name, m in (comparison or {}).get("metrics", {}).items()
+        name: (format_interval(m["ci95"], name), m["verdict"])
+        for name, m in (comparison or {}).get("metrics", {}).items()
     }
     if forgetting:
         low, high = forgetting["ci95"]
@@ -93,11 +89,13 @@ def intervals(comparison: dict[str, Any] | None, forgetting: dict[str, Any] | No
 
 
 def metric_rows(metrics: dict[str, dict[str, Any]], comparison=None, forgetting=None) -> list[tuple[str, ...]]:
-    """metric, base, tuned, change, 95% CI (pts), verdict (the last two "—" and "" where nothing was resampled)."""
+    """metric, base, tuned, change, 95% CI (pts; a reward's in its own units), verdict (the last two "—" and ""
+    where nothing was resampled)."""
     base, tuned = metrics.get("base", {}), metrics.get("tuned", {})
     found = intervals(comparison, forgetting)
-    return [(n, percent(base.get(n)), percent(tuned.get(n)), _change(base.get(n), tuned.get(n)),
-             *found.get(n, ("—", ""))) for n in sorted(set(base) | set(tuned))]  # fmt: skip
+    return [(n, format_value(n, base.get(n)), format_value(n, tuned.get(n)),
+             format_change(n, base.get(n), tuned.get(n)), *found.get(n, ("—", "")))
+            for n in sorted(set(base) | set(tuned))]  # fmt: skip
 
 
 def comparison_note(comparison: dict[str, Any]) -> str:
@@ -107,7 +105,9 @@ def comparison_note(comparison: dict[str, Any]) -> str:
     return (f"Tuned vs base on the same {comparison['count']} test records{note}. 95% intervals from a paired "
             f"bootstrap ({comparison.get('samples', SAMPLES):,} resamples of records): better or worse only when the "
             f"whole interval is on one side of 0 and there are at least {MIN_ITEMS} records, otherwise "
-            "inconclusive. A probe_accuracy row is the forgetting check's (its own interval and verdict).")  # fmt: skip
+            "inconclusive. A probe_accuracy row is the forgetting check's (its own interval and verdict); a reward "
+            "row is the recipe's rewards on each held-out answer (Σ weight · value), in the rewards' own units, "
+            "not points.")  # fmt: skip
 
 
 def category_comparison_rows(comparison: dict[str, Any] | None) -> list[tuple[str, ...]]:
@@ -115,8 +115,9 @@ def category_comparison_rows(comparison: dict[str, Any] | None) -> list[tuple[st
     rows = []
     for name, group in (comparison or {}).get("by_category", {}).items():
         for metric, m in group["metrics"].items():
-            rows.append((name, str(m["count"]), metric, percent(m["base"]), percent(m["tuned"]),
-                         _change(m["base"], m["tuned"]), format_interval(m["ci95"]), m["verdict"]))  # fmt: skip
+            base, tuned = format_value(metric, m["base"]), format_value(metric, m["tuned"])
+            rows.append((name, str(m["count"]), metric, base, tuned, format_change(metric, m["base"], m["tuned"]),
+                         format_interval(m["ci95"], metric), m["verdict"]))  # fmt: skip
     return rows
 
 
@@ -158,7 +159,8 @@ def category_rows(by_category: dict[str, dict[str, dict[str, Any]]]) -> tuple[tu
     head = ("category", *(f"{m} base → tuned" for m in metrics))
     rows = []
     for name in names:
-        cells = [f"{percent(base.get(name, {}).get(m))} → {percent(tuned.get(name, {}).get(m))}" for m in metrics]
+        cells = [f"{format_value(m, base.get(name, {}).get(m))} → {format_value(m, tuned.get(name, {}).get(m))}"
+                 for m in metrics]  # fmt: skip
         rows.append((name, *cells))
     return head, rows
 

@@ -80,7 +80,35 @@ def rl_test_warnings(records: list[dict], tokenizer, recipe: Recipe) -> list[str
 
 
 def rl_evaluate(model, tokenizer, records: list[dict], recipe: Recipe, eval_dir, label: str) -> dict[str, float]:
-    """Greedy answers on the held-out prompts, scored with the recipe's metrics, as for SFT."""
+    """Greedy answers on the held-out prompts, scored with the recipe's metrics, as for SFT, and with the recipe's
+    rewards: the `reward` metric, base vs tuned with a paired interval in the report. The reward of the rollout
+    batches moves with which prompts a batch drew; on the same held-out prompts, answered greedily before and after
+    training, it shows whether the policy learnt what it was rewarded for."""
     from tunelab.train.sft import evaluate
 
-    return evaluate(model, tokenizer, as_test_conversations(records), recipe, eval_dir, label)
+    conversations = as_test_conversations(records)
+    return evaluate(model, tokenizer, conversations, recipe, eval_dir, label,
+                    extra_scores=held_out_rewards(recipe, conversations))  # fmt: skip
+
+
+def held_out_rewards(recipe: Recipe, conversations: list[dict]):
+    """rows → [{"reward": Σ weight · value}] for prediction rows (eval/heldout.py), each reward called as TRL calls
+    it: the conversation before the answer, the answer as an assistant message, the reference and the id."""
+    from tunelab.train.rewards import build_rewards, weighted_total
+
+    prompts = {str(r.get("id", i)): r["messages"][:-1] for i, r in enumerate(conversations)}
+
+    def score(rows: list[dict]) -> list[dict]:
+        if not rows:
+            return []
+        rewards = build_rewards(recipe.reward)
+        columns = {
+            "prompts": [prompts[str(row["id"])] for row in rows],
+            "completions": [[{"role": "assistant", "content": row["prediction"]}] for row in rows],
+            "reference": [row["reference"] for row in rows],
+            "id": [row["id"] for row in rows],
+        }
+        values = [reward.fn(**columns) for reward in rewards]
+        return [{"reward": round(total, 6)} for total in weighted_total(rewards, values)]
+
+    return score

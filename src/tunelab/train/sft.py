@@ -50,8 +50,11 @@ def build_trainer(recipe: Recipe, run: RunDir, model, tokenizer, splits: Splits,
     return trainer
 
 
-def evaluate(model, tokenizer, records: list[dict], recipe: Recipe, eval_dir, label: str) -> dict[str, float]:
-    """Greedy answers for the test records, scored with the recipe's metrics (predictions and report in eval_dir)."""
+def evaluate(
+    model, tokenizer, records: list[dict], recipe: Recipe, eval_dir, label: str, extra_scores=None
+) -> dict[str, float]:
+    """Greedy answers for the test records, scored with the recipe's metrics (predictions and report in eval_dir);
+    `extra_scores` as in eval.heldout.evaluate_model."""
     from tunelab.eval.heldout import evaluate_model
     from tunelab.eval.metrics import load_json_schema
     from tunelab.runs import write_json
@@ -67,6 +70,7 @@ def evaluate(model, tokenizer, records: list[dict], recipe: Recipe, eval_dir, la
         batch_size=recipe.eval.batch_size,
         label=label,
         schema_validator=schema,
+        extra_scores=extra_scores,
     )
     write_json(eval_dir / f"report_{label}.json", report)
     return report["metrics"]

@@ -7,7 +7,7 @@ import re
 from pathlib import Path
 from typing import Any
 
-from tunelab.formatting import percent as _percent
+from tunelab.eval.metrics import format_value
 from tunelab.runs import LOG_FILE, RunDir, describe_status, read_json
 from tunelab.ui.jobs import log_tail
 
@@ -76,7 +76,7 @@ def run_summary(run: RunDir) -> dict[str, Any]:
         "method": (recipe.get("method") or {}).get("type", "—") if isinstance(recipe, dict) else "—",
         "step": status.get("step", "—"),
         "loss": round(losses[-1], 4) if losses else None,
-        **{name: _percent(value) for name, value in sorted(tuned.items()) if isinstance(value, int | float)},
+        **{name: format_value(name, value) for name, value in sorted(tuned.items()) if isinstance(value, int | float)},
         "forgetting": forgetting.get("verdict", "—") if isinstance(forgetting, dict) else "—",
     }
 
