@@ -84,6 +84,16 @@ def test_a_large_cluster_goes_whole_to_train_and_the_overshoot_is_reported():
     assert any("train has 85 records, 5 more than its target 80" in warning for warning in summary["warnings"])
 
 
+def test_small_splits_are_not_left_the_singletons():
+    # 600 prompts with two pairs each (clusters of 2), then 300 records without a near-duplicate: a validation split
+    # should hold both kinds in about their share, not only the records dealt last
+    records = records_of(1500)
+    clusters = [[2 * n, 2 * n + 1] for n in range(600)]
+    splits = split_records(records, {"train": 0.95, "validation": 0.05}, clusters, seed=42)
+    singletons = sum(index >= 1200 for index in splits["validation"])
+    assert len(splits["validation"]) == 75 and 5 <= singletons <= 30  # 20% of the records: 15 expected
+
+
 def test_overlapping_clusters_are_merged():
     splits = split_records(records_of(50), FRACTIONS, [[1, 2], [2, 3], [3, 40]], seed=5)
     home = where_each(splits)

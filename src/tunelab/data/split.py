@@ -2,8 +2,8 @@
 
 A near-duplicate of a test example in the training set makes the test score measure memory, not skill, so every
 near-duplicate cluster goes whole into one split. Each cluster is one unit (every other record is a unit of one);
-units are dealt, largest first, to the split furthest below its target, which keeps achieved sizes as close to the
-targets as whole clusters allow. With `stratify`, each stratum (e.g. each category) is split on its own so every
+units are dealt in a seeded random order to the split furthest below its target — clusters big enough to overshoot a
+split first, largest first — which keeps achieved sizes as close to the targets as whole clusters allow. With `stratify`, each stratum (e.g. each category) is split on its own so every
 split keeps the stratum's share. The split is a pure function of the records, clusters and seed.
 """
 
@@ -199,10 +199,18 @@ def _deal(
     rng: random.Random,
     splits: dict[str, list[int]],
 ) -> dict[str, int]:
-    """Largest units first (seeded order among equals), each to the split furthest below its target."""
+    """Units in a seeded random order, each to the split furthest below its target; only clusters over a tenth of the
+    smallest split's target go first, largest first, so that they cannot overshoot a split that is nearly full.
+
+    Dealing every unit largest first would leave the small splits the units of one at the end of the line: a
+    validation set made only of the records that have no near-duplicate (on examples/preference's pairs plus the
+    express twins it held 78 twins and no other pair), unlike the training set it is meant to stand for.
+    """
     order = list(units)
     rng.shuffle(order)
-    order.sort(key=len, reverse=True)
+    smallest = min((targets[name] for name in fractions if fractions[name] > 0 and targets[name] > 0), default=0)
+    large = max(1.0, smallest / 10)
+    order = sorted((u for u in order if len(u) > large), key=len, reverse=True) + [u for u in order if len(u) <= large]
     eligible = [name for name in fractions if fractions[name] > 0]
     counts = dict.fromkeys(fractions, 0)
     for unit in order:
