@@ -75,6 +75,12 @@ def test_impossible_combinations(tmp_path, tiny_model_dir):
     with pytest.raises(RecipeError) as error:
         load_recipe(recipe, ["data.datasets=[alpaca_en_demo]"])
     assert "data.datasets: names a registry's datasets but data.registry is not set" in str(error.value)
+    with pytest.raises(RecipeError) as error:
+        load_recipe(recipe, ["train.score_head=probe"])  # an sft recipe
+    assert "train.score_head: a reward model's head (stage: rm); stage sft has none" in str(error.value)
+    with pytest.raises(RecipeError) as error:
+        load_recipe(recipe, ["stage=rm", "train.score_head=linear"])
+    assert "train.score_head: 'linear' is not a choice: random (a new head) or probe" in str(error.value)
 
 
 def test_inconsistent_trainer_settings_are_caught_by_sft_config(tmp_path, tiny_model_dir):

@@ -155,6 +155,29 @@ def test_tunelab_score_uses_a_reward_model_run_on_pairs_and_conversations(tmp_pa
         assert row["outcome"] in ("win", "tie", "loss")  # never the order-disagreement a text judge can give
 
 
+@pytest.mark.parametrize("method", ["lora", "full"])
+def test_a_reward_model_head_fitted_by_probing_starts_training_ranking_the_pairs(tmp_path, tiny_model_dir, capsys,
+                                                                                method):  # fmt: skip
+    from tunelab.eval.preference import reward_model_scorer
+    from tunelab.model.reward import load_reward_model
+
+    recipe = preference_recipe(tmp_path, tiny_model_dir, "rm", name="rm",
+                               train={"max_steps": 1, "learning_rate": 1e-9, "score_head": "probe"})  # fmt: skip
+    raw = yaml.safe_load(recipe.read_text())
+    recipe.write_text(yaml.safe_dump(raw | {"method": raw["method"] if method == "lora" else {"type": "full"}}))
+    assert cli(["run", recipe], capsys).exit_code == 0
+    run = tmp_path / "runs" / "rm"
+    training = json.loads((run / "training.json").read_text())
+    head, dropped = training["score_head"], training.get("pairs_over_max_length", {}).get("train", 0)
+    assert head["init"] == "probe" and head["pairs"] == 14 - dropped and head["heads_set"] >= 1
+    assert head["train_pair_accuracy"] == 1.0  # a few pairs, 64 features: separable, and the fit found it
+    # the trained head is the fitted one (learning rate ~0): the training pairs rank as the probe said
+    score = reward_model_scorer(*load_reward_model(str(run)))
+    pairs = [json.loads(line) for line in (tmp_path / "pairs.jsonl").read_text().splitlines()]
+    trained = set(json.loads((run / "data" / "splits.json").read_text())["train"])
+    assert all(score(p["prompt"], p["chosen"]) > score(p["prompt"], p["rejected"]) for p in pairs if p["id"] in trained)
+
+
 def test_tunelab_score_refuses_a_run_that_is_not_a_reward_model(tmp_path, tiny_model_dir, capsys):
     sft = tiny_recipe(tmp_path, tiny_model_dir, name="sft", train={"max_steps": 1}, eval={"forgetting": False})
     assert cli(["run", sft], capsys).exit_code == 0

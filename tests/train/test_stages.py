@@ -95,3 +95,19 @@ def test_each_method_saves_where_its_entry_says(tmp_path, tiny_model_dir, method
     spec = METHODS[method]
     assert spec.saved_marker(outcome.run).is_file()
     assert (outcome.run.merged / "verification.json").is_file() == spec.can_merge
+
+
+def test_the_bradley_terry_probe_finds_the_direction_that_ranks_the_pairs():
+    import torch
+
+    from tunelab.train.score_probe import _scored_positions, fit_bradley_terry
+
+    generator = torch.Generator().manual_seed(0)
+    direction = torch.randn(16, generator=generator)
+    differences = torch.randn(400, 16, generator=generator)
+    differences *= torch.sign(differences @ direction).unsqueeze(1)  # every chosen side ahead along `direction`
+    weight = fit_bradley_terry(differences)
+    assert ((differences @ weight) > 0).float().mean() == 1.0
+    assert torch.nn.functional.cosine_similarity(weight, direction, dim=0) > 0.9
+    # the position a sequence classifier reads: the last token that is not padding (pad id 0 here)
+    assert _scored_positions(torch.tensor([[5, 6, 7, 0, 0], [5, 6, 7, 8, 9]]), 0).tolist() == [2, 4]

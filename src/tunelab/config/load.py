@@ -276,6 +276,15 @@ def check_files(recipe: Recipe) -> list[Problem]:
 REWARD_FILES = {"json_schema": "json_schema", "python": "function"}
 
 
+def _score_head_problems(recipe: Recipe) -> list[Problem]:
+    head = recipe.train.get("score_head")
+    if head is not None and recipe.stage != "rm":
+        return [("train.score_head", f"a reward model's head (stage: rm); stage {recipe.stage} has none: remove it")]
+    if isinstance(head, str) and head not in ("random", "probe"):
+        return [("train.score_head", f"{head!r} is not a choice: random (a new head) or probe (fitted first)")]
+    return []
+
+
 def check_combinations(recipe: Recipe) -> list[Problem]:
     data, problems = recipe.data, []
     if not data.sources and not data.datasets:
@@ -295,6 +304,7 @@ def check_combinations(recipe: Recipe) -> list[Problem]:
         problems.append(("train.early_stopping_patience", "early stopping needs validation data; set data.validation"))
     if recipe.train.get("load_best_model_at_end") and data.validation is None:
         problems.append(("train.load_best_model_at_end", "needs validation data; set data.validation"))
+    problems += _score_head_problems(recipe)
     if data.test is None and recipe.eval.base and "base" in recipe.eval.model_fields_set:
         problems.append(("eval.base", "base evaluation needs a test set; set data.test"))
     return problems

@@ -23,6 +23,7 @@ TUNELAB_TRAIN_KEYS = {
     "label_only_loss": bool,  # head and loss only at labelled positions (train/loss.py)
     "torch_threads": int,  # default: one per physical core
     "sample_every": int,  # RL stages: every N-th logged step's sampled answers and rewards → samples.jsonl
+    "score_head": str,  # rm: "random" (default) or "probe" — fitted to the frozen features first (train/score_probe.py)
 }
 
 # Set by tunelab, not by the user, with what to do instead.

@@ -3,8 +3,9 @@
 A near-duplicate of a test example in the training set makes the test score measure memory, not skill, so every
 near-duplicate cluster goes whole into one split. Each cluster is one unit (every other record is a unit of one);
 units are dealt in a seeded random order to the split furthest below its target — clusters big enough to overshoot a
-split first, largest first — which keeps achieved sizes as close to the targets as whole clusters allow. With `stratify`, each stratum (e.g. each category) is split on its own so every
-split keeps the stratum's share. The split is a pure function of the records, clusters and seed.
+split first, largest first — which keeps achieved sizes as close to the targets as whole clusters allow. With
+`stratify`, each stratum (e.g. each category) is split on its own so every split keeps the stratum's share. The split
+is a pure function of the records, clusters and seed.
 """
 
 from __future__ import annotations

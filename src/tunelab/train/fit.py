@@ -47,6 +47,9 @@ def fit(stage: Stage, recipe: Recipe, run: RunDir, model, tokenizer, splits: Spl
     stopper = next(c for c in callbacks if isinstance(c, GracefulStop))
     with tracking:  # the trackers' integrations read their settings when the trainer is built and when it starts
         trainer = stage.build_trainer(recipe, run, model, tokenizer, splits, plan, callbacks)
+        if getattr(trainer, "training_notes", None):  # what the stage did while building (rm: a fitted score head)
+            described |= trainer.training_notes
+            write_json(run.path / "training.json", described | tracking.describe())
         tracking.attach(trainer)
         output = run_trainer(trainer, run, stopper, resume)
     seconds, tokens = float(output.metrics.get("train_runtime", 0.0)), int(trainer.state.num_input_tokens_seen)
