@@ -18,6 +18,7 @@ import yaml
 from pydantic import BaseModel, ValidationError
 
 from tunelab.config.schema import Recipe, method_sections, reward_sections
+from tunelab.config.train_args import SCORE_HEADS
 from tunelab.errors import RecipeError
 
 Problem = tuple[str, str]
@@ -280,7 +281,7 @@ def _score_head_problems(recipe: Recipe) -> list[Problem]:
     head = recipe.train.get("score_head")
     if head is not None and recipe.stage != "rm":
         return [("train.score_head", f"a reward model's head (stage: rm); stage {recipe.stage} has none: remove it")]
-    if isinstance(head, str) and head not in ("random", "probe"):
+    if isinstance(head, str) and head not in SCORE_HEADS:
         return [("train.score_head", f"{head!r} is not a choice: random (a new head) or probe (fitted first)")]
     return []
 

@@ -26,6 +26,8 @@ TUNELAB_TRAIN_KEYS = {
     "score_head": str,  # rm: "random" (default) or "probe" — fitted to the frozen features first (train/score_probe.py)
 }
 
+SCORE_HEADS = ("random", "probe")  # train.score_head (stage rm): a new head, or one fitted to frozen features first
+
 # Set by tunelab, not by the user, with what to do instead.
 RESERVED = {
     "output_dir": "set by tunelab from the run directory; remove it (use output_dir/name at the top level)",

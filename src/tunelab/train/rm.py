@@ -9,8 +9,6 @@ from pathlib import Path
 from tunelab.config.schema import Recipe
 from tunelab.train.preference import build_preference_trainer, policy_stage
 
-SCORE_HEADS = ("random", "probe")  # train.score_head: how the new scalar head starts
-
 
 def rm_classes() -> tuple[type, type]:
     from trl import RewardConfig, RewardTrainer
