@@ -124,7 +124,7 @@ def _compare_row(data: dict[str, Any], metrics: list[str]) -> list[str]:
     loss = data["loss"]
     tuned, base = data["metrics"].get("tuned", {}), data["metrics"].get("base", {})
     compared = (data.get("comparison") or {}).get("metrics", {})
-    cells = [_with_base(tuned.get(m), base.get(m), compared.get(m)) for m in metrics]
+    cells = [_with_base(m, tuned.get(m), base.get(m), compared.get(m)) for m in metrics]
     return [
         data["name"], str(data["status"].get("state", "?")), str(data["recipe"].get("method", {}).get("type")),
         str(loss["steps"]), _number(loss["last"]), _number(loss["best_eval"]), *cells,
@@ -146,12 +146,13 @@ def _number(value: Any) -> str:
     return f"{value:.4f}" if isinstance(value, int | float) else "—"
 
 
-def _with_base(tuned: Any, base: Any, compared: dict[str, Any] | None = None) -> str:
+def _with_base(name: str, tuned: Any, base: Any, compared: dict[str, Any] | None = None) -> str:
     from tunelab.eval.comparison import format_interval
 
     if tuned is None:
         return "—"
-    text = f"{tuned:.1%}" + (f" ({100 * (tuned - base):+.1f})" if isinstance(base, int | float) else "")
+    change = format_change(name, base, tuned).removesuffix(" pts")
+    text = format_value(name, tuned) + (f" ({change})" if change else "")
     if compared:
-        text += f"\nCI {format_interval(compared['ci95'])} {_coloured(compared['verdict'])}"
+        text += f"\nCI {format_interval(compared['ci95'], name)} {_coloured(compared['verdict'])}"
     return text
