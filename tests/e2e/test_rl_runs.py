@@ -132,10 +132,12 @@ def test_a_reward_that_fails_names_itself_and_the_record(tmp_path, tiny_model_di
     recipe = rl_recipe(tmp_path, tiny_model_dir, "grpo", reward=[{"type": "python", "function": f"{module}:picky"}])
     result = cli(["run", recipe], capsys)
     assert result.exit_code == 1 and "Traceback" not in result.err
-    ids = {record["id"] for record in quickstart_records("train", 48)}
+    # the rewards score the base model's held-out answers first (the reward row), so it fails before any training
+    ids = {record["id"] for record in quickstart_records("test", 48)}
     named = result.err.split("reward picky returned nan for record '")[1].split("'")[0]
     assert named in ids and "a reward is a finite number" in result.err
     assert json.loads((tmp_path / "runs" / "tiny" / "status.json").read_text())["state"] == "failed"
+    assert not list((tmp_path / "runs" / "tiny").glob("checkpoints/checkpoint-*"))
 
 
 @pytest.mark.parametrize(
