@@ -127,7 +127,7 @@ def test_an_rl_stage_resumes_after_a_stop(tmp_path, tiny_model_dir, capsys, stag
 
 def test_a_reward_that_fails_names_itself_and_the_record(tmp_path, tiny_model_dir, capsys):
     module = tmp_path / "rewards.py"
-    module.write_text("def picky(prompts, completions, reference, id, **kwargs):\n"
+    module.write_text("def picky(prompts, completions, completion_ids, reference, id, **kwargs):\n"
                       "    return [float('nan')] * len(completions)\n", encoding="utf-8")  # fmt: skip
     recipe = rl_recipe(tmp_path, tiny_model_dir, "grpo", reward=[{"type": "python", "function": f"{module}:picky"}])
     result = cli(["run", recipe], capsys)

@@ -88,12 +88,13 @@ def rl_evaluate(model, tokenizer, records: list[dict], recipe: Recipe, eval_dir,
 
     conversations = as_test_conversations(records)
     return evaluate(model, tokenizer, conversations, recipe, eval_dir, label,
-                    extra_scores=held_out_rewards(recipe, conversations))  # fmt: skip
+                    extra_scores=held_out_rewards(recipe, conversations, tokenizer))  # fmt: skip
 
 
-def held_out_rewards(recipe: Recipe, conversations: list[dict]):
+def held_out_rewards(recipe: Recipe, conversations: list[dict], tokenizer):
     """rows → [{"reward": Σ weight · value}] for prediction rows (eval/heldout.py), each reward called as TRL calls
-    it: the conversation before the answer, the answer as an assistant message, the reference and the id."""
+    it: the conversation before the answer, the answer as an assistant message and its token ids, the reference and
+    the id."""
     from tunelab.train.rewards import build_rewards, weighted_total
 
     prompts = {str(r.get("id", i)): r["messages"][:-1] for i, r in enumerate(conversations)}
@@ -105,6 +106,7 @@ def held_out_rewards(recipe: Recipe, conversations: list[dict]):
         columns = {
             "prompts": [prompts[str(row["id"])] for row in rows],
             "completions": [[{"role": "assistant", "content": row["prediction"]}] for row in rows],
+            "completion_ids": [tokenizer(row["prediction"], add_special_tokens=False)["input_ids"] for row in rows],
             "reference": [row["reference"] for row in rows],
             "id": [row["id"] for row in rows],
         }
