@@ -59,13 +59,12 @@ def fit_bradley_terry(differences, l2: float = L2, steps: int = 200):
     return weight.detach()
 
 
-def _heads(model):
-    """Every copy of the scalar head (PEFT keeps the original and the trained copy of a module it saves)."""
-    import torch
-
-    return [module for name, module in model.named_modules()
-            if name.split(".")[-1] in ("score", "default") and ".score" in f".{name}"
-            and isinstance(module, torch.nn.Linear) and module.out_features == 1]  # fmt: skip
+def _heads(base) -> list:
+    """The scalar head's copies: PEFT wraps a module it saves, keeping the copy that trains and the original."""
+    head = base.score
+    if hasattr(head, "modules_to_save"):
+        return [*head.modules_to_save.values(), head.original_module]
+    return [head]
 
 
 def fit_score_head(trainer, bf16: bool) -> dict[str, Any]:
@@ -86,7 +85,7 @@ def fit_score_head(trainer, bf16: bool) -> dict[str, Any]:
     finally:
         model.train(was_training)
     weight = fit_bradley_terry(differences)
-    heads = _heads(model)
+    heads = _heads(base)
     with torch.no_grad():
         for head in heads:
             head.weight.copy_(weight.to(head.weight.dtype).unsqueeze(0))
