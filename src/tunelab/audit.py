@@ -63,7 +63,7 @@ def audit_recipe(
 
     recipe = load_recipe(recipe_path)
     data = recipe.data
-    loaded = load_recipe_sets(data, recipe.seed)
+    loaded = load_recipe_sets(data, recipe.seed, recipe.stage)
     benchmarks = [*data.contamination_against, *against]
     tokenizer = _tokenizer(recipe.model.name)
     near = threshold if threshold is not None else data.near_threshold

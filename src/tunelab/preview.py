@@ -13,7 +13,7 @@ def preview_recipe(recipe: Recipe, index: int = 0) -> None:
     from tunelab.data.tokenize import ensure_chat_template, render_preview_rich, tokenize_examples
     from tunelab.model.load import load_tokenizer
 
-    loaded = load_recipe_sets(recipe.data, recipe.seed)
+    loaded = load_recipe_sets(recipe.data, recipe.seed, recipe.stage)
     if loaded.invalid:
         first = loaded.invalid[0]
         console_note = f"{len(loaded.invalid)} invalid records are left out (first: {first.where}: {first.problem})"

@@ -95,7 +95,7 @@ def _audit_first(recipe: Recipe, log):
     """Load the recipe's data and audit it; refuse leaking or invalid data before anything is written."""
     from tunelab.data.pipeline import check_audit, drop_leaked, load_recipe_sets
 
-    recipe_data = load_recipe_sets(recipe.data, recipe.seed)
+    recipe_data = load_recipe_sets(recipe.data, recipe.seed, recipe.stage)
     if not recipe.data.audit:
         return recipe_data, None
     from tunelab.data.audit import audit_sets

@@ -206,3 +206,23 @@ def test_recipe_sets_of_pairs_with_a_system_prompt(tmp_path):
     chats = write_jsonl(tmp_path / "chats.jsonl", [chat])
     with pytest.raises(DataError, match=r"record 'chats-0' \(chats\.jsonl:1\): is a conversation"):
         load_recipe_sets(DataSection(sources=[{"path": str(train)}], test=str(chats)))
+
+
+def test_an_rl_stage_mixes_pairs_and_conversations_as_prompts_with_a_reference(tmp_path):
+    """GRPO on preference pairs, scored on an SFT test set: both give a prompt and a reference answer."""
+    sets = hand_made()
+    train = write_jsonl(
+        tmp_path / "train.jsonl", [{k: v for k, v in r.items() if k != "source"} for r in sets["train"]]
+    )
+    chat = {"messages": [{"role": "user", "content": "Hi"}, {"role": "assistant", "content": "Hello"}]}
+    chats = write_jsonl(tmp_path / "chats.jsonl", [chat])
+    data = DataSection(sources=[{"path": str(train)}], test=str(chats), system="Be brief.")
+    loaded = load_recipe_sets(data, stage="grpo")
+    assert loaded.kind == "messages" and len(loaded.train) == 5
+    first = loaded.train[0]
+    assert first["messages"] == [{"role": "system", "content": "Be brief."}, *sets["train"][0]["prompt"],
+                                 *sets["train"][0]["chosen"]]  # fmt: skip
+    assert first["id"] == sets["train"][0]["id"] and first["source"].startswith("train.jsonl:")
+    unpaired = write_jsonl(tmp_path / "kto.jsonl", [{"prompt": "Hi", "completion": "Hello", "label": True}])
+    with pytest.raises(DataError, match=r"is an unpaired preference"):  # KTO's data is not a prompt with a reference
+        load_recipe_sets(DataSection(sources=[{"path": str(unpaired)}], test=str(chats)), stage="ppo")

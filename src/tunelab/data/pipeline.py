@@ -45,12 +45,15 @@ def with_system_prompt(record: dict, system: str | None) -> dict:
     return with_system(record, system)
 
 
-def load_recipe_sets(data: DataSection, seed: int = 42) -> RecipeData:
+def load_recipe_sets(data: DataSection, seed: int = 42, stage: str = "sft") -> RecipeData:
     """Read every file the recipe names; invalid records are collected (the audit decides), not raised.
 
     Every record of every set must be of one kind (conversations, preference pairs or unpaired preferences), save
-    unpaired training data with held-out pairs (`kinds.sets_kind`).
+    unpaired training data with held-out pairs (`kinds.sets_kind`). An RL `stage` reads prompts with a reference
+    answer, which a conversation and a preference pair both give: its pairs become conversations (the prompt and the
+    chosen answer), so pairs and conversations mix (pairs to train on, the SFT test set to score, say).
     """
+    from tunelab.config.schema import RL_STAGES
     from tunelab.data.kinds import sets_kind
     from tunelab.data.load import load_registry_datasets, load_source
 
@@ -74,7 +77,15 @@ def load_recipe_sets(data: DataSection, seed: int = 42) -> RecipeData:
             roles[name] = "eval"
     if not sets["train"] and not invalid:
         raise DataError("data", "no training records were loaded", "check data.sources and data.datasets")
+    if stage in RL_STAGES:
+        sets = {name: [_pair_as_conversation(record) for record in rows] for name, rows in sets.items()}
     return RecipeData(sets, roles, invalid, mix_report, kind=sets_kind(sets, roles))
+
+
+def _pair_as_conversation(record: dict) -> dict:
+    from tunelab.data.kinds import conversation
+
+    return conversation(record) if "chosen" in record else record
 
 
 def check_audit(audit, data: DataSection, total_records: int) -> None:

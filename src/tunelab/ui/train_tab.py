@@ -330,7 +330,7 @@ def _steps(recipe) -> int | None:
     train = recipe.train
     if int(train.get("max_steps", -1) or -1) > 0:
         return int(train["max_steps"])
-    records = len(load_recipe_sets(recipe.data, recipe.seed).train)
+    records = len(load_recipe_sets(recipe.data, recipe.seed, recipe.stage).train)
     if isinstance(recipe.data.validation, float):
         records = int(records * (1 - recipe.data.validation))
     batch = int(train.get("per_device_train_batch_size", 8)) * int(train.get("gradient_accumulation_steps", 1))
