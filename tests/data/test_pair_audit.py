@@ -223,6 +223,7 @@ def test_an_rl_stage_mixes_pairs_and_conversations_as_prompts_with_a_reference(t
     assert first["messages"] == [{"role": "system", "content": "Be brief."}, *sets["train"][0]["prompt"],
                                  *sets["train"][0]["chosen"]]  # fmt: skip
     assert first["id"] == sets["train"][0]["id"] and first["source"].startswith("train.jsonl:")
+    assert audit_sets(loaded.sets, loaded.roles).report["kind"] == "messages"  # audited as `tunelab run` audits it
     unpaired = write_jsonl(tmp_path / "kto.jsonl", [{"prompt": "Hi", "completion": "Hello", "label": True}])
     with pytest.raises(DataError, match=r"is an unpaired preference"):  # KTO's data is not a prompt with a reference
         load_recipe_sets(DataSection(sources=[{"path": str(unpaired)}], test=str(chats)), stage="ppo")
