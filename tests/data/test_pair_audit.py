@@ -224,6 +224,11 @@ def test_an_rl_stage_mixes_pairs_and_conversations_as_prompts_with_a_reference(t
                                  *sets["train"][0]["chosen"]]  # fmt: skip
     assert first["id"] == sets["train"][0]["id"] and first["source"].startswith("train.jsonl:")
     assert audit_sets(loaded.sets, loaded.roles).report["kind"] == "messages"  # audited as `tunelab run` audits it
+    held_out = write_jsonl(tmp_path / "pairs_test.jsonl", [{"prompt": QUESTIONS[6], "chosen": "Au.", "rejected": r}
+                                                           for r in ("Ag.", "Fe.")])  # fmt: skip
+    loaded = load_recipe_sets(DataSection(sources=[{"path": str(train)}], test=str(held_out)), stage="rloo")
+    assert [r["messages"][-1]["content"] for r in loaded.sets["test"]] == ["Au."]  # held out: once per prompt
+    assert loaded.sets["test"][0]["source"] == "pairs_test.jsonl:1" and len(loaded.train) == 5
     unpaired = write_jsonl(tmp_path / "kto.jsonl", [{"prompt": "Hi", "completion": "Hello", "label": True}])
     with pytest.raises(DataError, match=r"is an unpaired preference"):  # KTO's data is not a prompt with a reference
         load_recipe_sets(DataSection(sources=[{"path": str(unpaired)}], test=str(chats)), stage="ppo")

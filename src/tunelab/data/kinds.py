@@ -13,6 +13,7 @@ mix allowed is unpaired (KTO) training data held out on pairs (`sets_kind`).
 
 from __future__ import annotations
 
+import json
 from collections.abc import Iterable, Mapping, Sequence
 from typing import Any
 
@@ -105,6 +106,24 @@ def conversation(record: Mapping[str, Any]) -> dict[str, Any]:
     answer = record["chosen"] if "chosen" in record else record["completion"]
     rest = {key: value for key, value in record.items() if key not in (*FIELDS["preference"], *FIELDS["unpaired"])}
     return rest | {"messages": [*record["prompt"], *answer]}
+
+
+def prompt_key(record: dict) -> str:
+    return json.dumps(record["prompt"], sort_keys=True, ensure_ascii=False)
+
+
+def as_conversations(records: list[dict]) -> list[dict]:
+    """Held-out pairs as SFT test records for the generation metrics: one per distinct prompt (several pairs often
+    share one), with its first pair's id and chosen answer as the reference; a category only when its pairs agree."""
+    by_prompt: dict[str, dict] = {}
+    for record in records:
+        known = by_prompt.setdefault(prompt_key(record), {
+            "id": record.get("id"), "category": record.get("category"), "tools": record.get("tools"),
+            "messages": [*record["prompt"], *record["chosen"]],
+            **({"source": record["source"]} if "source" in record else {})})  # fmt: skip
+        if known["category"] != record.get("category"):
+            known["category"] = None
+    return list(by_prompt.values())
 
 
 def with_system(record: dict, system: str | None) -> dict:

@@ -51,7 +51,8 @@ def load_recipe_sets(data: DataSection, seed: int = 42, stage: str = "sft") -> R
     Every record of every set must be of one kind (conversations, preference pairs or unpaired preferences), save
     unpaired training data with held-out pairs (`kinds.sets_kind`). An RL `stage` reads prompts with a reference
     answer, which a conversation and a preference pair both give: its pairs become conversations (the prompt and the
-    chosen answer), so pairs and conversations mix (pairs to train on, the SFT test set to score, say).
+    chosen answer; held out, one per distinct prompt, as the generation metrics score them), so pairs and
+    conversations mix (pairs to train on, the SFT test set to score, say).
     """
     from tunelab.config.schema import RL_STAGES
     from tunelab.data.kinds import sets_kind
@@ -78,14 +79,16 @@ def load_recipe_sets(data: DataSection, seed: int = 42, stage: str = "sft") -> R
     if not sets["train"] and not invalid:
         raise DataError("data", "no training records were loaded", "check data.sources and data.datasets")
     if stage in RL_STAGES:
-        sets = {name: [_pair_as_conversation(record) for record in rows] for name, rows in sets.items()}
+        sets = {name: _pairs_as_conversations(rows, roles[name]) for name, rows in sets.items()}
     return RecipeData(sets, roles, invalid, mix_report, kind=sets_kind(sets, roles))
 
 
-def _pair_as_conversation(record: dict) -> dict:
-    from tunelab.data.kinds import conversation
+def _pairs_as_conversations(rows: list[dict], role: str) -> list[dict]:
+    from tunelab.data.kinds import as_conversations, conversation
 
-    return conversation(record) if "chosen" in record else record
+    if role == "train":
+        return [conversation(record) if "chosen" in record else record for record in rows]
+    return [record for record in rows if "chosen" not in record] + as_conversations([r for r in rows if "chosen" in r])
 
 
 def check_audit(audit, data: DataSection, total_records: int) -> None:

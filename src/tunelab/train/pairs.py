@@ -3,7 +3,6 @@ records handed to TRL in its conversational preference shape, which its trainers
 
 from __future__ import annotations
 
-import json
 from typing import Any
 
 from tunelab.config.schema import Recipe
@@ -61,20 +60,3 @@ def build_preference_splits(recipe_data: RecipeData, recipe: Recipe, tokenizer, 
 
 def _ids(records: list[dict]) -> list[str]:
     return [str(record.get("id", position)) for position, record in enumerate(records)]
-
-
-def prompt_key(record: dict) -> str:
-    return json.dumps(record["prompt"], sort_keys=True, ensure_ascii=False)
-
-
-def as_conversations(records: list[dict]) -> list[dict]:
-    """Held-out pairs as SFT test records for the generation metrics: one per distinct prompt (several pairs often
-    share one), with its first pair's id and chosen answer as the reference; a category only when its pairs agree."""
-    by_prompt: dict[str, dict] = {}
-    for record in records:
-        known = by_prompt.setdefault(prompt_key(record), {
-            "id": record.get("id"), "category": record.get("category"), "tools": record.get("tools"),
-            "messages": [*record["prompt"], *record["chosen"]]})  # fmt: skip
-        if known["category"] != record.get("category"):
-            known["category"] = None
-    return list(by_prompt.values())

@@ -14,11 +14,12 @@ from pathlib import Path
 from typing import Any
 
 from tunelab.config.schema import Recipe
+from tunelab.data.kinds import as_conversations, prompt_key
 from tunelab.data.pipeline import Splits
 from tunelab.runs import RunDir, read_json, write_json
 from tunelab.train.args import build_training_args
 from tunelab.train.callbacks import use_concise_progress
-from tunelab.train.pairs import as_conversations, build_preference_splits, prompt_key
+from tunelab.train.pairs import build_preference_splits
 from tunelab.train.stage import Stage, trainer_stage
 
 

@@ -18,7 +18,8 @@ PROMPT_COLUMNS = ("id", "prompt", "reference")
 
 
 def prompt_record(record: dict, position: int, role: str) -> dict[str, Any]:
-    """{"id", "prompt", "reference"} from a conversation or a preference pair; a DataError naming the record else."""
+    """{"id", "prompt", "reference"} from a conversation (an RL run reads its pairs as conversations:
+    `load_recipe_sets`); a DataError naming the record else."""
     record_id = str(record.get("id", position))
     if "messages" in record:
         messages = record["messages"]
@@ -27,10 +28,6 @@ def prompt_record(record: dict, position: int, role: str) -> dict[str, Any]:
                             "answer, and this one does not end with an assistant answer",
                             fix="end each conversation with the answer to compare with (the reference)")  # fmt: skip
         return {"id": record_id, "prompt": messages[:-1], "reference": str(messages[-1].get("content") or "")}
-    if "prompt" in record and "chosen" in record:
-        chosen = record["chosen"]
-        reference = chosen[-1].get("content") if isinstance(chosen, list) and chosen else chosen
-        return {"id": record_id, "prompt": record["prompt"], "reference": str(reference or "")}
     raise DataError(f"{role} record {record_id}", "an RL stage reads prompts: conversations (messages) or preference "
                     "pairs (prompt + chosen)", fix="unpaired feedback (prompt, completion, label) is KTO's data: "
                     "use stage: kto")  # fmt: skip
@@ -38,7 +35,7 @@ def prompt_record(record: dict, position: int, role: str) -> dict[str, Any]:
 
 def as_test_conversations(records: list[dict]) -> list[dict]:
     """Held-out records as SFT test records (the generation metrics): conversations as they are, pairs by prompt."""
-    from tunelab.train.pairs import as_conversations
+    from tunelab.data.kinds import as_conversations
 
     if records and "messages" not in records[0]:
         return as_conversations(records)
