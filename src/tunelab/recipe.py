@@ -65,10 +65,27 @@ def _reward_problems(recipe: Recipe) -> list[Problem]:
         fix = "remove it and set num_mini_batches (and the batch size) instead"
         problems.append(("train.gradient_accumulation_steps",
                          f"stage ppo takes one optimizer step per minibatch of each rollout batch; {fix}"))  # fmt: skip
+    if recipe.stage == "ppo":
+        problems += _ppo_batch_problems(recipe.train)
     for index, reward in enumerate(recipe.reward):
         problem = _one_reward_problem(reward)
         if problem:
             problems.append((f"reward[{index}]", problem))
+    return problems
+
+
+def _ppo_batch_problems(train: dict[str, Any]) -> list[Problem]:
+    """PPO's counts are whole numbers from 1, and a rollout batch has a prompt for every minibatch."""
+    problems: list[Problem] = []
+    for key in ("num_generations", "num_ppo_epochs", "num_mini_batches", "per_device_train_batch_size"):
+        value = train.get(key, 1)
+        if isinstance(value, int) and not isinstance(value, bool) and value < 1:
+            problems.append((f"train.{key}", f"must be 1 or more, got {value}"))
+    prompts, minibatches = train.get("per_device_train_batch_size", 8), train.get("num_mini_batches", 1)
+    if isinstance(prompts, int) and isinstance(minibatches, int) and 1 <= prompts < minibatches:
+        problems.append(("train.num_mini_batches", f"{minibatches} minibatches of a rollout batch of {prompts} prompts "
+                         f"(per_device_train_batch_size; a prompt's answers share one minibatch); use at most "
+                         f"{prompts} or raise the batch size"))  # fmt: skip
     return problems
 
 

@@ -15,7 +15,7 @@ REWARDS = [{"type": "json_valid"}, {"type": "field_accuracy", "weight": 2.0}]
 STAGE_TRAIN = {  # each stage's own settings: a KL term in each, so that every stage logs one
     "grpo": {"num_generations": 4, "beta": 0.04},
     "rloo": {"num_generations": 4, "beta": 0.04},
-    "ppo": {"num_ppo_epochs": 2, "num_mini_batches": 2, "kl_coef": 0.05},
+    "ppo": {"num_ppo_epochs": 2, "num_mini_batches": 2, "num_generations": 2, "kl_coef": 0.05},
 }
 
 
@@ -46,6 +46,7 @@ def test_each_rl_stage_runs_and_logs_its_curves(tmp_path, tiny_model_dir, capsys
     assert json.loads((run / "status.json").read_text())["state"] == "completed"
     training = json.loads((run / "training.json").read_text())
     assert training["stage"] == stage and "adapter disabled" in training["reference"]
+    assert training["padding_free"] and training["attention"] == "tunelab_packed_sdpa"  # each prompt computed once
     assert training["rollout_tokens"] > 0 and 0 < training["rollout_share"] < 1  # the time sampling took
     assert training["tokens_seen"] > training["rollout_tokens"] and training["real_tokens_per_second"] > 0
     rows = [row for row in metrics(run) if "loss" in row]
@@ -155,6 +156,11 @@ def test_a_reward_that_fails_names_itself_and_the_record(tmp_path, tiny_model_di
             {"stage": "ppo", "train": {"max_steps": 2}, "method": {"type": "full"}},
             "method.type: stage ppo trains a LoRA policy",
         ),
+        ({"stage": "ppo", "train": {"num_generations": 0}}, "train.num_generations: must be 1 or more, got 0"),
+        (
+            {"stage": "ppo", "train": {"per_device_train_batch_size": 2, "num_mini_batches": 4}},
+            "train.num_mini_batches: 4 minibatches of a rollout batch of 2 prompts",
+        ),
     ],
 )
 def test_bad_rl_recipes_are_clear_errors(tmp_path, tiny_model_dir, capsys, change, message):
@@ -173,3 +179,20 @@ def test_a_reward_model_reward_must_be_a_reward_model(tmp_path, tiny_model_dir, 
     result = cli(["validate", recipe], capsys)
     assert result.exit_code == 2
     assert "is not a reward model (a run of stage: rm, or a folder with a scalar head)" in result.err
+
+
+def test_ppo_value_model_starts_at_the_mean_score_and_learns_at_its_own_rate(tmp_path, tiny_model_dir, capsys):
+    import torch
+    from safetensors.torch import load_file
+
+    rewards = [{"type": "regex", "pattern": "[a-z]"}, {"type": "json_valid"}]  # the tiny model's answers: some letters
+    recipe = rl_recipe(tmp_path, tiny_model_dir, "ppo", train={"value_learning_rate": 3e-4}, reward=rewards)
+    assert cli(["run", recipe], capsys).exit_code == 0
+    run = tmp_path / "runs" / "tiny"
+    checkpoint = run / "checkpoints" / "checkpoint-2"
+    optimizer = torch.load(checkpoint / "optimizer.pt", weights_only=False)
+    assert {group["initial_lr"] for group in optimizer["param_groups"]} == {1e-4, 3e-4}
+    value = load_file(checkpoint / "value" / "adapter_model.safetensors")
+    bias = next(tensor for name, tensor in value.items() if "value_head" in name and name.endswith("bias"))
+    first_reward = next(row["reward"] for row in metrics(run) if "loss" in row)
+    assert 0 < first_reward and abs(float(bias) - first_reward) < 2 * 2 * 3e-4  # 2 Adam steps from the first mean

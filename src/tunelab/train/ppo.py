@@ -1,6 +1,8 @@
-"""Proximal policy optimisation, tunelab's own (TRL 1.16 removed its PPOTrainer): prompts → one sampled completion
-each (tunelab's rollouts) → the recipe's rewards → per-token KL penalty to the reference → GAE over a value model →
-several epochs of clipped-surrogate updates per rollout batch. The arithmetic is train/ppo_math.py's.
+"""Proximal policy optimisation, tunelab's own (TRL 1.16 removed its PPOTrainer): prompts → `num_generations`
+sampled completions each (tunelab's rollouts) → the recipe's rewards → per-token KL penalty to the reference → GAE
+over a value model → several epochs of clipped-surrogate updates per rollout batch. The arithmetic is
+train/ppo_math.py's. The forward passes pack a batch into one row without padding, each prompt computed once for its
+completions (train/shared_prompt.py's layout), and minibatches keep a prompt's completions together.
 
 Models, all on one base in memory: the policy is the recipe's LoRA adapter ("default"); the reference is the base
 with the adapter disabled; the value model is a second LoRA adapter ("value") with a linear head on the last hidden
@@ -24,6 +26,7 @@ from transformers import Trainer, TrainingArguments
 from tunelab.config.schema import Recipe
 from tunelab.train import ppo_math
 from tunelab.train.rl import build_prompt_splits, rl_evaluate, rl_test_warnings
+from tunelab.train.shared_prompt import prefix_layout
 from tunelab.train.stage import Stage
 
 VALUE_ADAPTER = "value"
@@ -37,6 +40,7 @@ class PPOConfig(TrainingArguments):
 
     num_ppo_epochs: int = field(default=4, metadata={"help": "passes over each rollout batch"})
     num_mini_batches: int = field(default=1, metadata={"help": "minibatches per pass (one optimizer step each)"})
+    num_generations: int = field(default=1, metadata={"help": "answers sampled per prompt in a rollout batch"})
     max_completion_length: int = field(default=128, metadata={"help": "tokens sampled per completion at most"})
     temperature: float = 1.0
     top_p: float = 1.0
@@ -50,6 +54,7 @@ class PPOConfig(TrainingArguments):
     cliprange: float = 0.2
     cliprange_value: float = 0.2
     vf_coef: float = 0.1
+    value_learning_rate: float | None = field(default=None, metadata={"help": "the value model's (None: the policy's)"})
     value_warmup: int = field(default=0, metadata={"help": "first rollout batches that train the value model alone"})
     whiten_rewards: bool = False
     missing_eos_penalty: float | None = field(default=None, metadata={"help": "subtracted from cut-off completions"})
@@ -57,10 +62,15 @@ class PPOConfig(TrainingArguments):
 
 
 def add_value_head(model):
-    """The causal LM with a linear value head beside its LM head (trained with the value adapter only)."""
+    """The causal LM with a linear value head beside its LM head (trained with the value adapter only). It starts
+    at zero: a randomly initialised head on this model's normalised hidden states estimated values of ±4 for scores
+    between 0 and 1.5 (value loss 8.7 on the first batch), and the clipped value loss lets an estimate move only
+    `cliprange_value` from its rollout value per batch, so the value model was still off by ~0.6 after 25 rollout
+    batches, four times the reward one wrong field costs; its bias is set to the first batch's mean score
+    (PPOTrainer._centre_value_head)."""
     hidden = model.config.hidden_size
     head = torch.nn.Linear(hidden, 1)
-    torch.nn.init.normal_(head.weight, std=1.0 / (hidden + 1) ** 0.5)
+    torch.nn.init.zeros_(head.weight)
     torch.nn.init.zeros_(head.bias)
     setattr(model, VALUE_HEAD, head.to(next(model.parameters()).dtype))
     return model
@@ -85,6 +95,11 @@ def trainable_again(model) -> None:
         if any(f".{adapter}." in name or name.endswith(f".{adapter}") for adapter in ("default", VALUE_ADAPTER)):
             if "lora_" in name or "modules_to_save" in name:
                 parameter.requires_grad_(True)
+
+
+def is_value_parameter(name: str) -> bool:
+    """Whether a parameter (by its name in the PEFT model) belongs to the value model: its adapter or its head."""
+    return f".{VALUE_ADAPTER}." in name or name.endswith(f".{VALUE_ADAPTER}")
 
 
 def drop_value_model(model) -> None:
@@ -147,12 +162,9 @@ class PPOTrainer(Trainer):
         """The next minibatch; a new rollout batch (sampled, scored, advantages computed) when one is due."""
         if not self._order:
             self._batch = self._rollout(inputs)
-            size = len(self._batch.input_ids)
-            per = max(1, size // self.args.num_mini_batches)
             generator = torch.Generator().manual_seed(self.args.seed + self.state.global_step)
-            for _epoch in range(self.args.num_ppo_epochs):
-                permutation = torch.randperm(size, generator=generator)
-                self._order += [permutation[i : i + per] for i in range(0, per * self.args.num_mini_batches, per)]
+            self._order = minibatch_order(len(inputs), self.args.num_generations, self.args.num_mini_batches,
+                                          self.args.num_ppo_epochs, generator)  # fmt: skip
         return self._batch.rows(self._order.pop(0))
 
     # --- the rollout ---------------------------------------------------------------------------------------------
@@ -163,6 +175,7 @@ class PPOTrainer(Trainer):
         from tunelab.train.rollout import chat_prompt_ids, sample_policy
 
         args, model = self.args, self.accelerator.unwrap_model(self.model)
+        records = [record for record in records for _ in range(args.num_generations)]  # a prompt's answers together
         settings = SamplingSettings(args.max_completion_length, args.temperature, args.top_p, args.top_k,
                                     max_rows=len(records))  # fmt: skip
         prompt_ids = [chat_prompt_ids(self.processing_class, r["prompt"]) for r in records]
@@ -171,6 +184,8 @@ class PPOTrainer(Trainer):
         seconds = time.perf_counter() - started
         self.rollout_timing.add(seconds, sum(len(s.ids) for s in samples))
         scores, columns = self._scores(records, samples)
+        if self.state.global_step == 0 and self._rollouts == 0:  # a fresh run (a resumed one loads its head)
+            self._centre_value_head(model, float(scores.mean()))
         batch = self._padded(samples)
         # prompt and completion tokens of every rollout, as TRL's GRPOTrainer counts them: tokens/s and training.json
         self.state.num_input_tokens_seen += int(batch.attention_mask.sum())
@@ -218,6 +233,14 @@ class PPOTrainer(Trainer):
             ref_logprobs, _ = self._policy_logprobs(model, batch)
         return logprobs, values, ref_logprobs, entropy
 
+    @staticmethod
+    def _centre_value_head(model, mean_score: float) -> None:
+        """The value head's bias at the first rollout batch's mean score: its first estimates are the average return
+        instead of 0, so the value model learns differences between states from the start."""
+        head = getattr(model.get_base_model(), VALUE_HEAD)
+        trained = head.modules_to_save[VALUE_ADAPTER] if hasattr(head, "modules_to_save") else head
+        trained.bias.data.fill_(mean_score)
+
     def _advantages(self, batch, scores, logprobs, values, ref_logprobs, entropy, columns, seconds, samples):
         args, mask = self.args, batch.mask
         kl = ppo_math.per_token_kl(logprobs, ref_logprobs) * mask
@@ -244,12 +267,20 @@ class PPOTrainer(Trainer):
     # --- the forward passes -----------------------------------------------------------------------------------
 
     def _hidden(self, model, batch: RolloutBatch) -> torch.Tensor:
-        """The decoder's last hidden states at the positions that predict each completion token."""
+        """The decoder's last hidden states at the positions that predict each completion token (B × T; rows past a
+        completion's end hold any value, the mask drops them)."""
+        from tunelab.train.packing import PACKED_ATTENTION
+
         base = model.get_base_model()
+        start = batch.prompt_width - 1
+        if base.config._attn_implementation == PACKED_ATTENTION:  # the stage packs: no padding, each prompt once
+            layout = prefix_layout(batch.input_ids, batch.attention_mask)
+            hidden = base.get_decoder()(input_ids=layout.input_ids, position_ids=layout.position_ids,
+                                        use_cache=False, prefix_groups=layout.groups).last_hidden_state[0]  # fmt: skip
+            return hidden[layout.index[:, start : start + batch.mask.shape[1]]]
         positions = (batch.attention_mask.cumsum(-1) - 1).clamp(min=0)
         out = base.get_decoder()(input_ids=batch.input_ids, attention_mask=batch.attention_mask,
                                  position_ids=positions, use_cache=False)  # fmt: skip
-        start = batch.prompt_width - 1
         return out.last_hidden_state[:, start : start + batch.mask.shape[1]]
 
     def _policy_logprobs(self, model, batch: RolloutBatch, with_entropy: bool = False):
@@ -288,6 +319,24 @@ class PPOTrainer(Trainer):
                           "ppo/value_warmup": float(warming_up)}  # fmt: skip
         return pg_loss + self.args.vf_coef * vf_loss
 
+    def create_optimizer(self, model=None):
+        """Transformers' optimizer, with the value model's parameters in groups of their own at
+        `value_learning_rate` (the critic learns faster than the actor in most PPO setups for language models, e.g.
+        OpenRLHF's defaults, 9× the actor's rate)."""
+        optimizer = super().create_optimizer(model)
+        rate = self.args.value_learning_rate
+        if rate is None or rate == self.args.learning_rate:
+            return optimizer
+        value = {id(p) for name, p in (model or self.model).named_parameters() if is_value_parameter(name)}
+        for group in list(optimizer.param_groups):  # no step taken yet: no optimizer state to move
+            value_part = [p for p in group["params"] if id(p) in value]
+            group["params"] = [p for p in group["params"] if id(p) not in value]
+            if value_part:
+                settings = {key: item for key, item in group.items() if key != "params"}
+                optimizer.add_param_group(settings | {"params": value_part, "lr": rate})
+        optimizer.param_groups[:] = [group for group in optimizer.param_groups if group["params"]]
+        return optimizer
+
     def _value_warming_up(self) -> bool:
         """Whether this update trains the value model alone. A fresh value head's estimates are noise around 0 while
         every return is about the score, so GAE with λ < 1 (A_t ≈ λ^(T−1−t)·score) gives a completion's last tokens
@@ -311,6 +360,21 @@ class PPOTrainer(Trainer):
             return super().train(*args, **kwargs)
         finally:
             drop_value_model(self.accelerator.unwrap_model(self.model))
+
+
+def minibatch_order(prompts: int, answers: int, minibatches: int, epochs: int, generator) -> list[torch.Tensor]:
+    """The rows of each minibatch update over a rollout batch of `prompts` × `answers` rows (a prompt's answers next
+    to each other): every epoch a new permutation of the prompts, cut into `minibatches` parts (the recipe check
+    keeps prompts ≥ minibatches); a prompt's answers stay in one minibatch, so its prompt is computed once for all
+    of them."""
+    per = max(1, prompts // minibatches)
+    order = []
+    for _epoch in range(epochs):
+        permutation = torch.randperm(prompts, generator=generator)
+        for first in range(0, per * minibatches, per):
+            chosen = permutation[first : first + per]
+            order.append((chosen[:, None] * answers + torch.arange(answers)[None, :]).reshape(-1))
+    return order
 
 
 def _mean(values: list[float | None]) -> float:
@@ -344,10 +408,14 @@ def build_trainer(recipe: Recipe, run, model, tokenizer, splits, plan, callbacks
 def describe(recipe: Recipe, model) -> dict[str, Any]:
     kl = recipe.train.get("kl_target")
     coefficient = f"adaptive toward {kl} nats" if kl else f"fixed at {recipe.train.get('kl_coef', 0.05)}"
+    answers = recipe.train.get("num_generations", 1)
+    packed = recipe.train.get("padding_free", True)
     return {
         "reference": "the starting model: the policy with its adapter disabled (no second copy in memory)",
         "value_model": "a second LoRA adapter on the same base with a linear head",
         "kl_coefficient": coefficient,
+        "answers_per_prompt": answers,
+        "completion_forward": "one packed row, each prompt once for its answers" if packed else "padded rows",
     }
 
 
@@ -362,4 +430,5 @@ PPO = Stage(
     evaluate=rl_evaluate,
     test_warnings=rl_test_warnings,
     describe=describe,
+    packs_sequences=True,
 )
