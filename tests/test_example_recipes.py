@@ -23,8 +23,10 @@ def test_an_example_recipe_validates(path: Path, tiny_model_dir: Path) -> None:
         assert Path(source.path).is_file(), f"{path}: {source.path} is missing"
 
 
-def test_the_ppo_example_warms_its_value_model_up_with_lambda_one(tiny_model_dir: Path) -> None:
-    """The settings examples/rl/README.md measured: λ = 1 and a value warm-up (at λ 0.95 the policy drifted)."""
+def test_the_ppo_example_has_the_settings_its_readme_measured(tiny_model_dir: Path) -> None:
+    """examples/rl/README.md's ppo.yaml row: λ = 1, 4 answers per order, a value model that warms up first and learns
+    at its own, higher rate (without which the policy drifted)."""
     recipe = load_recipe(EXAMPLES / "rl" / "ppo.yaml", [f"model.name={tiny_model_dir}"])
-    assert recipe.stage == "ppo"
-    assert recipe.train["lam"] == 1.0 and recipe.train["value_warmup"] == 5
+    assert recipe.stage == "ppo" and recipe.train["lam"] == 1.0 and recipe.train["num_generations"] == 4
+    assert recipe.train["value_warmup"] == 2 and recipe.train["value_learning_rate"] == 3e-4
+    assert recipe.train["max_steps"] == 100 and recipe.train["per_device_train_batch_size"] == 8
