@@ -65,7 +65,7 @@ def add_value_head(model):
     """The causal LM with a linear value head beside its LM head (trained with the value adapter only). It starts
     at zero: a randomly initialised head on this model's normalised hidden states estimated values of ±4 for scores
     between 0 and 1.5 (value loss 8.7 on the first batch), and the clipped value loss lets an estimate move only
-    `cliprange_value` from its rollout value per batch, so the value model was still off by ~0.6 after 25 rollout
+    `cliprange_value` from its rollout value per batch, so the value model was still off by ~0.7 after 25 rollout
     batches, four times the reward one wrong field costs; its bias is set to the first batch's mean score
     (PPOTrainer._centre_value_head)."""
     hidden = model.config.hidden_size
@@ -338,12 +338,12 @@ class PPOTrainer(Trainer):
         return optimizer
 
     def _value_warming_up(self) -> bool:
-        """Whether this update trains the value model alone. A fresh value head's estimates are noise around 0 while
-        every return is about the score, so GAE with λ < 1 (A_t ≈ λ^(T−1−t)·score) gives a completion's last tokens
-        large advantages and, after whitening, its earlier tokens (most of a 50-token answer) negative ones whatever
-        the answer scored: the policy is pushed off the values it sampled early in the answer. On the orders task PPO
-        at lr 1e-4 lowered its own reward over 100 steps (examples/rl/README.md); letting the value model learn first,
-        on the first rollout batches, is the usual remedy (OpenRLHF's freezing_actor_steps)."""
+        """Whether this update trains the value model alone. A value model that has not yet learnt which states lead
+        to which scores biases the advantages: with a random head (estimates noise around 0, every return about the
+        score), GAE with λ < 1 (A_t ≈ λ^(T−1−t)·score) gave a completion's last tokens large advantages and, after
+        whitening, its earlier tokens (most of a 50-token answer) negative ones whatever the answer scored, and PPO at
+        lr 1e-4 lowered its own reward over 100 steps on the orders task (examples/rl/README.md). Letting the value
+        model learn first, on the first rollout batches, is the usual remedy (OpenRLHF's freezing_actor_steps)."""
         return self.state.global_step // self._updates_per_batch() < self.args.value_warmup
 
     def log(self, logs: dict[str, float], start_time: float | None = None) -> None:
@@ -408,8 +408,10 @@ def build_trainer(recipe: Recipe, run, model, tokenizer, splits, plan, callbacks
 def describe(recipe: Recipe, model) -> dict[str, Any]:
     kl = recipe.train.get("kl_target")
     coefficient = f"adaptive toward {kl} nats" if kl else f"fixed at {recipe.train.get('kl_coef', 0.05)}"
+    from tunelab.train.packing import PACKED_ATTENTION
+
     answers = recipe.train.get("num_generations", 1)
-    packed = recipe.train.get("padding_free", True)
+    packed = getattr(model.config, "_attn_implementation", None) == PACKED_ATTENTION  # fit switched it when it could
     return {
         "reference": "the starting model: the policy with its adapter disabled (no second copy in memory)",
         "value_model": "a second LoRA adapter on the same base with a linear head",
