@@ -15,7 +15,8 @@ REWARDS = [{"type": "json_valid"}, {"type": "field_accuracy", "weight": 2.0}]
 STAGE_TRAIN = {  # each stage's own settings: a KL term in each, so that every stage logs one
     "grpo": {"num_generations": 4, "beta": 0.04},
     "rloo": {"num_generations": 4, "beta": 0.04},
-    "ppo": {"num_ppo_epochs": 2, "num_mini_batches": 2, "num_generations": 2, "kl_coef": 0.05},
+    "ppo": {"num_ppo_epochs": 2, "num_mini_batches": 2, "num_generations": 2, "kl_coef": 0.05,
+            "value_learning_rate": 3e-4},
 }
 
 
@@ -87,7 +88,10 @@ def test_grpo_on_the_llamafactory_demo_pairs(tmp_path, tiny_model_dir, capsys):
 def test_ppo_value_warmup_trains_the_value_model_alone(tmp_path, tiny_model_dir, capsys):
     from safetensors.torch import load_file
 
-    recipe = rl_recipe(tmp_path, tiny_model_dir, "ppo", train={"value_warmup": 1})  # both steps in the first batch
+    module = tmp_path / "lengths.py"  # a reward the tiny model's answers differ in (their lengths): a value to learn
+    module.write_text("def length(completion_ids, **_):\n    return [len(ids) / 10 for ids in completion_ids]\n")
+    rewards = [{"type": "python", "function": f"{module}:length"}]
+    recipe = rl_recipe(tmp_path, tiny_model_dir, "ppo", train={"value_warmup": 1}, reward=rewards)  # 1st batch: 2 steps
     assert cli(["run", recipe], capsys).exit_code == 0
     run = tmp_path / "runs" / "tiny"
     rows = [row for row in metrics(run) if "loss" in row]
@@ -196,3 +200,11 @@ def test_ppo_value_model_starts_at_the_mean_score_and_learns_at_its_own_rate(tmp
     bias = next(tensor for name, tensor in value.items() if "value_head" in name and name.endswith("bias"))
     first_reward = next(row["reward"] for row in metrics(run) if "loss" in row)
     assert 0 < first_reward and abs(float(bias) - first_reward) < 2 * 2 * 3e-4  # 2 Adam steps from the first mean
+
+
+def test_ppo_with_padded_rows_when_packing_is_off(tmp_path, tiny_model_dir, capsys):
+    recipe = rl_recipe(tmp_path, tiny_model_dir, "ppo", train={"padding_free": False})
+    assert cli(["run", recipe], capsys).exit_code == 0
+    training = json.loads((tmp_path / "runs" / "tiny" / "training.json").read_text())
+    assert training["completed"] and not training["padding_free"] and training["attention"] == "sdpa"
+    assert training["completion_forward"] == "padded rows" and training["answers_per_prompt"] == 2

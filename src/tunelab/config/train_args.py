@@ -86,7 +86,8 @@ def check_train_section(train: dict[str, Any], config_class: type) -> list[tuple
             problems.append((f"train.{key}", RESERVED[key]))
         elif key not in fields:
             close = difflib.get_close_matches(key, list(fields) + list(TUNELAB_TRAIN_KEYS), n=1)
-            hint = f" (did you mean {close[0]}?)" if close else f" (not a field of trl.{config_class.__name__})"
+            owner = f"{config_class.__module__.split('.')[0]}.{config_class.__name__}"  # trl's, or tunelab's own
+            hint = f" (did you mean {close[0]}?)" if close else f" (not a field of {owner})"
             problems.append((f"train.{key}", "unknown key" + hint))
         elif not _matches(value, fields[key]):
             problems.append((f"train.{key}", f"expected {_type_name(fields[key])}, got {value!r}"))

@@ -59,6 +59,7 @@ class PPOConfig(TrainingArguments):
     whiten_rewards: bool = False
     missing_eos_penalty: float | None = field(default=None, metadata={"help": "subtracted from cut-off completions"})
     reward_weights: list[float] | None = None
+    padding_free: bool = field(default=True, metadata={"help": "one packed row per forward, each prompt once"})
 
 
 def add_value_head(model):
