@@ -15,8 +15,13 @@ REWARDS = [{"type": "json_valid"}, {"type": "field_accuracy", "weight": 2.0}]
 STAGE_TRAIN = {  # each stage's own settings: a KL term in each, so that every stage logs one
     "grpo": {"num_generations": 4, "beta": 0.04},
     "rloo": {"num_generations": 4, "beta": 0.04},
-    "ppo": {"num_ppo_epochs": 2, "num_mini_batches": 2, "num_generations": 2, "kl_coef": 0.05,
-            "value_learning_rate": 3e-4},
+    "ppo": {
+        "num_ppo_epochs": 2,
+        "num_mini_batches": 2,
+        "num_generations": 2,
+        "kl_coef": 0.05,
+        "value_learning_rate": 3e-4,
+    },
 }
 
 
