@@ -25,12 +25,19 @@ from transformers import Trainer, TrainingArguments
 
 from tunelab.config.schema import Recipe
 from tunelab.train import ppo_math
+from tunelab.train.ppo_value import (
+    VALUE_ADAPTER,
+    VALUE_HEAD,
+    add_value_adapter,
+    add_value_head,
+    centre_value_head,
+    drop_value_model,
+    is_value_parameter,
+    trainable_again,
+)
 from tunelab.train.rl import build_prompt_splits, rl_evaluate, rl_test_warnings
 from tunelab.train.shared_prompt import prefix_layout
 from tunelab.train.stage import Stage
-
-VALUE_ADAPTER = "value"
-VALUE_HEAD = "value_head"
 
 
 @dataclass
@@ -60,59 +67,6 @@ class PPOConfig(TrainingArguments):
     missing_eos_penalty: float | None = field(default=None, metadata={"help": "subtracted from cut-off completions"})
     reward_weights: list[float] | None = None
     padding_free: bool = field(default=True, metadata={"help": "one packed row per forward, each prompt once"})
-
-
-def add_value_head(model):
-    """The causal LM with a linear value head beside its LM head (trained with the value adapter only). It starts
-    at zero: a randomly initialised head on this model's normalised hidden states estimated values of ±4 for scores
-    between 0 and 1.5 (value loss 8.7 on the first batch), and the clipped value loss lets an estimate move only
-    `cliprange_value` from its rollout value per batch, so the value model was still off by ~0.7 after 25 rollout
-    batches, four times the reward one wrong field costs; its bias is set to the first batch's mean score
-    (PPOTrainer._centre_value_head)."""
-    hidden = model.config.hidden_size
-    head = torch.nn.Linear(hidden, 1)
-    torch.nn.init.zeros_(head.weight)
-    torch.nn.init.zeros_(head.bias)
-    setattr(model, VALUE_HEAD, head.to(next(model.parameters()).dtype))
-    return model
-
-
-def add_value_adapter(model, recipe: Recipe) -> None:
-    """A second LoRA adapter for the value model, shaped like the policy's, owning the value head."""
-    from peft import LoraConfig
-
-    method = recipe.method
-    config = LoraConfig(r=method.r, lora_alpha=method.alpha, lora_dropout=method.dropout, task_type="CAUSAL_LM",
-                        target_modules=method.target_modules, exclude_modules=[VALUE_HEAD],
-                        modules_to_save=[VALUE_HEAD])  # fmt: skip
-    model.add_adapter(VALUE_ADAPTER, config)
-    model.set_adapter("default")
-    trainable_again(model)
-
-
-def trainable_again(model) -> None:
-    """PEFT's set_adapter freezes the adapters that are not active; PPO trains the policy and the value adapter."""
-    for name, parameter in model.named_parameters():
-        if any(f".{adapter}." in name or name.endswith(f".{adapter}") for adapter in ("default", VALUE_ADAPTER)):
-            if "lora_" in name or "modules_to_save" in name:
-                parameter.requires_grad_(True)
-
-
-def is_value_parameter(name: str) -> bool:
-    """Whether a parameter (by its name in the PEFT model) belongs to the value model: its adapter or its head."""
-    return f".{VALUE_ADAPTER}." in name or name.endswith(f".{VALUE_ADAPTER}")
-
-
-def drop_value_model(model) -> None:
-    """The policy alone again: the value adapter deleted and the head removed, so the saved and merged model is a
-    plain causal LM."""
-    if VALUE_ADAPTER in getattr(model, "peft_config", {}):
-        model.delete_adapter(VALUE_ADAPTER)
-        model.set_adapter("default")
-    base = model.get_base_model()
-    if hasattr(base, VALUE_HEAD):
-        delattr(base, VALUE_HEAD)
-    trainable_again(model)
 
 
 @dataclass
@@ -186,7 +140,7 @@ class PPOTrainer(Trainer):
         self.rollout_timing.add(seconds, sum(len(s.ids) for s in samples))
         scores, columns = self._scores(records, samples)
         if self.state.global_step == 0 and self._rollouts == 0:  # a fresh run (a resumed one loads its head)
-            self._centre_value_head(model, float(scores.mean()))
+            centre_value_head(model, float(scores.mean()))
         batch = self._padded(samples)
         # prompt and completion tokens of every rollout, as TRL's GRPOTrainer counts them: tokens/s and training.json
         self.state.num_input_tokens_seen += int(batch.attention_mask.sum())
@@ -233,14 +187,6 @@ class PPOTrainer(Trainer):
         with model.disable_adapter():
             ref_logprobs, _ = self._policy_logprobs(model, batch)
         return logprobs, values, ref_logprobs, entropy
-
-    @staticmethod
-    def _centre_value_head(model, mean_score: float) -> None:
-        """The value head's bias at the first rollout batch's mean score: its first estimates are the average return
-        instead of 0, so the value model learns differences between states from the start."""
-        head = getattr(model.get_base_model(), VALUE_HEAD)
-        trained = head.modules_to_save[VALUE_ADAPTER] if hasattr(head, "modules_to_save") else head
-        trained.bias.data.fill_(mean_score)
 
     def _advantages(self, batch, scores, logprobs, values, ref_logprobs, entropy, columns, seconds, samples):
         args, mask = self.args, batch.mask
@@ -423,15 +369,8 @@ def describe(recipe: Recipe, model) -> dict[str, Any]:
 
 
 PPO = Stage(
-    name="ppo",
-    reads="prompts",
-    produces="policy",
+    name="ppo", reads="prompts", produces="policy", config_class=lambda: PPOConfig,
     summary="proximal policy optimisation: a value model, GAE, a KL penalty to the reference, clipped updates",
-    config_class=lambda: PPOConfig,
-    build_datasets=build_prompt_splits,
-    build_trainer=build_trainer,
-    evaluate=rl_evaluate,
-    test_warnings=rl_test_warnings,
-    describe=describe,
-    packs_sequences=True,
-)
+    build_datasets=build_prompt_splits, build_trainer=build_trainer, evaluate=rl_evaluate,
+    test_warnings=rl_test_warnings, describe=describe, packs_sequences=True,
+)  # fmt: skip
