@@ -1,5 +1,5 @@
 """PPO's rollout batch with several answers per prompt: minibatches keep a prompt's answers together, and the packed
-forward (each prompt computed once, no padding) gives the padded forward's hidden states and value estimates."""
+forward (each prompt computed once, no padding) gives the padded forward's hidden states and log-probabilities."""
 
 from __future__ import annotations
 
@@ -22,7 +22,7 @@ def test_minibatches_keep_a_prompts_answers_together_and_cover_each_row_once_an_
 
 def test_one_answer_per_prompt_is_the_plain_row_permutation():
     order = minibatch_order(prompts=5, answers=1, minibatches=2, epochs=1, generator=torch.Generator().manual_seed(1))
-    assert [len(rows) for rows in order] == [2, 2]  # the fifth prompt waits for the next epoch's permutation
+    assert [len(rows) for rows in order] == [2, 2]  # an odd prompt out sits this epoch out, as before
 
 
 def rollout_batch(tokenizer) -> RolloutBatch:
