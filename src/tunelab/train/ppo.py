@@ -25,6 +25,7 @@ from transformers import Trainer, TrainingArguments
 
 from tunelab.config.schema import Recipe
 from tunelab.train import ppo_math
+from tunelab.train.packing import PACKED_ATTENTION
 from tunelab.train.ppo_value import (
     VALUE_ADAPTER,
     VALUE_HEAD,
@@ -99,7 +100,6 @@ class PPOTrainer(Trainer):
         self._batch: RolloutBatch | None = None
         self._order: list[torch.Tensor] = []
         self._pending: dict[str, float] = {}
-        self._rollouts = 0
 
     # --- data: each prompt batch repeated once per minibatch update ----------------------------------------------
 
@@ -139,7 +139,7 @@ class PPOTrainer(Trainer):
         seconds = time.perf_counter() - started
         self.rollout_timing.add(seconds, sum(len(s.ids) for s in samples))
         scores, columns = self._scores(records, samples)
-        if self.state.global_step == 0 and self._rollouts == 0:  # a fresh run (a resumed one loads its head)
+        if self.state.global_step == 0:  # a fresh run's first batch (a resumed run loads its head)
             centre_value_head(model, float(scores.mean()))
         batch = self._padded(samples)
         # prompt and completion tokens of every rollout, as TRL's GRPOTrainer counts them: tokens/s and training.json
@@ -197,7 +197,6 @@ class PPOTrainer(Trainer):
         advantages, returns = ppo_math.gae(rewards, values, mask, args.gamma, args.lam)
         advantages = ppo_math.masked_whiten(advantages, mask) * mask
         sequence_kl = kl.sum(dim=1).mean().item()
-        self._rollouts += 1
         self._pending = {
             "reward": float(scores.mean()), "reward_std": float(scores.std()) if len(scores) > 1 else 0.0,
             "kl": sequence_kl, "ppo/kl_coef": self.kl.coef, "entropy": float(ppo_math.masked_mean(entropy, mask)),
@@ -216,8 +215,6 @@ class PPOTrainer(Trainer):
     def _hidden(self, model, batch: RolloutBatch) -> torch.Tensor:
         """The decoder's last hidden states at the positions that predict each completion token (B × T; rows past a
         completion's end hold any value, the mask drops them)."""
-        from tunelab.train.packing import PACKED_ATTENTION
-
         base = model.get_base_model()
         start = batch.prompt_width - 1
         if base.config._attn_implementation == PACKED_ATTENTION:  # the stage packs: no padding, each prompt once
@@ -355,8 +352,6 @@ def build_trainer(recipe: Recipe, run, model, tokenizer, splits, plan, callbacks
 def describe(recipe: Recipe, model) -> dict[str, Any]:
     kl = recipe.train.get("kl_target")
     coefficient = f"adaptive toward {kl} nats" if kl else f"fixed at {recipe.train.get('kl_coef', 0.05)}"
-    from tunelab.train.packing import PACKED_ATTENTION
-
     answers = recipe.train.get("num_generations", 1)
     packed = getattr(model.config, "_attn_implementation", None) == PACKED_ATTENTION  # fit switched it when it could
     return {

@@ -43,14 +43,18 @@ def add_value_adapter(model, recipe: Recipe) -> None:
 def trainable_again(model) -> None:
     """PEFT's set_adapter freezes the adapters that are not active; PPO trains the policy and the value adapter."""
     for name, parameter in model.named_parameters():
-        if any(f".{adapter}." in name or name.endswith(f".{adapter}") for adapter in ("default", VALUE_ADAPTER)):
+        if _in_adapter(name, "default") or _in_adapter(name, VALUE_ADAPTER):
             if "lora_" in name or "modules_to_save" in name:
                 parameter.requires_grad_(True)
 
 
 def is_value_parameter(name: str) -> bool:
     """Whether a parameter (by its name in the PEFT model) belongs to the value model: its adapter or its head."""
-    return f".{VALUE_ADAPTER}." in name or name.endswith(f".{VALUE_ADAPTER}")
+    return _in_adapter(name, VALUE_ADAPTER)
+
+
+def _in_adapter(name: str, adapter: str) -> bool:
+    return f".{adapter}." in name or name.endswith(f".{adapter}")
 
 
 def drop_value_model(model) -> None:
