@@ -183,6 +183,10 @@ def held_out_loss(model, tokenizer, records) -> float:
 
 
 def worker(args) -> None:
+    if args.worker.startswith("tunelab"):  # what `tunelab run` does first, before torch allocates (allocator.py)
+        from tunelab.allocator import prepare_process
+
+        prepare_process()
     import torch
 
     from tunelab.model.load import load_model

@@ -16,7 +16,7 @@ PACKAGE = SRC / "tunelab"
 
 # Top-level modules and packages of tunelab by layer; a module may import from its own layer or lower ones.
 LAYER_TABLE: tuple[tuple[str, ...], ...] = (
-    ("__init__", "errors", "hardware", "runs", "jsonl", "formatting"),  # plain helpers, no tunelab concepts
+    ("__init__", "errors", "hardware", "allocator", "runs", "jsonl", "formatting"),  # plain helpers, no concepts
     ("config",),  # the recipe schema and its own checks
     ("data",),
     ("model",),

@@ -362,6 +362,9 @@ def _quiet_bars_when_piped() -> None:
 
 def main(argv: list[str] | None = None) -> int:
     os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+    from tunelab.allocator import prepare_process
+
+    prepare_process()  # before torch allocates anything, so that training also reuses what loading freed
     _quiet_bars_when_piped()
     # Deprecation notices from upstream libraries are for library authors, not for tunelab's users.
     warnings.filterwarnings("ignore", category=FutureWarning)

@@ -80,7 +80,27 @@ def test_speed_switches_are_recorded_and_can_be_turned_off(tmp_path, tiny_model_
     assert curves["fast_plan"]["attention"] == "tunelab_packed_sdpa"
     assert not curves["stock_plan"]["padding_free"] and not curves["stock_plan"]["label_only_loss"]
     assert curves["fast_plan"]["reasons"] and curves["fast_plan"]["torch_threads"] >= 1
+    assert curves["fast_plan"]["allocator"] and curves["fast_plan"]["frozen_bf16"] is False  # fp32 training
     assert curves["fast"] == pytest.approx(curves["stock"], rel=1e-3)
+
+
+def test_bf16_lora_run_holds_frozen_weights_in_bf16_and_merges_the_fp32_originals(tmp_path, tiny_model_dir, capsys):
+    recipe = tiny_recipe(tmp_path, tiny_model_dir)
+    assert cli(["run", recipe, "train.max_steps=2", "train.bf16=true", "eval.base=false"], capsys).exit_code == 0
+    run = tmp_path / "runs" / "tiny"
+    assert json.loads((run / "training.json").read_text())["frozen_bf16"] is True
+    assert not list(run.rglob("frozen-fp32.safetensors"))  # the parked originals are gone
+    check = json.loads((run / "merged" / "verification.json").read_text())
+    assert check["identical_outputs"] and check["max_abs_logit_diff"] < 1e-3
+    base, merged = load_file(tiny_model_dir / "model.safetensors"), load_file(run / "merged" / "model.safetensors")
+    adapter = load_file(run / "adapter" / "adapter_model.safetensors")
+    config = json.loads((run / "adapter" / "adapter_config.json").read_text())
+    prefix = "base_model.model.model.layers.0.self_attn.q_proj"
+    delta = adapter[f"{prefix}.lora_B.weight"] @ adapter[f"{prefix}.lora_A.weight"] * config["lora_alpha"] / config["r"]
+    name = "model.layers.0.self_attn.q_proj.weight"
+    # a base rounded to bf16 would be off by ~|w|·2⁻⁹ (1e-4 here); the merge starts from the exact fp32 weight
+    assert torch.allclose(merged[name], base[name] + delta, rtol=0, atol=1e-6)
+    assert delta.abs().max() > 0
 
 
 def test_merged_folder_loads_with_plain_transformers(tmp_path, tiny_model_dir, capsys):

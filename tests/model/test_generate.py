@@ -59,6 +59,30 @@ def test_batched_results_equal_single_results(model_and_tokenizer):
     assert len({r["text"] for r in batched}) > 5  # outputs are diverse, so the comparison means something
 
 
+def test_the_cpu_decode_loop_gives_transformers_generate_answers(model_and_tokenizer):
+    """On a CPU generate_batch decodes with model/decode.py's loop (weights packed for several rows); greedy answers
+    are transformers' `generate` ones, token for token, for the model and for a LoRA adapter on it."""
+    from peft import LoraConfig, get_peft_model
+
+    from tunelab.model import generate as generation
+
+    model, tokenizer = model_and_tokenizer
+    prompts = _prompts(tokenizer)
+    config = generation.greedy_config(model, tokenizer, 12)
+
+    def same_as_generate(candidate) -> None:
+        assert generation._decoding(candidate, len(prompts))[0] is generation._decode_one_batch
+        with torch.inference_mode():
+            expected = generation._generate_one_batch(candidate, tokenizer, prompts, config, set(config.eos_token_id))
+        assert generate_batch(candidate, tokenizer, prompts, max_new_tokens=12, batch_size=len(prompts)) == expected
+
+    same_as_generate(model.eval())
+    torch.manual_seed(2)
+    adapted = get_peft_model(model, LoraConfig(r=4, lora_alpha=8, target_modules="all-linear", init_lora_weights=False))
+    same_as_generate(adapted.eval())
+    assert not any("packed_weight" in m.__dict__ for m in adapted.modules())  # packing is undone after
+
+
 def test_temperature_samples_reproducibly_and_differs_from_greedy(model_and_tokenizer):
     model, tokenizer = model_and_tokenizer
     prompts = _prompts(tokenizer)

@@ -70,6 +70,30 @@ def _generate_one_batch(model, tokenizer, prompts, config: GenerationConfig, sto
     return [_completion(tokens, stops, tokenizer) for tokens in new_tokens]
 
 
+def _decode_one_batch(model, tokenizer, prompts, config: GenerationConfig, stops: set[int]) -> list[dict]:
+    """The same completions through model/decode.py's loop (the one RL rollouts and the server use): each distinct
+    prompt prefilled once, rows leaving the batch as they finish instead of being computed until the longest ends."""
+    from tunelab.model.decode import SamplingSettings, sample_completions
+
+    temperature = config.temperature if config.do_sample else 0.0
+    settings = SamplingSettings(max_new_tokens=config.max_new_tokens, temperature=temperature, max_rows=len(prompts))
+    samples = sample_completions(model, prompts, settings, stops, config.pad_token_id)
+    return [_completion(sample.ids, stops, tokenizer) for sample in samples]
+
+
+def _decoding(model, prompts: int):
+    """(one-batch function, context) for `generate_batch`: on a CPU the decode loop, with weights packed for oneDNN
+    when several rows decode together (fast_linear.py; one row takes MKL's matrix-vector path, packing buys nothing);
+    elsewhere transformers' `generate`."""
+    from contextlib import nullcontext
+
+    if model.device.type != "cpu":
+        return _generate_one_batch, nullcontext()
+    from tunelab.model.decode import packed_weights
+
+    return _decode_one_batch, packed_weights(model) if prompts > 1 else nullcontext()
+
+
 def greedy_config(model, tokenizer, max_new_tokens: int) -> GenerationConfig:
     """A greedy generation config that stops at every stop id and pads with the tokenizer's pad (or first stop) id."""
     stops = stop_token_ids(model, tokenizer)
@@ -108,10 +132,11 @@ def generate_batch(
     stops = set(config.eos_token_id)
     order = sorted(range(len(prompts)), key=lambda i: len(prompts[i]))
     results: list[dict[str, Any] | None] = [None] * len(prompts)
-    with eval_mode(model), torch.inference_mode():
+    one_batch, decoding = _decoding(model, len(prompts))
+    with eval_mode(model), torch.inference_mode(), decoding:
         for start in range(0, len(order), max(1, batch_size)):
             indices = order[start : start + max(1, batch_size)]
-            batch = _generate_one_batch(model, tokenizer, [prompts[i] for i in indices], config, stops)
+            batch = one_batch(model, tokenizer, [prompts[i] for i in indices], config, stops)
             for index, result in zip(indices, batch, strict=True):
                 results[index] = result
             if on_batch is not None:

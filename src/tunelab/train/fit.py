@@ -3,6 +3,7 @@ saving, and recognising a training that had already finished. A stage only build
 
 from __future__ import annotations
 
+from contextlib import nullcontext
 from dataclasses import dataclass
 from typing import Any
 
@@ -12,6 +13,7 @@ from tunelab.model.adapters import count_parameters
 from tunelab.model.methods import apply_method, method_spec
 from tunelab.runs import RunDir, read_json, save_folder_atomic, write_json
 from tunelab.train.callbacks import GracefulStop, standard_callbacks
+from tunelab.train.frozen_bf16 import frozen_weights_in_bf16, qualifies
 from tunelab.train.packing import restore_attention, use_packed_attention
 from tunelab.train.speed import apply_threads, plan_speed
 from tunelab.train.stage import Stage
@@ -40,12 +42,14 @@ def fit(stage: Stage, recipe: Recipe, run: RunDir, model, tokenizer, splits: Spl
     if plan.padding_free and use_packed_attention(model):
         plan.attention = model.config._attn_implementation
     model = apply_method(stage.prepare_model(model), recipe.method)
+    plan.frozen_bf16 = plan.frozen_bf16 and qualifies(stage, method_spec(recipe.method), plan)
     tracking = Tracking(recipe.train.get("report_to"), run.path, recipe.name)
     described = {"stage": stage.name, "method": recipe.method.type} | stage.describe(recipe, model) | plan.as_dict()
     write_json(run.path / "training.json", described | tracking.describe())
     callbacks = standard_callbacks(run, recipe.train) + tracking.callbacks()
     stopper = next(c for c in callbacks if isinstance(c, GracefulStop))
-    with tracking:  # the trackers' integrations read their settings when the trainer is built and when it starts
+    frozen = frozen_weights_in_bf16(model, run.path) if plan.frozen_bf16 else nullcontext()
+    with tracking, frozen:  # the trackers' integrations read their settings when the trainer is built and starts
         trainer = stage.build_trainer(recipe, run, model, tokenizer, splits, plan, callbacks)
         if getattr(trainer, "training_notes", None):  # what the stage did while building (rm: a fitted score head)
             described |= trainer.training_notes

@@ -10,6 +10,7 @@ import os
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
+from tunelab.allocator import keep_freed_memory
 from tunelab.hardware import available_memory_bytes, bf16_is_fast, physical_cores
 
 # Activation memory per token, per decoder layer, in units of hidden size × bytes per element: ~34 for a transformer
@@ -27,6 +28,8 @@ class SpeedPlan:
     gradient_checkpointing: bool
     torch_threads: int
     attention: str = "sdpa"
+    frozen_bf16: bool = False  # frozen base weights held in bf16 during training (train/frozen_bf16.py)
+    allocator: str = ""
     reasons: list[str] = field(default_factory=list)
 
     def as_dict(self) -> dict[str, Any]:
@@ -52,6 +55,7 @@ def plan_speed(train: dict[str, Any], model_config, max_length: int) -> SpeedPla
         bf16=bool(bf16),
         gradient_checkpointing=False,
         torch_threads=threads,
+        frozen_bf16=bool(train.get("frozen_bf16", True)) and bool(bf16),  # fit() checks the method and the stage
     )
     chosen = train.get("gradient_checkpointing", train.get("activation_checkpointing"))
     if chosen is not None:
@@ -70,9 +74,11 @@ def plan_speed(train: dict[str, Any], model_config, max_length: int) -> SpeedPla
 
 
 def apply_threads(plan: SpeedPlan) -> None:
-    """Use one thread per physical core: hyper-threads share the matrix units and only add contention."""
+    """Use one thread per physical core: hyper-threads share the matrix units and only add contention. Freed memory
+    is kept for reuse (allocator.py; the CLI asks first, this covers library use)."""
     import torch
 
+    plan.allocator = keep_freed_memory()
     if "OMP_NUM_THREADS" not in os.environ:
         torch.set_num_threads(plan.torch_threads)
     plan.torch_threads = torch.get_num_threads()

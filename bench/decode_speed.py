@@ -1,0 +1,148 @@
+"""Benchmark: single-stream greedy decoding, tunelab's decoding engine against transformers' `generate`.
+
+    .venv/bin/python bench/decode_speed.py --out bench/results/decode_speed.json
+
+One prompt at a time (what `tunelab chat`, a single API client or an evaluation of one long answer sees), greedy,
+on the same model object, the same prompts and the same `max_new_tokens`: the quickstart's test prompts (chat
+template applied), the base model's own answers. Configurations, interleaved, `--repeats` times:
+
+- `generate`: `model.generate(do_sample=False)` with transformers' defaults (dynamic cache, sdpa attention).
+- `tunelab`: `tunelab.model.generate.generate_batch`, which on a CPU decodes with `model/decode.py`'s loop (the one
+  RL rollouts use; one row takes MKL's matrix-vector path, several rows weights packed for oneDNN).
+
+Reported: generated tokens per second (median over repeats; total tokens / total decoding seconds over the prompts,
+first token included), milliseconds per token, the tunelab/generate ratio, the share of prompts whose greedy
+answers (text and token count) are identical in both (they must all be: both compute in the model's precision), and
+the floor: how long the matrix-vector products alone take per token (every weight read once), which no engine in
+this precision beats on this machine.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import statistics
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+REPO = Path(__file__).resolve().parents[1]
+QUICKSTART_TEST = REPO / "examples" / "quickstart" / "test.jsonl"
+
+
+def prompts(tokenizer, count: int) -> list[list[int]]:
+    rows = [json.loads(line) for line in QUICKSTART_TEST.read_text(encoding="utf-8").splitlines() if line.strip()]
+    chats = [[m for m in row["messages"] if m["role"] != "assistant"] for row in rows[:count]]
+    return [tokenizer.apply_chat_template(c, add_generation_prompt=True, tokenize=True, return_dict=True)["input_ids"]
+            for c in chats]  # fmt: skip
+
+
+def run_generate(model, tokenizer, prompt_ids: list[list[int]], max_new: int) -> tuple[float, list[tuple]]:
+    import torch
+
+    from tunelab.model.generate import _completion, greedy_config
+
+    config = greedy_config(model, tokenizer, max_new)
+    outputs, seconds = [], 0.0
+    with torch.inference_mode():
+        for ids in prompt_ids:
+            started = time.perf_counter()
+            out = model.generate(input_ids=torch.tensor([ids]), generation_config=config)
+            seconds += time.perf_counter() - started
+            outputs.append(_completion(out[0, len(ids) :].tolist(), set(config.eos_token_id), tokenizer))
+    return seconds, [(o["text"], o["completion_tokens"]) for o in outputs]
+
+
+def run_tunelab(model, tokenizer, prompt_ids: list[list[int]], max_new: int) -> tuple[float, list[tuple]]:
+    from tunelab.model.generate import generate_batch
+
+    outputs, seconds = [], 0.0
+    for ids in prompt_ids:
+        started = time.perf_counter()
+        result = generate_batch(model, tokenizer, [ids], max_new)[0]
+        seconds += time.perf_counter() - started
+        outputs.append((result["text"], result["completion_tokens"]))
+    return seconds, outputs
+
+
+RUNNERS = {"generate": run_generate, "tunelab": run_tunelab}
+
+
+def weight_read_floor(model, repeats: int = 3) -> dict[str, float]:
+    """Milliseconds per token that the matrix-vector products alone take: every linear layer and the output head
+    applied to one row, in the model's precision (the best of `repeats`). Decoding one row must read every weight
+    once per token, so no engine in this precision decodes faster than this on this machine."""
+    import torch
+
+    layers = [m for m in model.modules() if isinstance(m, torch.nn.Linear)]
+    inputs = [torch.randn(1, m.in_features, dtype=m.weight.dtype) for m in layers]
+    best = float("inf")
+    with torch.inference_mode():
+        for _ in range(repeats):
+            started = time.perf_counter()
+            for module, row in zip(layers, inputs, strict=True):
+                torch.nn.functional.linear(row, module.weight)
+            best = min(best, time.perf_counter() - started)
+    weight_bytes = sum(m.weight.numel() * m.weight.element_size() for m in layers)
+    return {"ms_per_token": 1000 * best, "weight_mib": weight_bytes / 2**20, "gb_per_s": weight_bytes / best / 1e9}
+
+
+def main(argv: list[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--model", default="smollm2-135m-instruct")
+    parser.add_argument("--prompts", type=int, default=8)
+    parser.add_argument("--max-new-tokens", type=int, default=96)
+    parser.add_argument("--repeats", type=int, default=2)
+    parser.add_argument("--threads", type=int, default=None)
+    parser.add_argument("--out")
+    args = parser.parse_args(argv)
+
+    from tunelab.allocator import prepare_process
+
+    prepare_process()
+    import torch
+
+    sys.path.insert(0, str(Path(__file__).parent))
+    from train_throughput import cpu_line
+
+    from tunelab.hardware import physical_cores
+    from tunelab.model.load import load_model
+
+    torch.set_num_threads(args.threads or physical_cores())
+    model, tokenizer, _ = load_model(args.model)
+    model.eval()
+    prompt_ids = prompts(tokenizer, args.prompts)
+    machine = f"{cpu_line()}; torch threads {torch.get_num_threads()}"
+    print(machine, flush=True)
+    RUNNERS["generate"](model, tokenizer, prompt_ids[:1], 8)  # warm-up: first-call costs are not decoding speed
+    RUNNERS["tunelab"](model, tokenizer, prompt_ids[:1], 8)
+    results: dict[str, list[dict[str, Any]]] = {name: [] for name in RUNNERS}
+    outputs: dict[str, list[tuple]] = {}
+    for repeat in range(args.repeats):
+        for name, runner in RUNNERS.items():
+            seconds, outputs[name] = runner(model, tokenizer, prompt_ids, args.max_new_tokens)
+            tokens = sum(count for _, count in outputs[name])
+            results[name].append({"seconds": seconds, "tokens": tokens, "tokens_per_s": tokens / seconds})
+            print(f"  {name:<9} run {repeat + 1}: {tokens / seconds:6.1f} tok/s "
+                  f"({1000 * seconds / tokens:.1f} ms/token, {tokens} tokens)", flush=True)  # fmt: skip
+    floor = weight_read_floor(model)
+    print(f"matrix-vector products alone: {floor['ms_per_token']:.1f} ms/token ({floor['weight_mib']:.0f} MiB of "
+          f"weights read at {floor['gb_per_s']:.1f} GB/s)", flush=True)  # fmt: skip
+    table = {name: {"tokens_per_s": statistics.median(r["tokens_per_s"] for r in runs),
+                    "ms_per_token": 1000 / statistics.median(r["tokens_per_s"] for r in runs),
+                    "runs": [r["tokens_per_s"] for r in runs]} for name, runs in results.items()}  # fmt: skip
+    identical = sum(a == b for a, b in zip(outputs["generate"], outputs["tunelab"], strict=True)) / len(prompt_ids)
+    ratio = table["tunelab"]["tokens_per_s"] / table["generate"]["tokens_per_s"]
+    print(f"tunelab / generate: {ratio:.2f}x; identical greedy outputs: {identical:.0%}")
+    report = {"table": table, "ratio_tunelab_vs_generate": ratio, "identical_output_share": identical,
+              "weight_read_floor": floor,
+              "machine": machine, "settings": {k: v for k, v in vars(args).items() if k != "out"},
+              "command": "bench/decode_speed.py " + " ".join(argv if argv is not None else sys.argv[1:])}  # fmt: skip
+    if args.out:
+        Path(args.out).parent.mkdir(parents=True, exist_ok=True)
+        Path(args.out).write_text(json.dumps(report, indent=2) + "\n", encoding="utf-8")
+
+
+if __name__ == "__main__":
+    main()
