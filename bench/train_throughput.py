@@ -11,7 +11,8 @@ Configurations, each run in its own subprocess (so peak RSS is its own) and inte
   position ids reset per sequence) with and without bf16; the faster of the two is "TRL best" (bf16 is only fast
   on CPUs with native bf16 matrix instructions). Packed rows are `max_length` = the tokens of `batch` average
   examples, one row per step, so every configuration sees about the same tokens per optimizer step.
-- `tunelab`: `tunelab.train.fit.fit` with the sft stage, the code `tunelab run` trains with, and its speed plan;
+- `tunelab`: `tunelab.train.fit.fit` with the sft stage, the code `tunelab run` trains with, and its speed plan, in a
+  process set up as the CLI sets up its own (`tunelab.allocator.prepare_process`: freed memory kept, huge pages);
   `tunelab_checkpointing` the same with `train.gradient_checkpointing: true` (what the plan picks when memory is
   short), to show the memory/speed trade.
 
