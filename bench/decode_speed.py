@@ -27,15 +27,15 @@ import time
 from pathlib import Path
 from typing import Any
 
-REPO = Path(__file__).resolve().parents[1]
-QUICKSTART_TEST = REPO / "examples" / "quickstart" / "test.jsonl"
+from serving import chat_prompts
+from train_throughput import cpu_line
 
 
 def prompts(tokenizer, count: int) -> list[list[int]]:
-    rows = [json.loads(line) for line in QUICKSTART_TEST.read_text(encoding="utf-8").splitlines() if line.strip()]
-    chats = [[m for m in row["messages"] if m["role"] != "assistant"] for row in rows[:count]]
-    return [tokenizer.apply_chat_template(c, add_generation_prompt=True, tokenize=True, return_dict=True)["input_ids"]
-            for c in chats]  # fmt: skip
+    """The quickstart's held-out orders, templated as evaluation and chat template them."""
+    from tunelab.data.tokenize import prompt_ids_for_generation
+
+    return [prompt_ids_for_generation(tokenizer, messages) for messages in chat_prompts(count)]
 
 
 def run_generate(model, tokenizer, prompt_ids: list[list[int]], max_new: int) -> tuple[float, list[tuple]]:
@@ -102,9 +102,6 @@ def main(argv: list[str] | None = None) -> None:
 
     prepare_process()
     import torch
-
-    sys.path.insert(0, str(Path(__file__).parent))
-    from train_throughput import cpu_line
 
     from tunelab.hardware import physical_cores
     from tunelab.model.load import load_model
