@@ -5,11 +5,13 @@ from __future__ import annotations
 
 import hashlib
 import json
+import os
 import time
 from pathlib import Path
 
 import pytest
 
+from tunelab.runs import process_is_gone
 from uipage import field, fill, open_section, open_tab, run_status, screenshot, text_of, wait_for_text
 
 STEPS = 160
@@ -94,9 +96,15 @@ def digest(folder: Path) -> str:
 
 
 def finished_runs(workspace: Path) -> dict[str, str]:
-    """Digest of every run that is not still training (a run an earlier test left going changes on its own)."""
+    """Digest of every run whose process has ended (a run an earlier test left going changes on its own, and a
+    completed run's process still writes its report and last log lines after status.json says completed)."""
     runs = [p for p in (workspace / "runs").iterdir() if p.is_dir()]
-    return {p.name: digest(p) for p in runs if run_status(workspace, p.name).get("state") != "running"}
+    return {p.name: digest(p) for p in runs if has_ended(run_status(workspace, p.name))}
+
+
+def has_ended(status: dict) -> bool:
+    """Not running, and written by this test process (a fixture's run) or by a process that has exited."""
+    return status.get("state") != "running" and (status.get("pid") == os.getpid() or process_is_gone(status))
 
 
 def test_bad_input_is_shown_in_the_page_and_changes_nothing(page, ui_server):
