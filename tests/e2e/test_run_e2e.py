@@ -70,7 +70,10 @@ def test_lora_run_end_to_end(tmp_path, tiny_model_dir, capsys):
 def test_speed_switches_are_recorded_and_can_be_turned_off(tmp_path, tiny_model_dir, capsys):
     """The fast path (packed attention, label-only loss) and TRL's stock path follow the same loss curve."""
     curves = {}
-    for name, switches in {"fast": [], "stock": ["train.padding_free=false", "train.label_only_loss=false"]}.items():
+    for name, switches in {
+        "fast": [],
+        "stock": ["train.padding_free=false", "train.label_only_loss=false", "train.lean_activations=false"],
+    }.items():
         recipe = tiny_recipe(tmp_path, tiny_model_dir, name=name)
         assert cli(["run", recipe, "train.max_steps=4", "eval.base=false", *switches], capsys).exit_code == 0
         run = tmp_path / "runs" / name
@@ -79,8 +82,11 @@ def test_speed_switches_are_recorded_and_can_be_turned_off(tmp_path, tiny_model_
     assert curves["fast_plan"]["padding_free"] and curves["fast_plan"]["label_only_loss"]
     assert curves["fast_plan"]["attention"] == "tunelab_packed_sdpa"
     assert not curves["stock_plan"]["padding_free"] and not curves["stock_plan"]["label_only_loss"]
+    assert curves["stock_plan"]["lean_activations"] is False
     assert curves["fast_plan"]["reasons"] and curves["fast_plan"]["torch_threads"] >= 1
     assert curves["fast_plan"]["allocator"] and curves["fast_plan"]["frozen_bf16"] is False  # fp32 training
+    lean = curves["fast_plan"]["lean_activations"]
+    assert lean["gated_mlps"] == 2 and lean["shared_casts"] >= 2 * 7 * 2  # 2 layers: 7 LoRA'd linears, each 2 + B
     assert curves["fast"] == pytest.approx(curves["stock"], rel=1e-3)
 
 

@@ -85,3 +85,33 @@ def test_normalised_by_the_accumulation_window_when_given(tiny_model_dir):
     _, targets = target_positions(batch["labels"])
     window = label_only_loss(model, batch, num_items_in_batch=4 * targets.numel())
     assert torch.allclose(window * 4, own, atol=1e-6)
+
+
+def test_the_decoder_and_head_run_apart_only_where_that_is_the_models_own_computation(tiny_model_dir):
+    from peft import PromptTuningConfig
+
+    from tunelab.train.loss import split_head
+
+    model = AutoModelForCausalLM.from_pretrained(tiny_model_dir, dtype=torch.float32)
+    decoder, head = split_head(model)
+    assert decoder is model.model and head is model.lm_head
+    assert split_head(get_peft_model(model, LoraConfig(r=4, target_modules="all-linear")))[1] is model.lm_head
+    prompted = AutoModelForCausalLM.from_pretrained(tiny_model_dir, dtype=torch.float32)
+    prompted = get_peft_model(prompted, PromptTuningConfig(task_type="CAUSAL_LM", num_virtual_tokens=3))
+    assert split_head(prompted) is None  # PEFT adds the virtual tokens in its own forward
+    capped = AutoModelForCausalLM.from_pretrained(tiny_model_dir, dtype=torch.float32)
+    capped.config.final_logit_softcapping = 30.0
+    assert split_head(capped) is None
+
+
+def test_the_models_own_forward_gives_the_same_loss_where_the_head_cannot_run_apart(tiny_model_dir):
+    model = AutoModelForCausalLM.from_pretrained(tiny_model_dir, dtype=torch.float32)
+    use_packed_attention(model)
+    batch = batch_of((9, 17, 4, 30))
+    apart = label_only_loss(model, batch, chunk_rows=8)
+    model.config.logits_scaling = 1.0  # not a plain head as far as split_head can tell (llama ignores it)
+    assert torch.equal(apart, label_only_loss(model, batch, chunk_rows=8))
+    with torch.autocast("cpu", dtype=torch.bfloat16):  # the same bf16 head product on both paths
+        whole = label_only_loss(model, batch, chunk_rows=8)
+        model.config.logits_scaling = None
+        assert torch.equal(whole, label_only_loss(model, batch, chunk_rows=8))

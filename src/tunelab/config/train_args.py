@@ -22,6 +22,7 @@ TUNELAB_TRAIN_KEYS = {
     "early_stopping_threshold": float,
     "label_only_loss": bool,  # head and loss only at labelled positions (train/loss.py)
     "torch_threads": int,  # default: one per physical core
+    "lean_activations": bool,  # one autocast copy per input, gated MLPs keep less (train/lean_activations.py)
     "frozen_bf16": bool,  # adapter methods under bf16: frozen base weights held in bf16 (train/frozen_bf16.py)
     "sample_every": int,  # RL stages: every N-th logged step's sampled answers and rewards → samples.jsonl
     "score_head": str,  # rm: "random" (default) or "probe" — fitted to the frozen features first (train/score_probe.py)

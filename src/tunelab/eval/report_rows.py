@@ -63,7 +63,7 @@ def summary_rows(data: dict[str, Any]) -> list[tuple[str, str]]:
         rows.append(("log-probabilities", log_prob_line(data["log_probs"])))
     if data.get("training"):
         switches = data["training"]
-        names = ("padding_free", "label_only_loss", "bf16", "frozen_bf16", "gradient_checkpointing")
+        names = ("padding_free", "label_only_loss", "bf16", "frozen_bf16", "lean_activations", "gradient_checkpointing")
         used = [k for k in names if switches.get(k)]
         rows.append(("speed switches", ", ".join(used) or "none"))
     if data.get("merge"):

@@ -14,6 +14,7 @@ from tunelab.model.methods import apply_method, method_spec
 from tunelab.runs import RunDir, read_json, save_folder_atomic, write_json
 from tunelab.train.callbacks import GracefulStop, standard_callbacks
 from tunelab.train.frozen_bf16 import frozen_weights_in_bf16, qualifies
+from tunelab.train.lean_activations import lean_activations
 from tunelab.train.packing import restore_attention, use_packed_attention
 from tunelab.train.speed import apply_threads, plan_speed
 from tunelab.train.stage import Stage
@@ -48,8 +49,11 @@ def fit(stage: Stage, recipe: Recipe, run: RunDir, model, tokenizer, splits: Spl
     write_json(run.path / "training.json", described | tracking.describe())
     callbacks = standard_callbacks(run, recipe.train) + tracking.callbacks()
     stopper = next(c for c in callbacks if isinstance(c, GracefulStop))
+    lean = lean_activations(model) if plan.lean_activations else nullcontext(False)
     frozen = frozen_weights_in_bf16(model, run.path) if plan.frozen_bf16 else nullcontext()
-    with tracking, frozen:  # the trackers' integrations read their settings when the trainer is built and starts
+    with tracking, lean as leaned, frozen:  # the trackers' integrations read their settings when the trainer is built
+        described["lean_activations"] = plan.lean_activations = leaned
+        write_json(run.path / "training.json", described | tracking.describe())
         trainer = stage.build_trainer(recipe, run, model, tokenizer, splits, plan, callbacks)
         if getattr(trainer, "training_notes", None):  # what the stage did while building (rm: a fitted score head)
             described |= trainer.training_notes

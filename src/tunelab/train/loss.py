@@ -2,9 +2,12 @@
 
 In supervised fine-tuning most positions are prompt tokens with label -100, yet the usual loss path projects every
 position onto the whole vocabulary (49k × 576 for SmolLM2) and keeps those logits for the backward pass. Here the
-model is asked for logits only at positions whose next token is a target (`logits_to_keep` with a boolean mask, a
-transformers API), so the full logits tensor never exists; the fp32 log-softmax is then taken in chunks of rows that
-are recomputed in the backward pass, so at most one chunk's fp32 copy is alive at a time.
+decoder's hidden states are taken only at positions whose next token is a target, and the head and the fp32
+cross-entropy run on chunks of those rows that are recomputed in the backward pass: one chunk's logits are alive at a
+time, never the whole (targets × vocabulary) tensor, its fp32 copy (accelerate converts a mixed-precision model's
+outputs to fp32) or its gradient. Models whose head is not a plain projection (capped or scaled logits), prompt-
+learning adapters and distributed wrappers take the model's own forward with `logits_to_keep` (a transformers API),
+whose logits are then chunked the same way.
 """
 
 from __future__ import annotations
@@ -30,19 +33,48 @@ def target_positions(labels: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
     return keep, targets
 
 
+def plain_head(config) -> bool:
+    """Whether a causal LM's logits are its output head applied to the last hidden states and nothing more (no
+    soft-capping or scaling of the logits, no router losses added in its forward)."""
+    config = config.get_text_config()
+    return (
+        getattr(config, "final_logit_softcapping", None) is None
+        and all(getattr(config, name, None) in (None, 1.0) for name in ("logit_scale", "output_multiplier"))
+        and getattr(config, "lm_head_multiplier", None) is None
+        and getattr(config, "logits_scaling", None) is None
+        and not getattr(config, "output_router_logits", False)
+    )
+
+
 def _summed_cross_entropy(logits: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
     return F.cross_entropy(logits.float(), targets, reduction="sum")
 
 
+def _summed_head_cross_entropy(hidden: torch.Tensor, head: torch.nn.Module, targets: torch.Tensor) -> torch.Tensor:
+    return _summed_cross_entropy(head(hidden), targets)
+
+
+def _chunked(function, rows: torch.Tensor, targets: torch.Tensor, chunk_rows: int, *extra) -> torch.Tensor:
+    """Sum of `function(rows[chunk], *extra, targets[chunk])`; with more than one chunk, each is recomputed in
+    backward, so only one chunk's intermediate tensors are kept."""
+    if rows.shape[0] <= chunk_rows:
+        return function(rows, *extra, targets)
+    total = rows.new_zeros((), dtype=torch.float32)
+    for start in range(0, rows.shape[0], chunk_rows):
+        part = slice(start, start + chunk_rows)
+        total = total + checkpoint(function, rows[part], *extra, targets[part], use_reentrant=False)
+    return total
+
+
 def chunked_cross_entropy(logits: torch.Tensor, targets: torch.Tensor, chunk_rows: int = CHUNK_ROWS) -> torch.Tensor:
     """Summed cross-entropy over rows of `logits`; with more than one chunk, each chunk is recomputed in backward."""
-    if logits.shape[0] <= chunk_rows:
-        return _summed_cross_entropy(logits, targets)
-    total = logits.new_zeros((), dtype=torch.float32)
-    for start in range(0, logits.shape[0], chunk_rows):
-        part = slice(start, start + chunk_rows)
-        total = total + checkpoint(_summed_cross_entropy, logits[part], targets[part], use_reentrant=False)
-    return total
+    return _chunked(_summed_cross_entropy, logits, targets, chunk_rows)
+
+
+def head_cross_entropy(hidden: torch.Tensor, head, targets: torch.Tensor, chunk_rows: int = CHUNK_ROWS) -> torch.Tensor:
+    """Summed cross-entropy of `head(hidden)` against `targets`, the head applied chunk by chunk (and again in
+    backward), so at most one chunk's logits exist at a time."""
+    return _chunked(_summed_head_cross_entropy, hidden, targets, chunk_rows, head)
 
 
 def accepts_logits_to_keep(model) -> bool:
@@ -51,13 +83,36 @@ def accepts_logits_to_keep(model) -> bool:
     return "logits_to_keep" in inspect.signature(base.forward).parameters
 
 
+def split_head(model):
+    """(decoder, output head) of a causal LM that can be run apart, else None: a plain head, a decoder module under
+    it, no prompt-learning adapter (PEFT injects its virtual tokens in its own forward) and no process group (a
+    distributed wrapper must see the forward)."""
+    if torch.distributed.is_available() and torch.distributed.is_initialized():
+        return None
+    peft_config = getattr(model, "active_peft_config", None)
+    if peft_config is not None and peft_config.is_prompt_learning:
+        return None
+    causal_lm = model.get_base_model() if hasattr(model, "get_base_model") else model
+    decoder = getattr(causal_lm, "base_model", causal_lm)
+    head = causal_lm.get_output_embeddings() if hasattr(causal_lm, "get_output_embeddings") else None
+    if decoder is causal_lm or head is None or not plain_head(causal_lm.config):
+        return None
+    return decoder, head
+
+
 def label_only_loss(model, inputs: dict, num_items_in_batch=None, chunk_rows: int = CHUNK_ROWS) -> torch.Tensor:
-    """Mean next-token loss over labelled positions (over `num_items_in_batch` when given, for accumulation)."""
+    """Mean next-token loss over labelled positions (over `num_items_in_batch` when given, for accumulation). Run it
+    under the trainer's autocast: the decoder may be called apart from the model's own (autocast-wrapped) forward."""
     inputs = dict(inputs)
     labels = inputs.pop("labels")
     keep, targets = target_positions(labels)
-    outputs = model(**inputs, use_cache=False, logits_to_keep=keep)
-    logits = outputs.logits.reshape(-1, outputs.logits.shape[-1])
-    loss = chunked_cross_entropy(logits, targets, chunk_rows)
+    parts = split_head(model)
+    if parts is not None:
+        decoder, head = parts
+        hidden = decoder(**inputs, use_cache=False).last_hidden_state[keep]
+        loss = head_cross_entropy(hidden, head, targets, chunk_rows)
+    else:
+        outputs = model(**inputs, use_cache=False, logits_to_keep=keep)
+        loss = chunked_cross_entropy(outputs.logits.reshape(-1, outputs.logits.shape[-1]), targets, chunk_rows)
     count = num_items_in_batch if num_items_in_batch is not None else targets.numel()
     return loss / torch.as_tensor(count, device=loss.device).clamp(min=1)

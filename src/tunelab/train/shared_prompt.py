@@ -28,6 +28,7 @@ from dataclasses import dataclass
 import torch
 from torch.utils.checkpoint import checkpoint
 
+from tunelab.train.loss import plain_head
 from tunelab.train.packing import PACKED_ATTENTION
 
 IGNORE_INDEX = -100
@@ -116,7 +117,6 @@ def prefix_layout(input_ids: torch.Tensor, attention_mask: torch.Tensor) -> Pref
 
 def can_share_prompts(model, kwargs: dict) -> bool:
     """Whether this forward call can take the packed pair path (else TRL's own fused head runs)."""
-    config = model.config.get_text_config()
     attention_mask, input_ids = kwargs.get("attention_mask"), kwargs.get("input_ids")
     return (
         input_ids is not None
@@ -124,11 +124,7 @@ def can_share_prompts(model, kwargs: dict) -> bool:
         and input_ids.dim() == 2
         and {key for key, value in kwargs.items() if value is not None} <= {"input_ids", "attention_mask", "use_cache"}
         and model.config._attn_implementation == PACKED_ATTENTION
-        and getattr(config, "final_logit_softcapping", None) is None
-        and all(getattr(config, name, None) in (None, 1.0) for name in ("logit_scale", "output_multiplier"))
-        and getattr(config, "lm_head_multiplier", None) is None
-        and getattr(config, "logits_scaling", None) is None
-        and not getattr(config, "output_router_logits", False)
+        and plain_head(model.config)
         and contiguous_rows(attention_mask)
     )
 

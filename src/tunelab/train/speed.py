@@ -29,6 +29,7 @@ class SpeedPlan:
     torch_threads: int
     attention: str = "sdpa"
     frozen_bf16: bool = False  # frozen base weights held in bf16 during training (train/frozen_bf16.py)
+    lean_activations: bool | dict = True  # train/lean_activations.py; fit() records what it changed
     allocator: str = ""
     reasons: list[str] = field(default_factory=list)
 
@@ -56,6 +57,7 @@ def plan_speed(train: dict[str, Any], model_config, max_length: int) -> SpeedPla
         gradient_checkpointing=False,
         torch_threads=threads,
         frozen_bf16=bool(train.get("frozen_bf16", True)) and bool(bf16),  # fit() checks the method and the stage
+        lean_activations=bool(train.get("lean_activations", True)),
     )
     chosen = train.get("gradient_checkpointing", train.get("activation_checkpointing"))
     if chosen is not None:

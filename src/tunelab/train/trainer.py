@@ -24,7 +24,8 @@ class TunelabSFTTrainer(SFTTrainer):
     def compute_loss(self, model, inputs, return_outputs=False, num_items_in_batch=None):
         if not self.label_only_loss:
             return super().compute_loss(model, inputs, return_outputs, num_items_in_batch)
-        loss = label_only_loss(model, inputs, num_items_in_batch)
+        with self.accelerator.autocast():  # the decoder may run apart from the model's autocast-wrapped forward
+            loss = label_only_loss(model, inputs, num_items_in_batch)
         if self.args.average_tokens_across_devices and num_items_in_batch is not None:
             loss = loss * self.accelerator.num_processes  # as Trainer.compute_loss: DDP averages the gradients
         return (loss, None) if return_outputs else loss
