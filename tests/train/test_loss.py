@@ -115,3 +115,21 @@ def test_the_models_own_forward_gives_the_same_loss_where_the_head_cannot_run_ap
         whole = label_only_loss(model, batch, chunk_rows=8)
         model.config.logits_scaling = None
         assert torch.equal(whole, label_only_loss(model, batch, chunk_rows=8))
+
+
+def test_linear_cross_entropy_gradients_of_rows_weight_and_bias_match_the_plain_computation():
+    from tunelab.train.loss import head_cross_entropy
+
+    torch.manual_seed(0)
+    head = torch.nn.Linear(12, 40)
+    hidden = torch.randn(23, 12, requires_grad=True)
+    targets = torch.randint(0, 40, (23,))
+    plain = F.cross_entropy(head(hidden), targets, reduction="sum") * 0.3
+    expected = torch.autograd.grad(plain, (hidden, head.weight, head.bias))
+    fused = head_cross_entropy(hidden, head, targets, chunk_rows=5) * 0.3
+    got = torch.autograd.grad(fused, (hidden, head.weight, head.bias))
+    assert torch.allclose(fused, plain, rtol=1e-6)
+    for a, b in zip(got, expected, strict=True):
+        assert torch.allclose(a, b, atol=1e-6, rtol=1e-5)
+    with torch.no_grad():  # evaluation: the value only
+        assert torch.allclose(head_cross_entropy(hidden, head, targets, chunk_rows=5) * 0.3, plain, rtol=1e-6)
