@@ -16,11 +16,13 @@ import sys
 import time
 from pathlib import Path
 
+import pytest
 import torch
 from safetensors.torch import load_file
 
 from helpers import cli, quickstart_records, read_metrics, tiny_recipe, write_jsonl
 from tunelab.runs import RunDir
+from tunelab.train.frozen_bf16 import PARKED_FILE
 
 KILLABLE = Path(__file__).with_name("killable.py")
 STEPS, SAVE_EVERY = 12, 4
@@ -62,7 +64,7 @@ def assert_interrupted(run: Path, phase: str, capsys) -> None:
     assert json.loads((run / "status.json").read_text())["state"] == "interrupted"  # and the file is corrected
 
 
-def recipe_for(tmp_path: Path, model_dir: Path, name: str, test_records: int = 4) -> Path:
+def recipe_for(tmp_path: Path, model_dir: Path, name: str, test_records: int = 4, bf16: bool = False) -> Path:
     test = write_jsonl(tmp_path / f"{name}-test.jsonl", quickstart_records("test", test_records))
     return tiny_recipe(
         tmp_path,
@@ -70,7 +72,13 @@ def recipe_for(tmp_path: Path, model_dir: Path, name: str, test_records: int = 4
         name=name,
         data={"test": str(test)},
         method={"dropout": 0.1},  # dropout draws random numbers: resume must restore the RNG too
-        train={"max_steps": STEPS, "save_steps": SAVE_EVERY, "eval_steps": SAVE_EVERY, "logging_steps": 1},
+        train={
+            "max_steps": STEPS,
+            "save_steps": SAVE_EVERY,
+            "eval_steps": SAVE_EVERY,
+            "logging_steps": 1,
+            "bf16": bf16,
+        },
         eval={"forgetting": False, "batch_size": 2, "max_new_tokens": 8},
     )
 
@@ -79,15 +87,17 @@ def adapter(run: Path) -> dict[str, torch.Tensor]:
     return load_file(run / "adapter" / "adapter_model.safetensors")
 
 
-def test_kill_during_training_then_resume_gives_the_uninterrupted_model(tmp_path, tiny_model_dir, capsys):
-    reference = recipe_for(tmp_path, tiny_model_dir, "reference")
+@pytest.mark.parametrize("bf16", [False, True], ids=["fp32", "bf16"])
+def test_kill_during_training_then_resume_gives_the_uninterrupted_model(tmp_path, tiny_model_dir, capsys, bf16):
+    reference = recipe_for(tmp_path, tiny_model_dir, "reference", bf16=bf16)
     assert cli(["run", reference], capsys).exit_code == 0
-    recipe = recipe_for(tmp_path, tiny_model_dir, "killed")
+    recipe = recipe_for(tmp_path, tiny_model_dir, "killed", bf16=bf16)
     run, marks = tmp_path / "runs" / "killed", tmp_path / "marks"
 
     process = start(recipe, marks)
     kill_when(process, marks / "step-6")  # checkpoint-4 is saved, steps 5 and 6 are not
     assert (run / "checkpoints" / "checkpoint-4").is_dir() and not (run / "checkpoints" / "checkpoint-8").exists()
+    assert (run / PARKED_FILE).is_file() is bf16  # a killed bf16 run leaves the frozen fp32 weights it parked
     assert_interrupted(run, "training", capsys)
     assert cli(["run", recipe], capsys).exit_code != 0  # never silently replaced, even when interrupted
 
@@ -98,6 +108,7 @@ def test_kill_during_training_then_resume_gives_the_uninterrupted_model(tmp_path
     assert [r["step"] for r in rows if "loss" in r] == list(range(1, STEPS + 1))  # none missing, none twice
     assert [r["step"] for r in rows if "eval_loss" in r] == [4, 8, 12]
     assert json.loads((run / "status.json").read_text())["state"] == "completed"
+    assert json.loads((run / "training.json").read_text())["frozen_bf16"] is bf16 and not (run / PARKED_FILE).exists()
 
     expected, actual = adapter(tmp_path / "runs" / "reference"), adapter(run)
     assert expected.keys() == actual.keys()
