@@ -7,14 +7,15 @@ on the same model object, the same prompts and the same `max_new_tokens`: the qu
 template applied), the base model's own answers. Configurations, interleaved, `--repeats` times:
 
 - `generate`: `model.generate(do_sample=False)` with transformers' defaults (dynamic cache, sdpa attention).
-- `tunelab`: `tunelab.model.generate.generate_batch`, which on a CPU decodes with `model/decode.py`'s loop (the one
-  RL rollouts use; one row takes MKL's matrix-vector path, several rows weights packed for oneDNN).
+- `tunelab`: `tunelab.model.generate.generate_batch`, which on a CPU decodes one greedy prompt with
+  `model/lookahead.py` (drafts looked up in the prompt and the answer so far, checked by the model in one pass) and
+  several with `model/decode.py`'s loop (the one RL rollouts use).
 
 Reported: generated tokens per second (median over repeats; total tokens / total decoding seconds over the prompts,
 first token included), milliseconds per token, the tunelab/generate ratio, the share of prompts whose greedy
 answers (text and token count) are identical in both (they must all be: both compute in the model's precision), and
 the floor: how long the matrix-vector products alone take per token (every weight read once), which no engine in
-this precision beats on this machine.
+this precision beats on this machine while it computes one token per pass.
 """
 
 from __future__ import annotations
@@ -69,23 +70,35 @@ def run_tunelab(model, tokenizer, prompt_ids: list[list[int]], max_new: int) -> 
 RUNNERS = {"generate": run_generate, "tunelab": run_tunelab}
 
 
-def weight_read_floor(model, repeats: int = 3) -> dict[str, float]:
+def weight_read_floor(model, repeats: int = 3) -> dict[str, Any]:
     """Milliseconds per token that the matrix-vector products alone take: every linear layer and the output head
-    applied to one row, in the model's precision (the best of `repeats`). Decoding one row must read every weight
-    once per token, so no engine in this precision decodes faster than this on this machine."""
+    applied to one row, in the model's precision, the faster of MKL's matrix-vector path and oneDNN on pre-packed
+    weights (the best of `repeats`). Decoding one token per forward pass reads every weight once per token, so no such
+    engine in this precision decodes faster than this on this machine."""
     import torch
+
+    from tunelab.model.fast_linear import BATCH_HINT, available
 
     layers = [m for m in model.modules() if isinstance(m, torch.nn.Linear)]
     inputs = [torch.randn(1, m.in_features, dtype=m.weight.dtype) for m in layers]
-    best = float("inf")
+    products = {"mkl": [lambda x, m=m: torch.nn.functional.linear(x, m.weight) for m in layers]}
+    if available():
+        packed = [torch.ops.mkldnn._reorder_linear_weight(m.weight.detach(), BATCH_HINT) for m in layers]
+        products["onednn_packed"] = [
+            lambda x, w=w: torch.ops.mkldnn._linear_pointwise(x, w, None, "none", [], "") for w in packed
+        ]
+    best = {name: float("inf") for name in products}
     with torch.inference_mode():
         for _ in range(repeats):
-            started = time.perf_counter()
-            for module, row in zip(layers, inputs, strict=True):
-                torch.nn.functional.linear(row, module.weight)
-            best = min(best, time.perf_counter() - started)
+            for name, calls in products.items():
+                started = time.perf_counter()
+                for call, row in zip(calls, inputs, strict=True):
+                    call(row)
+                best[name] = min(best[name], time.perf_counter() - started)
+    fastest = min(best, key=best.get)
     weight_bytes = sum(m.weight.numel() * m.weight.element_size() for m in layers)
-    return {"ms_per_token": 1000 * best, "weight_mib": weight_bytes / 2**20, "gb_per_s": weight_bytes / best / 1e9}
+    return {"ms_per_token": 1000 * best[fastest], "path": fastest, "ms_by_path": {k: 1000 * v for k, v in best.items()},
+            "weight_mib": weight_bytes / 2**20, "gb_per_s": weight_bytes / best[fastest] / 1e9}  # fmt: skip
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -125,7 +138,8 @@ def main(argv: list[str] | None = None) -> None:
                   f"({1000 * seconds / tokens:.1f} ms/token, {tokens} tokens)", flush=True)  # fmt: skip
     floor = weight_read_floor(model)
     print(f"matrix-vector products alone: {floor['ms_per_token']:.1f} ms/token ({floor['weight_mib']:.0f} MiB of "
-          f"weights read at {floor['gb_per_s']:.1f} GB/s)", flush=True)  # fmt: skip
+          f"weights read at {floor['gb_per_s']:.1f} GB/s, {floor['path']}; by path: "
+          + ", ".join(f"{k} {v:.1f} ms" for k, v in floor["ms_by_path"].items()) + ")", flush=True)  # fmt: skip
     table = {name: {"tokens_per_s": statistics.median(r["tokens_per_s"] for r in runs),
                     "ms_per_token": 1000 / statistics.median(r["tokens_per_s"] for r in runs),
                     "runs": [r["tokens_per_s"] for r in runs]} for name, runs in results.items()}  # fmt: skip

@@ -40,3 +40,17 @@ def test_a_packed_layer_under_bf16_autocast_computes_like_the_plain_one():
         packed_bf16_input = layer(x.bfloat16())
     assert packed.dtype == plain.dtype == torch.bfloat16
     assert torch.equal(packed, plain) and torch.equal(packed_bf16_input, plain)
+
+
+@pytest.mark.skipif(not fast_linear.available(), reason="this PyTorch has no oneDNN")
+@pytest.mark.parametrize("packed_is_faster", [True, False])
+def test_one_row_takes_the_path_this_machine_measured_faster(monkeypatch, packed_is_faster):
+    assert isinstance(fast_linear.single_row_packed(), bool)  # measured once, then cached
+    monkeypatch.setattr(fast_linear, "single_row_packed", lambda: packed_is_faster)
+    layer = torch.nn.Linear(16, 8)
+    fast_linear.prepack_linears(layer)
+    used = []
+    monkeypatch.setattr(torch.ops.mkldnn, "_linear_pointwise", lambda *args: used.append(1) or torch.zeros(1, 8))
+    with torch.no_grad():
+        layer(torch.randn(1, 16))
+    assert bool(used) is packed_is_faster

@@ -71,7 +71,7 @@ def test_the_cpu_decode_loop_gives_transformers_generate_answers(model_and_token
     config = generation.greedy_config(model, tokenizer, 12)
 
     def same_as_generate(candidate) -> None:
-        assert generation._decoding(candidate, len(prompts))[0] is generation._decode_one_batch
+        assert generation._decoding(candidate)[0] is generation._decode_one_batch
         with torch.inference_mode():
             expected = generation._generate_one_batch(candidate, tokenizer, prompts, config, set(config.eos_token_id))
         assert generate_batch(candidate, tokenizer, prompts, max_new_tokens=12, batch_size=len(prompts)) == expected

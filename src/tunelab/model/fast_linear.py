@@ -4,8 +4,8 @@ A decoding step multiplies a handful of rows by every weight matrix of the model
 (MKL `sgemm`) re-packs each weight matrix on every call, which costs more than the product itself at that size:
 measured here for a 1536×576 matrix not in cache, 1.14 ms for 8 rows and 0.64 ms for one, against 0.55 and 0.40 ms
 with the weight packed once for oneDNN (the kernel `torch.compile`/Inductor uses for frozen CPU linears). For a
-single row MKL's matrix-vector path stays faster, so one row takes the plain layer. Packing is done once when the
-server loads the model; outputs equal the plain layer's to float rounding (~1e-6 relative).
+single row it depends on the machine (`single_row_packed` measures it once). Packing is done once when the server
+loads the model; outputs equal the plain layer's to float rounding (~1e-6 relative).
 
 Only float32 `nn.Linear` layers on the CPU are packed, and only when PyTorch has oneDNN; the packed copy is kept
 next to the original weight (adapters, merging and saving still see the ordinary module).
@@ -19,6 +19,8 @@ separate tensor, and the module's weights are never touched. `unpack_linears` re
 
 from __future__ import annotations
 
+import functools
+import time
 import types
 
 import torch
@@ -30,11 +32,43 @@ def available() -> bool:
     return bool(torch.backends.mkldnn.is_available()) and hasattr(torch.ops.mkldnn, "_reorder_linear_weight")
 
 
+@functools.cache
+def single_row_packed() -> bool:
+    """Whether one row goes faster through the packed weight than through MKL's matrix-vector path on this machine.
+    It differs between machines (measured: MKL 181 against packed 149 ms a decoding step on one; packed 10.8 against
+    MKL 29.7 ms for the built-in model's layers on an AVX512-BF16 EPYC), so it is measured once per process: a row
+    through 64 MiB of weights (more than a cache holds), both ways, best of three."""
+    if not available():
+        return False
+    weights = [torch.full((2048, 1024), 0.5) for _ in range(8)]  # the values do not matter to the timing
+    packed = [torch.ops.mkldnn._reorder_linear_weight(w, BATCH_HINT) for w in weights]
+    row = torch.full((1, 1024), 0.25)
+
+    def best(product) -> float:
+        times = []
+        for _ in range(3):
+            started = time.perf_counter()
+            for index in range(len(weights)):
+                product(index)
+            times.append(time.perf_counter() - started)
+        return min(times)
+
+    with torch.inference_mode():
+        plain = best(lambda i: torch.nn.functional.linear(row, weights[i]))
+        onednn = best(lambda i: torch.ops.mkldnn._linear_pointwise(row, packed[i], None, "none", [], ""))
+    return onednn < plain
+
+
+def _plain_path(x: torch.Tensor, weight: torch.Tensor) -> bool:
+    """One row where MKL's matrix-vector path is faster, or an input in another precision (a bf16 autocast region, as
+    accelerate wraps a trainer's model in for mixed precision): the plain product."""
+    single_row = x.numel() == x.shape[-1]
+    return (single_row and not single_row_packed()) or x.dtype != weight.dtype or torch.is_autocast_enabled("cpu")
+
+
 def _packed_forward(self, x: torch.Tensor) -> torch.Tensor:
     shape = x.shape
-    # a single row: MKL's matrix-vector path is faster (181 vs 149 ms a step here); an input in another precision
-    # (a bf16 autocast region, as accelerate wraps a trainer's model in for mixed precision) takes the plain layer too
-    if x.numel() == shape[-1] or x.dtype != self.weight.dtype or torch.is_autocast_enabled("cpu"):
+    if _plain_path(x, self.weight):
         return torch.nn.functional.linear(x, self.weight, self.bias)
     out = torch.ops.mkldnn._linear_pointwise(x.reshape(-1, shape[-1]), self.packed_weight, self.bias, "none", [], "")
     return out.reshape(*shape[:-1], out.shape[-1])
@@ -48,7 +82,7 @@ def _merged_lora_forward(self, x: torch.Tensor, *args, **kwargs) -> torch.Tensor
         return type(self).forward(self, x, *args, **kwargs)
     bias = self.base_layer.bias
     shape = x.shape
-    if x.numel() == shape[-1]:
+    if _plain_path(x, self.merged_weight):
         return torch.nn.functional.linear(x, self.merged_weight, bias)
     out = torch.ops.mkldnn._linear_pointwise(x.reshape(-1, shape[-1]), self.packed_weight, bias, "none", [], "")
     return out.reshape(*shape[:-1], out.shape[-1])

@@ -72,18 +72,24 @@ def _generate_one_batch(model, tokenizer, prompts, config: GenerationConfig, sto
 
 def _decode_one_batch(model, tokenizer, prompts, config: GenerationConfig, stops: set[int]) -> list[dict]:
     """The same completions through model/decode.py's loop (the one RL rollouts and the server use): each distinct
-    prompt prefilled once, rows leaving the batch as they finish instead of being computed until the longest ends."""
+    prompt prefilled once, rows leaving the batch as they finish instead of being computed until the longest ends;
+    one greedy prompt alone through model/lookahead.py (drafts from its own text, checked in one pass)."""
     from tunelab.model.decode import SamplingSettings, sample_completions
 
     temperature = config.temperature if config.do_sample else 0.0
+    if temperature == 0 and len(prompts) == 1:  # one greedy answer: several tokens per pass where drafts are right
+        from tunelab.model.lookahead import greedy_lookahead
+
+        sample = greedy_lookahead(model, prompts[0], config.max_new_tokens, stops)
+        return [_completion(sample.ids, stops, tokenizer)]
     settings = SamplingSettings(max_new_tokens=config.max_new_tokens, temperature=temperature, max_rows=len(prompts))
     samples = sample_completions(model, prompts, settings, stops, config.pad_token_id)
     return [_completion(sample.ids, stops, tokenizer) for sample in samples]
 
 
-def _decoding(model, prompts: int):
+def _decoding(model):
     """(one-batch function, context) for `generate_batch`: on a CPU the decode loop, with weights packed for oneDNN
-    when several rows decode together (fast_linear.py; one row takes MKL's matrix-vector path, packing buys nothing);
+    (fast_linear.py: several rows, a greedy answer's drafts checked in one pass, and one row where that is faster);
     elsewhere transformers' `generate`."""
     from contextlib import nullcontext
 
@@ -91,7 +97,7 @@ def _decoding(model, prompts: int):
         return _generate_one_batch, nullcontext()
     from tunelab.model.decode import packed_weights
 
-    return _decode_one_batch, packed_weights(model) if prompts > 1 else nullcontext()
+    return _decode_one_batch, packed_weights(model)
 
 
 def greedy_config(model, tokenizer, max_new_tokens: int) -> GenerationConfig:
@@ -132,7 +138,7 @@ def generate_batch(
     stops = set(config.eos_token_id)
     order = sorted(range(len(prompts)), key=lambda i: len(prompts[i]))
     results: list[dict[str, Any] | None] = [None] * len(prompts)
-    one_batch, decoding = _decoding(model, len(prompts))
+    one_batch, decoding = _decoding(model)
     with eval_mode(model), torch.inference_mode(), decoding:
         for start in range(0, len(order), max(1, batch_size)):
             indices = order[start : start + max(1, batch_size)]

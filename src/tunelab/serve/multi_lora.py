@@ -118,9 +118,9 @@ class StackedLora:
 
 
 def packed_product(weight: torch.Tensor):
-    """x ↦ x @ weight.T, on a copy of the weight packed for oneDNN where that applies (several float32 rows on a CPU
-    outside autocast), else the plain product."""
-    from tunelab.model.fast_linear import BATCH_HINT, available
+    """x ↦ x @ weight.T, on a copy of the weight packed for oneDNN where that applies (float32 rows on a CPU outside
+    autocast; one row where that is faster, fast_linear.single_row_packed), else the plain product."""
+    from tunelab.model.fast_linear import BATCH_HINT, _plain_path, available
 
     if not (available() and weight.dtype == torch.float32 and weight.device.type == "cpu"):
         return lambda x: torch.nn.functional.linear(x, weight)
@@ -128,7 +128,7 @@ def packed_product(weight: torch.Tensor):
 
     def product(x: torch.Tensor) -> torch.Tensor:
         shape = x.shape
-        if x.numel() == shape[-1] or x.dtype != weight.dtype or torch.is_autocast_enabled("cpu"):
+        if _plain_path(x, weight):
             return torch.nn.functional.linear(x, weight)
         out = torch.ops.mkldnn._linear_pointwise(x.reshape(-1, shape[-1]), packed, None, "none", [], "")
         return out.reshape(*shape[:-1], out.shape[-1])
