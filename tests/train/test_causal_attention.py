@@ -62,3 +62,4 @@ def test_autocast_precision_as_sdpa_under_autocast():
 def test_only_for_what_it_computes():
     query = torch.zeros(1, 2, 8, 4)
     assert applies(query, 0.0) and not applies(query, 0.1) and not applies(torch.zeros(2, 2, 8, 4), 0.0)
+    assert not applies(query.half(), 0.0)  # a precision the CPU flash kernel may not take: SDPA decides

@@ -59,7 +59,7 @@ def single_row_packed() -> bool:
     return onednn < plain
 
 
-def _plain_path(x: torch.Tensor, weight: torch.Tensor) -> bool:
+def use_plain_product(x: torch.Tensor, weight: torch.Tensor) -> bool:
     """One row where MKL's matrix-vector path is faster, or an input in another precision (a bf16 autocast region, as
     accelerate wraps a trainer's model in for mixed precision): the plain product."""
     single_row = x.numel() == x.shape[-1]
@@ -68,7 +68,7 @@ def _plain_path(x: torch.Tensor, weight: torch.Tensor) -> bool:
 
 def _packed_forward(self, x: torch.Tensor) -> torch.Tensor:
     shape = x.shape
-    if _plain_path(x, self.weight):
+    if use_plain_product(x, self.weight):
         return torch.nn.functional.linear(x, self.weight, self.bias)
     out = torch.ops.mkldnn._linear_pointwise(x.reshape(-1, shape[-1]), self.packed_weight, self.bias, "none", [], "")
     return out.reshape(*shape[:-1], out.shape[-1])
@@ -82,7 +82,7 @@ def _merged_lora_forward(self, x: torch.Tensor, *args, **kwargs) -> torch.Tensor
         return type(self).forward(self, x, *args, **kwargs)
     bias = self.base_layer.bias
     shape = x.shape
-    if _plain_path(x, self.merged_weight):
+    if use_plain_product(x, self.merged_weight):
         return torch.nn.functional.linear(x, self.merged_weight, bias)
     out = torch.ops.mkldnn._linear_pointwise(x.reshape(-1, shape[-1]), self.packed_weight, bias, "none", [], "")
     return out.reshape(*shape[:-1], out.shape[-1])

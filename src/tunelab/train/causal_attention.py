@@ -21,7 +21,15 @@ MAX_LENGTH = 2048  # one sequence's (heads × L × L) fp32 probabilities are mat
 
 
 def applies(query: torch.Tensor, dropout: float) -> bool:
-    return query.device.type == "cpu" and dropout == 0.0 and query.shape[0] == 1 and query.shape[2] <= MAX_LENGTH
+    """A CPU tensor of one sequence in a precision the flash kernel takes, no dropout, short enough to fit whole."""
+    precision = torch.get_autocast_dtype("cpu") if torch.is_autocast_enabled("cpu") else query.dtype
+    return (
+        query.device.type == "cpu"
+        and precision in (torch.float32, torch.bfloat16)
+        and dropout == 0.0
+        and query.shape[0] == 1
+        and query.shape[2] <= MAX_LENGTH
+    )
 
 
 class CausalAttention(torch.autograd.Function):
