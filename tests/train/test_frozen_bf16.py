@@ -8,7 +8,6 @@ import pytest
 import torch
 
 from tunelab.model.load import load_model
-from tunelab.model.methods import method_spec
 from tunelab.train.frozen_bf16 import PARKED_FILE, frozen_linear_weights, frozen_weights_in_bf16, qualifies
 
 
@@ -84,10 +83,11 @@ def test_trainable_weights_keep_fp32_and_a_step_changes_them(lora_model, tmp_pat
         (True, "full", "messages", False),  # a full model's checkpoints would hold bf16 weights
         (True, "freeze", "messages", False),
         (True, "lora", "prompts", False),  # RL rollouts decode outside autocast, in fp32
+        (True, SimpleNamespace(type="lora", use_dora=True), "messages", False),  # DoRA's norm reads the weight
     ],
 )
 def test_which_runs_qualify(bf16, method, reads, expected):
-    assert qualifies(SimpleNamespace(reads=reads), method_spec(method), SimpleNamespace(bf16=bf16)) is expected
+    assert qualifies(SimpleNamespace(reads=reads), method, SimpleNamespace(bf16=bf16)) is expected
 
 
 def test_the_plan_takes_the_recipes_switch_and_needs_bf16():

@@ -12,14 +12,15 @@ from tunelab.train.packing import packing_collator, use_packed_attention
 from tunelab.train.speed import plan_speed
 
 
-def _model(tiny_model_dir, lora: bool):
+def _model(tiny_model_dir, lora: bool, dora: bool = False):
     from peft import LoraConfig, get_peft_model
 
     model, _, _ = load_model(str(tiny_model_dir))
     use_packed_attention(model)
     torch.manual_seed(0)
     if lora:  # dropout on: the same masks must be drawn in the same order with and without the patch
-        config = LoraConfig(r=4, lora_alpha=8, lora_dropout=0.1, target_modules="all-linear", init_lora_weights=False)
+        config = LoraConfig(r=4, lora_alpha=8, lora_dropout=0.1, target_modules="all-linear", init_lora_weights=False,
+                            use_dora=dora)  # fmt: skip
         model = get_peft_model(model, config)
     return model.train()
 
@@ -53,9 +54,10 @@ def _step(model, bf16: bool):
     return loss.detach(), grads, sum(kept.values())
 
 
-@pytest.mark.parametrize("lora, bf16", [(True, True), (True, False), (False, True)])
-def test_same_loss_and_gradients_bit_for_bit_with_less_kept(tiny_model_dir, lora, bf16):
-    model = _model(tiny_model_dir, lora)
+@pytest.mark.parametrize("lora, bf16, dora", [(True, True, False), (True, False, False), (False, True, False),
+                                              (True, True, True)])  # fmt: skip
+def test_same_loss_and_gradients_bit_for_bit_with_less_kept(tiny_model_dir, lora, bf16, dora):
+    model = _model(tiny_model_dir, lora, dora)
     loss, grads, kept = _step(model, bf16)
     with lean_activations(model) as changed:
         assert changed["gated_mlps"] == model.config.num_hidden_layers and changed["shared_casts"] > 0
@@ -63,7 +65,8 @@ def test_same_loss_and_gradients_bit_for_bit_with_less_kept(tiny_model_dir, lora
     assert torch.equal(loss, lean_loss)
     assert grads.keys() == lean_grads.keys() and grads
     assert all(torch.equal(grads[name], lean_grads[name]) for name in grads), "gradients differ"
-    assert lean_kept < kept
+    if not dora:  # DoRA with dropout computes its own base product outside the linear layers: no saving measured
+        assert lean_kept < kept
 
 
 def test_everything_is_put_back_after_the_block(tiny_model_dir):

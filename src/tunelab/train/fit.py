@@ -43,7 +43,7 @@ def fit(stage: Stage, recipe: Recipe, run: RunDir, model, tokenizer, splits: Spl
     if plan.padding_free and use_packed_attention(model):
         plan.attention = model.config._attn_implementation
     model = apply_method(stage.prepare_model(model), recipe.method)
-    plan.frozen_bf16 = plan.frozen_bf16 and qualifies(stage, method_spec(recipe.method), plan)
+    plan.frozen_bf16 = plan.frozen_bf16 and qualifies(stage, recipe.method, plan)
     tracking = Tracking(recipe.train.get("report_to"), run.path, recipe.name)
     described = {"stage": stage.name, "method": recipe.method.type} | stage.describe(recipe, model) | plan.as_dict()
     write_json(run.path / "training.json", described | tracking.describe())
