@@ -77,13 +77,13 @@ def weight_read_floor(model, repeats: int = 3) -> dict[str, Any]:
     engine in this precision decodes faster than this on this machine."""
     import torch
 
-    from tunelab.model.fast_linear import BATCH_HINT, available
+    from tunelab.model.fast_linear import available, pack
 
     layers = [m for m in model.modules() if isinstance(m, torch.nn.Linear)]
     inputs = [torch.randn(1, m.in_features, dtype=m.weight.dtype) for m in layers]
     products = {"mkl": [lambda x, m=m: torch.nn.functional.linear(x, m.weight) for m in layers]}
     if available():
-        packed = [torch.ops.mkldnn._reorder_linear_weight(m.weight.detach(), BATCH_HINT) for m in layers]
+        packed = [pack(m.weight) for m in layers]
         products["onednn_packed"] = [
             lambda x, w=w: torch.ops.mkldnn._linear_pointwise(x, w, None, "none", [], "") for w in packed
         ]

@@ -32,6 +32,20 @@ def available() -> bool:
     return bool(torch.backends.mkldnn.is_available()) and hasattr(torch.ops.mkldnn, "_reorder_linear_weight")
 
 
+def pack(weight: torch.Tensor) -> torch.Tensor:
+    """A copy of a float32 (out × in) weight in oneDNN's layout, for `packed_linear`."""
+    return torch.ops.mkldnn._reorder_linear_weight(weight.detach(), BATCH_HINT)
+
+
+def packed_linear(x: torch.Tensor, weight: torch.Tensor, packed: torch.Tensor, bias=None) -> torch.Tensor:
+    """x @ weight.T + bias on the packed copy, or on `weight` itself where the plain product is the right one."""
+    if use_plain_product(x, weight):
+        return torch.nn.functional.linear(x, weight, bias)
+    shape = x.shape
+    out = torch.ops.mkldnn._linear_pointwise(x.reshape(-1, shape[-1]), packed, bias, "none", [], "")
+    return out.reshape(*shape[:-1], out.shape[-1])
+
+
 @functools.cache
 def single_row_packed() -> bool:
     """Whether one row goes faster through the packed weight than through MKL's matrix-vector path on this machine.
@@ -41,7 +55,7 @@ def single_row_packed() -> bool:
     if not available():
         return False
     weights = [torch.full((2048, 1024), 0.5) for _ in range(8)]  # the values do not matter to the timing
-    packed = [torch.ops.mkldnn._reorder_linear_weight(w, BATCH_HINT) for w in weights]
+    packed = [pack(w) for w in weights]
     row = torch.full((1, 1024), 0.25)
 
     def best(product) -> float:
@@ -67,11 +81,7 @@ def use_plain_product(x: torch.Tensor, weight: torch.Tensor) -> bool:
 
 
 def _packed_forward(self, x: torch.Tensor) -> torch.Tensor:
-    shape = x.shape
-    if use_plain_product(x, self.weight):
-        return torch.nn.functional.linear(x, self.weight, self.bias)
-    out = torch.ops.mkldnn._linear_pointwise(x.reshape(-1, shape[-1]), self.packed_weight, self.bias, "none", [], "")
-    return out.reshape(*shape[:-1], out.shape[-1])
+    return packed_linear(x, self.weight, self.packed_weight, self.bias)
 
 
 def _merged_lora_forward(self, x: torch.Tensor, *args, **kwargs) -> torch.Tensor:
@@ -80,12 +90,7 @@ def _merged_lora_forward(self, x: torch.Tensor, *args, **kwargs) -> torch.Tensor
     unchanged = not self.disable_adapters and tuple(self.active_adapters) == self.packed_adapters
     if args or kwargs or not unchanged or x.dtype != self.merged_weight.dtype or torch.is_autocast_enabled("cpu"):
         return type(self).forward(self, x, *args, **kwargs)
-    bias = self.base_layer.bias
-    shape = x.shape
-    if use_plain_product(x, self.merged_weight):
-        return torch.nn.functional.linear(x, self.merged_weight, bias)
-    out = torch.ops.mkldnn._linear_pointwise(x.reshape(-1, shape[-1]), self.packed_weight, bias, "none", [], "")
-    return out.reshape(*shape[:-1], out.shape[-1])
+    return packed_linear(x, self.merged_weight, self.packed_weight, self.base_layer.bias)
 
 
 def _plain_float_linear(module) -> bool:
@@ -124,14 +129,14 @@ def prepack_linears(model, merge_lora: bool = False) -> int:
             for adapter in (a for a in adapters if a in module.lora_A):
                 weight += module.get_delta_weight(adapter)
             module.merged_weight, module.packed_adapters = weight, adapters
-            module.packed_weight = torch.ops.mkldnn._reorder_linear_weight(weight, BATCH_HINT)
+            module.packed_weight = pack(weight)
             module.forward = types.MethodType(_merged_lora_forward, module)
             merged_parts |= {id(m) for m in module.modules() if m is not module}  # base layer, lora_A, lora_B
             count += 1
         for module in model.modules():
             if not _plain_float_linear(module) or id(module) in merged_parts:
                 continue
-            module.packed_weight = torch.ops.mkldnn._reorder_linear_weight(module.weight.detach(), BATCH_HINT)
+            module.packed_weight = pack(module.weight)
             module.forward = types.MethodType(_packed_forward, module)
             count += 1
     return count

@@ -120,20 +120,12 @@ class StackedLora:
 def packed_product(weight: torch.Tensor):
     """x ↦ x @ weight.T, on a copy of the weight packed for oneDNN where that applies (float32 rows on a CPU outside
     autocast; one row where that is faster, fast_linear.single_row_packed), else the plain product."""
-    from tunelab.model.fast_linear import BATCH_HINT, available, use_plain_product
+    from tunelab.model.fast_linear import available, pack, packed_linear
 
     if not (available() and weight.dtype == torch.float32 and weight.device.type == "cpu"):
         return lambda x: torch.nn.functional.linear(x, weight)
-    packed = torch.ops.mkldnn._reorder_linear_weight(weight, BATCH_HINT)
-
-    def product(x: torch.Tensor) -> torch.Tensor:
-        shape = x.shape
-        if use_plain_product(x, weight):
-            return torch.nn.functional.linear(x, weight)
-        out = torch.ops.mkldnn._linear_pointwise(x.reshape(-1, shape[-1]), packed, None, "none", [], "")
-        return out.reshape(*shape[:-1], out.shape[-1])
-
-    return product
+    packed = pack(weight)
+    return lambda x: packed_linear(x, weight, packed)
 
 
 def set_peft_lora(model, enabled: bool) -> None:

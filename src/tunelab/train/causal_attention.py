@@ -20,12 +20,17 @@ import torch
 MAX_LENGTH = 2048  # one sequence's (heads × L × L) fp32 probabilities are materialised in the backward pass
 
 
+def _precision(query: torch.Tensor) -> torch.dtype:
+    """Autocast's precision where it is on (as `scaled_dot_product_attention` runs: rotary embeddings leave queries
+    and keys in fp32 while values are bf16), else the queries'."""
+    return torch.get_autocast_dtype("cpu") if torch.is_autocast_enabled("cpu") else query.dtype
+
+
 def applies(query: torch.Tensor, dropout: float) -> bool:
     """A CPU tensor of one sequence in a precision the flash kernel takes, no dropout, short enough to fit whole."""
-    precision = torch.get_autocast_dtype("cpu") if torch.is_autocast_enabled("cpu") else query.dtype
     return (
         query.device.type == "cpu"
-        and precision in (torch.float32, torch.bfloat16)
+        and _precision(query) in (torch.float32, torch.bfloat16)
         and dropout == 0.0
         and query.shape[0] == 1
         and query.shape[2] <= MAX_LENGTH
@@ -67,9 +72,8 @@ class CausalAttention(torch.autograd.Function):
 
 
 def causal_attention(query, key, value, scale: float | None) -> torch.Tensor:
-    """Causal attention over one sequence, in autocast's precision where it is on (as `scaled_dot_product_attention`
-    is: rotary embeddings leave queries and keys in fp32 while values are bf16)."""
+    """Causal attention over one sequence, in `_precision`."""
     scale = query.shape[-1] ** -0.5 if scale is None else scale
-    dtype = torch.get_autocast_dtype("cpu") if torch.is_autocast_enabled("cpu") else query.dtype
+    dtype = _precision(query)
     query, key, value = (t.to(dtype).contiguous() for t in (query, key, value))
     return CausalAttention.apply(query, key, value, scale)

@@ -46,7 +46,6 @@ def fit(stage: Stage, recipe: Recipe, run: RunDir, model, tokenizer, splits: Spl
     plan.frozen_bf16 = plan.frozen_bf16 and qualifies(stage, recipe.method, plan)
     tracking = Tracking(recipe.train.get("report_to"), run.path, recipe.name)
     described = {"stage": stage.name, "method": recipe.method.type} | stage.describe(recipe, model) | plan.as_dict()
-    write_json(run.path / "training.json", described | tracking.describe())
     callbacks = standard_callbacks(run, recipe.train) + tracking.callbacks()
     stopper = next(c for c in callbacks if isinstance(c, GracefulStop))
     lean = lean_activations(model) if plan.lean_activations else nullcontext(False)
