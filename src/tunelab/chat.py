@@ -14,9 +14,11 @@ class ChatSession:
 
 
 def load_chat_model(target: str, system: str | None = None, max_new_tokens: int = 256) -> ChatSession:
+    from tunelab.model.decode import hold_packed_weights
     from tunelab.model.targets import load_target
 
     model, tokenizer, resolved = load_target(target)
+    hold_packed_weights(model)  # once for the session, not at every turn
     if resolved.run is not None and system is None:
         system = resolved.run.training_system_prompt()
     messages = [{"role": "system", "content": system}] if system else []  # --system "" chats without one

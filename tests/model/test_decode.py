@@ -9,7 +9,7 @@ from transformers import AutoModelForCausalLM, AutoTokenizer
 
 from tunelab.data.tokenize import prompt_ids_for_generation
 from tunelab.model import fast_linear
-from tunelab.model.decode import SamplingSettings, packed_weights, sample_completions
+from tunelab.model.decode import SamplingSettings, hold_packed_weights, packed_weights, sample_completions
 from tunelab.model.generate import stop_token_ids
 
 QUESTIONS = ["hello", "Please send two red shirts", "What is the capital of France?", "谢谢", "size M to Alice"]
@@ -99,6 +99,21 @@ def test_packed_weights_give_the_same_tokens_and_are_removed_after(loaded):
     loss = model(input_ids=torch.tensor([prompts[0]]), labels=torch.tensor([prompts[0]])).loss
     loss.backward()  # training works on the ordinary layers again
     assert all(p.grad is not None for p in model.parameters() if p.requires_grad and p.ndim == 2)
+
+
+@pytest.mark.skipif(not fast_linear.available(), reason="this PyTorch has no oneDNN")
+def test_weights_held_packed_for_a_session_are_reused_and_kept_by_each_decoding_block(loaded):
+    from tunelab.model.generate import generate_batch
+
+    model, tokenizer, prompts = loaded
+    plain = generate_batch(model, tokenizer, prompts[:3], 8)
+    count = hold_packed_weights(model)
+    packs = {id(m): m.packed_weight for m in fast_linear.packed_modules(model)}
+    assert count == len(packs) > 0
+    with packed_weights(model) as reused:
+        assert reused == count
+    assert generate_batch(model, tokenizer, prompts[:3], 8) == plain
+    assert {id(m): m.packed_weight for m in fast_linear.packed_modules(model)} == packs  # the same copies, not new
 
 
 @pytest.mark.skipif(not fast_linear.available(), reason="this PyTorch has no oneDNN")

@@ -112,9 +112,11 @@ class LocalJudge:
     """A model loaded in this process (alias, folder, .gguf or run), batched greedy generation."""
 
     def __init__(self, target: str, max_new_tokens: int = 256):
+        from tunelab.model.decode import hold_packed_weights
         from tunelab.model.targets import load_target
 
         self.model, self.tokenizer, resolved = load_target(target)
+        hold_packed_weights(self.model)  # once, not at every batch of judgements
         self.max_new_tokens, self.name = max_new_tokens, resolved.name
 
     def complete(self, prompts: Sequence[str]) -> list[str]:

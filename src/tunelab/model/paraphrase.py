@@ -19,7 +19,10 @@ class LocalParaphraser:
         from tunelab.model.load import load_model
 
         self.name = model_name
+        from tunelab.model.decode import hold_packed_weights
+
         self.model, self.tokenizer, _ = load_model(model_name)
+        hold_packed_weights(self.model)  # once, not at every batch of paraphrases
         ensure_chat_template(self.tokenizer)
         self.max_new_tokens, self.batch_size, self.temperature = max_new_tokens, batch_size, temperature
 
