@@ -59,6 +59,33 @@ def test_dora_is_left_to_peft(tiny_model_dir, tmp_path):
     assert not multi_lora.supports(model, ["default"])
 
 
+def test_the_batch_path_follows_the_adapters(tiny_model_dir, tmp_path):
+    """Plain LoRA on a llama: the fused decoder with stacked adapters; DoRA (which PEFT's mixed batches refuse): one
+    adapter per batch, PEFT's forward on packed layers; one request at a time: PEFT with the active adapter
+    switched. Each gives PEFT's own logits."""
+    from peft import LoraConfig, get_peft_model
+    from transformers import AutoModelForCausalLM, DynamicCache
+
+    from tunelab.model.fast_linear import packed_modules
+    from tunelab.serve.batch_forward import BatchForward
+
+    ids = torch.randint(5, 200, (2, 6))
+    mask, positions = torch.ones(2, 6, dtype=torch.long), torch.arange(6).repeat(2, 1)
+    for dora, mixed, path in ((False, True, "fused"), (True, True, "transformers"), (False, False, "transformers")):
+        torch.manual_seed(0)
+        model = get_peft_model(AutoModelForCausalLM.from_pretrained(tiny_model_dir),
+                               LoraConfig(r=4, target_modules=["q_proj", "up_proj"], use_dora=dora,
+                                          init_lora_weights=False)).eval()  # fmt: skip
+        with torch.no_grad():
+            expected = model(input_ids=ids).logits[:, -1]
+        forward = BatchForward(mixed_batches=mixed, prepack_weights=True)
+        forward.rebuild(model, ["default"])
+        got = forward(model, ids, mask, positions, DynamicCache(), ["default", "default"])
+        assert forward.path == path and bool(packed_modules(model)) == (path != "fused"), (dora, mixed)
+        assert forward.one_adapter_per_batch == (dora and mixed)
+        assert torch.allclose(got, expected, atol=1e-5), (dora, mixed, (got - expected).abs().max())
+
+
 def test_a_continuous_batch_drops_padding_no_row_needs():
     from transformers import DynamicCache
 

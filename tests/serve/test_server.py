@@ -55,7 +55,8 @@ def test_models_lists_the_base_and_each_adapter(client, tiny_model_dir):
     assert models["orders"].parent == str(tiny_model_dir) and models["short"].parent == str(tiny_model_dir)
 
 
-def test_each_model_answers_like_transformers_and_peft(client, tiny_model_dir, adapters):
+def test_each_model_answers_like_transformers_and_peft(client, engine, tiny_model_dir, adapters):
+    assert engine.decoder.path == "fused"  # a llama with plain LoRA adapters: model/fused_decoder.py
     answers = {}
     for name, folder, expected in [(str(tiny_model_dir), None, MESSAGES),
                                    ("orders", adapters["orders"] / "adapter", with_run_system(adapters["orders"])),
@@ -65,6 +66,20 @@ def test_each_model_answers_like_transformers_and_peft(client, tiny_model_dir, a
         assert answers[name] == direct_greedy(tiny_model_dir, folder, expected, 12), name
         assert reply.choices[0].finish_reason in ("stop", "length") and reply.model == name
     assert len(set(answers.values())) == 3  # the adapters really change the answers
+
+
+def test_a_prompt_sharing_its_beginning_reuses_the_cached_prefix(client, engine, tiny_model_dir, adapters):
+    """The orders adapter's requests all begin with its run's system prompt: the second one starts from the first
+    one's cached keys and values, and answers as if prefilled whole."""
+    other = [{"role": "user", "content": "Ship one blue hat to Bob in Paris."}]
+    client.chat.completions.create(model="orders", messages=MESSAGES, temperature=0, max_tokens=4)
+    before = engine.stats["reused_prompt_tokens"]
+    reply = client.chat.completions.create(model="orders", messages=other, temperature=0, max_tokens=12)
+    assert engine.stats["reused_prompt_tokens"] >= before + 16
+    expected = direct_greedy(
+        tiny_model_dir, adapters["orders"] / "adapter", with_run_system(adapters["orders"], other), 12
+    )
+    assert reply.choices[0].message.content == expected
 
 
 def test_usage_and_finish_reasons(client, engine, adapters):

@@ -1,10 +1,11 @@
 """Batched generation for many LoRA adapters on one base model.
 
 One worker thread owns the model. Requests wait in a bounded queue; the worker takes what is waiting (up to
-`max_batch_rows` sequences), prefills them together with left padding, and decodes them step by step with one key/
-value cache, each row under its own adapter (stacked adapter weights and batched products, `multi_lora.py`; PEFT's
-mixed-adapter batches, `adapter_names=`, for adapter kinds that path does not cover), its own
-sampling settings, seed, stop sequences and token budget. Rows leave the batch as they finish (their cache rows are
+`max_batch_rows` sequences), prefills them (together with left padding, or each from a cached prefix it shares,
+`prefixes.py`), and decodes them step by step with one key/value cache, each row under its own adapter
+(`batch_forward.py`: the fused decoder with stacked adapters where it applies, else transformers' modules with
+stacked adapters, or one adapter per batch where adapters cannot be mixed), its own sampling settings, seed,
+stop sequences and token budget. Rows leave the batch as they finish (their cache rows are
 dropped), a cancelled or expired request leaves at the next step, and each new piece of text is handed to the
 request's asyncio queue as soon as it is safe to show (not inside a possible stop sequence, not half a character).
 
@@ -24,6 +25,7 @@ import torch
 
 from tunelab.model.kv_cache import merge_caches, mergeable, trim_padding
 from tunelab.serve.adapters import adapter_tokenizer, resolve_adapter
+from tunelab.serve.batch_forward import BASE_ADAPTER, BatchForward
 from tunelab.serve.errors import (
     AdapterNotLoaded,
     AdapterUnusable,
@@ -33,9 +35,8 @@ from tunelab.serve.errors import (
     Overloaded,
 )
 from tunelab.serve.jobs import ErrorEvent, FinishEvent, Job, TextEvent
+from tunelab.serve.prefixes import PrefixStore
 from tunelab.serve.sampling import sample_next, visible_text
-
-BASE_ADAPTER = "__base__"  # PEFT's name for "no adapter" in a mixed batch
 
 
 @dataclass
@@ -66,14 +67,12 @@ class Engine:
         from tunelab.model.load import load_model
 
         self.settings = settings or EngineSettings()
-        self.packed_layers = 0
         self.base_name = base
         self.model, self.tokenizer, _ = load_model(base)
         self.model.eval()
-        if self.settings.prepack_weights:
-            from tunelab.model.fast_linear import prepack_linears
-
-            self.packed_layers = prepack_linears(self.model)
+        self.decoder = BatchForward(self.settings.mixed_batches, self.settings.prepack_weights)
+        self.prefixes = PrefixStore()  # cached prompt beginnings per served model, dropped when adapters change
+        self.decoder.prepack_base(self.model)  # before adapters: their own small layers stay as PEFT made them
         ensure_chat_template(self.tokenizer)
         self.tokenizers: dict[str, Any] = {base: self.tokenizer}
         self.adapter_paths: dict[str, str] = {}
@@ -84,12 +83,12 @@ class Engine:
         self.queued_rows = 0
         self._count_lock = threading.Lock()
         self.stats = {"requests": 0, "batches": 0, "rows": 0, "max_batch_rows": 0, "cancelled_rows": 0,
-                      "generated_tokens": 0, "joined_rows": 0}  # fmt: skip
+                      "generated_tokens": 0, "joined_rows": 0, "reused_prompt_tokens": 0}  # fmt: skip
         self._stopping = threading.Event()
-        self._stacked = None  # multi_lora.StackedLora when the batched adapter path applies
         self._held: Job | None = None  # taken from the queue but did not fit the running batch
         for name, path in (adapters or {}).items():
-            self.load_adapter(name, path)
+            self.load_adapter(name, path, rebuild=False)
+        self.decoder.rebuild(self.model, list(self.adapter_paths))  # once for all the adapters given
         self.worker = threading.Thread(target=self._work, name="tunelab-engine", daemon=True)
         self.worker.start()
 
@@ -99,9 +98,10 @@ class Engine:
     def names(self) -> list[str]:
         return [self.base_name, *self.adapter_paths]
 
-    def load_adapter(self, name: str, path: str) -> None:
+    def load_adapter(self, name: str, path: str, rebuild: bool = True) -> None:
         """Serve the adapter at `path` (a run directory or an adapter folder) as model `name`; a run's shared
-        training system prompt is kept in `system_prompts` (None for a plain adapter folder)."""
+        training system prompt is kept in `system_prompts` (None for a plain adapter folder). `rebuild=False` leaves
+        the decoding path to be rebuilt by the caller (after several adapters)."""
         from peft import PeftModel
 
         if name in self.names:
@@ -121,7 +121,9 @@ class Engine:
             self.model.eval()
             self.tokenizers[name], self.system_prompts[name] = tokenizer, system  # before the name is served
             self.adapter_paths[name] = str(folder)
-            self._restack()
+            self.prefixes.clear()
+            if rebuild:
+                self.decoder.rebuild(self.model, list(self.adapter_paths))
 
     def unload_adapter(self, name: str) -> None:
         if name not in self.adapter_paths:
@@ -134,26 +136,9 @@ class Engine:
                     self.model.set_adapter(next(n for n in self.adapter_paths if n != name))
                 self.model.delete_adapter(name)
             del self.adapter_paths[name]
-            self._restack()
+            self.prefixes.clear()
+            self.decoder.rebuild(self.model, list(self.adapter_paths))
         del self.tokenizers[name], self.system_prompts[name]
-
-    def _restack(self) -> None:
-        """Rebuild the stacked adapter weights after a change (callers hold the lock)."""
-        from peft import PeftModel
-
-        from tunelab.serve import multi_lora
-
-        if self._stacked is not None:
-            self._stacked.remove()
-            self._stacked = None
-        if not isinstance(self.model, PeftModel) or not self.settings.mixed_batches:
-            return
-        names = list(self.adapter_paths)
-        if multi_lora.supports(self.model, names):
-            self._stacked = multi_lora.StackedLora(self.model, names)
-            multi_lora.set_peft_lora(self.model, False)
-        else:  # DoRA and other variants: PEFT's own mixed batches
-            multi_lora.set_peft_lora(self.model, True)
 
     # --- requests -----------------------------------------------------------------------------------------------
 
@@ -207,11 +192,15 @@ class Engine:
                     job.emit(ErrorEvent(GenerationFailed(f"generation failed: {type(error).__name__}: {error}")))
 
     def _groups(self, jobs: list[Job]) -> list[list[Job]]:
-        """Mixed batches take every adapter at once; the baseline runs one request at a time."""
+        """Mixed batches take every adapter at once (or one adapter per batch where PEFT cannot mix them, DoRA);
+        the baseline runs one request at a time."""
         if self.settings.mixed_batches:
             size, groups, current = self.settings.max_batch_rows, [], []
+            if self.decoder.one_adapter_per_batch:
+                jobs = sorted(jobs, key=lambda job: job.model)
             for job in jobs:
-                if current and sum(j.rows for j in current) + job.rows > size:
+                other_adapter = self.decoder.one_adapter_per_batch and current and current[0].model != job.model
+                if current and (other_adapter or sum(j.rows for j in current) + job.rows > size):
                     groups.append(current)
                     current = []
                 current.append(job)
@@ -233,35 +222,10 @@ class Engine:
                     rows.append(Row(job, p * job.n + c, prompt, generator))
         return rows
 
-    def _adapter_kwargs(self, rows: list[Row]) -> dict[str, Any]:
-        from peft import PeftModel
-
-        if not isinstance(self.model, PeftModel):
-            return {}
+    def _forward(self, ids, mask, positions, cache, rows: list[Row]) -> torch.Tensor:
+        """Last-position logits of every row, each under its own adapter (serve/batch_forward.py)."""
         names = [row.job.model if row.job.model in self.adapter_paths else BASE_ADAPTER for row in rows]
-        if self._stacked is not None:
-            self._stacked.use_rows(names)
-            return {"_stacked": True}
-        if self.settings.mixed_batches:
-            return {"adapter_names": names}
-        if names[0] == BASE_ADAPTER:  # one request at a time: switch the active adapter, as a simple server would
-            return {"_disable": True}
-        if self.model.active_adapter != names[0]:
-            self.model.set_adapter(names[0])
-        return {}
-
-    @torch.inference_mode()
-    def _forward(self, ids, mask, positions, cache, rows: list[Row]):
-        kwargs = self._adapter_kwargs(rows)
-        if kwargs.pop("_stacked", False):  # PEFT's LoRA is off; the stacked hooks add each row's adapter
-            return self.model.get_base_model()(input_ids=ids, attention_mask=mask, position_ids=positions,
-                                               past_key_values=cache, use_cache=True, logits_to_keep=1)  # fmt: skip
-        if kwargs.pop("_disable", False):
-            with self.model.disable_adapter():
-                return self.model(input_ids=ids, attention_mask=mask, position_ids=positions, past_key_values=cache,
-                                  use_cache=True, logits_to_keep=1)  # fmt: skip
-        return self.model(input_ids=ids, attention_mask=mask, position_ids=positions, past_key_values=cache,
-                          use_cache=True, logits_to_keep=1, **kwargs)  # fmt: skip
+        return self.decoder(self.model, ids, mask, positions, cache, names)
 
     def _generate(self, jobs: list[Job]) -> None:
         """Prefill the jobs' rows together, then decode; requests that arrive meanwhile join at step boundaries."""
@@ -275,11 +239,37 @@ class Engine:
             ids = torch.tensor([[row.tokens[-1]] for row in active])
             mask = torch.cat([mask, torch.ones(len(active), 1, dtype=mask.dtype)], dim=1)
             positions = positions + 1
-            logits = self._forward(ids, mask, positions, cache, active).logits[:, -1]
+            logits = self._forward(ids, mask, positions, cache, active)
             active, cache, mask, positions = self._advance(active, logits, cache, mask, positions)
 
     def _prefill(self, rows: list[Row]):
-        """(last-position logits, cache, attention mask, last positions) for left-padded prompts."""
+        """(last-position logits, cache, attention mask, last positions) for the rows' prompts: each alone (from a
+        cached prefix where one is shared, prefixes.py) where one alone or any shares a prefix, else together."""
+        mixed = self.settings.mixed_batches  # the one-at-a-time baseline prefills as a simple server does
+        shared = [self.prefixes.shared(row.job.model, row.prompt) for row in rows] if mixed else []
+        if not shared or (len(rows) > 1 and not any(shared)):
+            return self._prefill_together(rows)
+        parts = [self._prefill_alone(row) for row in rows]  # each after the previous one's prompt was kept
+        logits, cache, mask, positions = parts[0]
+        for _, other_cache, other_mask, _ in parts[1:]:
+            mask = merge_caches(cache, mask, other_cache, other_mask)
+        self.stats["reused_prompt_tokens"] = self.prefixes.reused_tokens
+        return torch.cat([part[0] for part in parts]), cache, mask, torch.cat([part[3] for part in parts])
+
+    def _prefill_alone(self, row: Row):
+        from transformers import DynamicCache
+
+        model = row.job.model
+        shared = self.prefixes.shared(model, row.prompt)  # now: a row before it in this batch may have replaced it
+        cache = self.prefixes.seeded_cache(model, shared) if shared else DynamicCache()
+        positions = torch.arange(shared, len(row.prompt)).unsqueeze(0)
+        mask = torch.ones(1, len(row.prompt), dtype=torch.long)
+        logits = self._forward(torch.tensor([row.prompt[shared:]]), mask, positions, cache, [row])
+        self.prefixes.keep(model, row.prompt, cache)
+        return logits, cache, mask, positions[:, -1:]
+
+    def _prefill_together(self, rows: list[Row]):
+        """Left-padded prompts in one forward pass."""
         from transformers import DynamicCache
 
         width = max(len(r.prompt) for r in rows)
@@ -288,7 +278,7 @@ class Engine:
         mask = torch.tensor([[0] * (width - len(r.prompt)) + [1] * len(r.prompt) for r in rows])
         positions = (mask.cumsum(-1) - 1).clamp(min=0)  # as generate() computes them for left-padded prompts
         cache = DynamicCache()
-        logits = self._forward(ids, mask, positions, cache, rows).logits[:, -1]
+        logits = self._forward(ids, mask, positions, cache, rows)
         return logits, cache, mask, positions[:, -1:]
 
     def _advance(self, active: list[Row], logits, cache, mask, positions):
@@ -311,7 +301,7 @@ class Engine:
         room = self.settings.max_batch_rows - len(active)
         if not self.settings.mixed_batches or room <= 0 or not mergeable(cache):
             return active, cache, mask, positions
-        jobs = self._take_waiting(room)
+        jobs = self._take_waiting(room, active[0].job.model if self.decoder.one_adapter_per_batch else None)
         if not jobs:
             return active, cache, mask, positions
         rows = self._rows(jobs)
@@ -323,8 +313,9 @@ class Engine:
         mask = merge_caches(cache, mask, new_cache, new_mask)
         return active + joined, cache, mask, torch.cat([positions, new_positions])
 
-    def _take_waiting(self, room: int) -> list[Job]:
-        """Waiting jobs with at most `room` rows in all, without blocking; one that does not fit waits its turn."""
+    def _take_waiting(self, room: int, model: str | None) -> list[Job]:
+        """Waiting jobs with at most `room` rows in all (for `model` alone, if given), without blocking; one that does
+        not fit waits its turn."""
         jobs, rows = [], 0
         while True:
             job = self._held or self._get_nowait()
@@ -335,7 +326,7 @@ class Engine:
                 self.stats["cancelled_rows"] += job.rows
                 self._dequeued(job.rows)
                 continue
-            if rows + job.rows > room:
+            if rows + job.rows > room or (model is not None and job.model != model):
                 self._held = job
                 break
             jobs.append(job)

@@ -53,16 +53,17 @@ def supports(model, adapters: list[str]) -> bool:
 class StackedLora:
     """Every adapter of a LoRA layer side by side, and the hooks that apply each row's own."""
 
-    def __init__(self, model, adapters: list[str]):
+    def __init__(self, model, adapters: list[str], hooks: bool = True):
         self.adapters = list(adapters)
         self.rows: list[int] | None = None  # the adapter index of each batch row (-1: the base model)
         self._masks: dict[int, torch.Tensor] = {}
+        self.stacks: dict[int, tuple[torch.Tensor, torch.Tensor, int]] = {}  # id(LoRA layer) → (down, up, rank)
         self.handles = []
         with torch.no_grad():
             for _, module in _lora_linears(model):
-                self._stack(module)
+                self._stack(module, hooks)
 
-    def _stack(self, module) -> None:
+    def _stack(self, module, hook: bool) -> None:
         base = module.base_layer
         if not any(name in module.lora_A for name in self.adapters):
             return
@@ -76,9 +77,11 @@ class StackedLora:
             a, b = module.lora_A[name].weight, module.lora_B[name].weight
             down[index * rank : index * rank + a.shape[0]] = a.to(dtype)
             up[:, index * rank : index * rank + b.shape[1]] = (b * module.scaling[name]).to(dtype)
-        self.handles.append(module.register_forward_hook(self._hook(down, up, rank)))
+        self.stacks[id(module)] = (down, up, rank)
+        if hook:  # without: a fused decoder (model/fused_decoder.py) reads `stacks` and applies them itself
+            self.handles.append(module.register_forward_hook(self._hook(down, up, rank)))
 
-    def _mask(self, rank: int) -> torch.Tensor:
+    def mask(self, rank: int) -> torch.Tensor:
         """(rows, 1, adapters × rank): ones in the block of the row's adapter, zeros elsewhere (all zero: base)."""
         mask = self._masks.get(rank)
         if mask is None:
@@ -99,7 +102,7 @@ class StackedLora:
             if self.rows is None:
                 return output
             x = inputs[0].to(down.dtype)
-            hidden = down_product(x) * self._mask(rank).to(down.dtype)
+            hidden = down_product(x) * self.mask(rank).to(down.dtype)
             return output + up_product(hidden).to(output.dtype)
 
         return add_adapters

@@ -21,7 +21,7 @@ def add_routes(app: FastAPI, api: Api, settings: ServeSettings) -> None:
     async def health() -> dict[str, Any]:
         alive = engine.worker.is_alive()
         return {"status": "ok" if alive else "down", "models": engine.names, "queued": engine.queued_rows,
-                "stats": engine.stats}  # fmt: skip
+                "decoder": engine.decoder.path, "stats": engine.stats}  # fmt: skip
 
     @app.get("/v1/models")
     async def models(request: Request) -> dict[str, Any]:
