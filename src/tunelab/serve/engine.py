@@ -25,7 +25,7 @@ import torch
 
 from tunelab.model.kv_cache import merge_caches, mergeable, trim_padding
 from tunelab.serve.adapters import adapter_tokenizer, resolve_adapter
-from tunelab.serve.batch_forward import BASE_ADAPTER, BatchForward
+from tunelab.serve.batch_forward import BASE_ADAPTER, BatchForward, outside_worker
 from tunelab.serve.errors import (
     AdapterNotLoaded,
     AdapterUnusable,
@@ -68,11 +68,13 @@ class Engine:
 
         self.settings = settings or EngineSettings()
         self.base_name = base
-        self.model, self.tokenizer, _ = load_model(base)
-        self.model.eval()
-        self.decoder = BatchForward(self.settings.mixed_batches, self.settings.prepack_weights)
+        self.threads = torch.get_num_threads()  # the worker's; other threads touch the model on one (outside_worker)
+        with outside_worker():
+            self.model, self.tokenizer, _ = load_model(base)
+            self.model.eval()
+            self.decoder = BatchForward(self.settings.mixed_batches, self.settings.prepack_weights)
+            self.decoder.prepack_base(self.model)  # before adapters: their own small layers stay as PEFT made them
         self.prefixes = PrefixStore()  # cached prompt beginnings per served model, dropped when adapters change
-        self.decoder.prepack_base(self.model)  # before adapters: their own small layers stay as PEFT made them
         ensure_chat_template(self.tokenizer)
         self.tokenizers: dict[str, Any] = {base: self.tokenizer}
         self.adapter_paths: dict[str, str] = {}
@@ -88,7 +90,8 @@ class Engine:
         self._held: Job | None = None  # taken from the queue but did not fit the running batch
         for name, path in (adapters or {}).items():
             self.load_adapter(name, path, rebuild=False)
-        self.decoder.rebuild(self.model, list(self.adapter_paths))  # once for all the adapters given
+        with outside_worker():
+            self.decoder.rebuild(self.model, list(self.adapter_paths))  # once for all the adapters given
         self.worker = threading.Thread(target=self._work, name="tunelab-engine", daemon=True)
         self.worker.start()
 
@@ -109,7 +112,7 @@ class Engine:
             raise ModelAlreadyServed(taken)
         folder, system = resolve_adapter(path)
         tokenizer = adapter_tokenizer(folder, path, self.tokenizer)
-        with self.lock:
+        with self.lock, outside_worker():
             try:
                 if isinstance(self.model, PeftModel):
                     self.model.load_adapter(folder, adapter_name=name)
@@ -128,7 +131,7 @@ class Engine:
     def unload_adapter(self, name: str) -> None:
         if name not in self.adapter_paths:
             raise AdapterNotLoaded(f"no adapter named {name!r} is loaded")
-        with self.lock:
+        with self.lock, outside_worker():
             if len(self.adapter_paths) == 1:
                 self.model = self.model.unload()  # back to the plain base model
             else:
@@ -177,6 +180,7 @@ class Engine:
         return jobs
 
     def _work(self) -> None:
+        torch.set_num_threads(self.threads)
         while not self._stopping.is_set():
             jobs = self._take_batch()
             live = [job for job in jobs if not job.cancelled.is_set()]
