@@ -85,14 +85,34 @@ def test_top_k_one_is_greedy(loaded):
     assert [s.ids for s in greedy] == [s.ids for s in top1]
 
 
+def _held(model):
+    """What a decoding block holds on the model: its fused decoder, or each packed layer's packed copy."""
+    from tunelab.model.decode import FUSED
+
+    if FUSED in model.__dict__:
+        return [model.__dict__[FUSED]]
+    return [m.__dict__["packed_weight"] for m in fast_linear.packed_modules(model)]
+
+
+@pytest.fixture(params=["fused", "packed layers"])
+def path(request, monkeypatch):
+    """Both ways a decoding block packs: the fused decoder (this llama) and packed layers (other architectures)."""
+    if request.param == "packed layers":
+        from tunelab.model import fused_decoder
+
+        monkeypatch.setattr(fused_decoder, "supports", lambda model, merged=False: False)
+    return request.param
+
+
 @pytest.mark.skipif(not fast_linear.available(), reason="this PyTorch has no oneDNN")
-def test_packed_weights_give_the_same_tokens_and_are_removed_after(loaded):
+def test_packed_weights_give_the_same_tokens_and_are_removed_after(loaded, path):
     model, tokenizer, prompts = loaded
     plain = decode(model, tokenizer, prompts)
     with packed_weights(model) as count:
-        assert count > 0
+        assert count > 0 and _held(model)
         packed = decode(model, tokenizer, prompts)
     assert [s.ids for s in plain] == [s.ids for s in packed]
+    assert not _held(model)
     linears = [m for m in model.modules() if isinstance(m, torch.nn.Linear)]
     assert not any("packed_weight" in m.__dict__ or "forward" in m.__dict__ for m in linears)
     model.train()
@@ -102,22 +122,22 @@ def test_packed_weights_give_the_same_tokens_and_are_removed_after(loaded):
 
 
 @pytest.mark.skipif(not fast_linear.available(), reason="this PyTorch has no oneDNN")
-def test_weights_held_packed_for_a_session_are_reused_and_kept_by_each_decoding_block(loaded):
+def test_weights_held_packed_for_a_session_are_reused_and_kept_by_each_decoding_block(loaded, path):
     from tunelab.model.generate import generate_batch
 
     model, tokenizer, prompts = loaded
     plain = generate_batch(model, tokenizer, prompts[:3], 8)
     count = hold_packed_weights(model)
-    packs = {id(m): m.packed_weight for m in fast_linear.packed_modules(model)}
-    assert count == len(packs) > 0
+    held = _held(model)
+    assert count > 0 and held
     with packed_weights(model) as reused:
         assert reused == count
     assert generate_batch(model, tokenizer, prompts[:3], 8) == plain
-    assert {id(m): m.packed_weight for m in fast_linear.packed_modules(model)} == packs  # the same copies, not new
+    assert all(a is b for a, b in zip(_held(model), held, strict=True))  # the same copies, not new ones
 
 
 @pytest.mark.skipif(not fast_linear.available(), reason="this PyTorch has no oneDNN")
-def test_a_lora_policy_samples_through_merged_packed_layers_and_keeps_its_weights(loaded):
+def test_a_lora_policy_samples_through_merged_packed_weights_and_keeps_its_weights(loaded, path):
     from peft import LoraConfig, get_peft_model
 
     model, tokenizer, prompts = loaded
@@ -127,8 +147,8 @@ def test_a_lora_policy_samples_through_merged_packed_layers_and_keeps_its_weight
     plain = decode(model, tokenizer, prompts)
     lora_layers = [m for m in model.modules() if hasattr(m, "lora_A")]
     with packed_weights(model) as count:
-        assert count == len(lora_layers) + 1  # each LoRA layer as one merged matrix, and the untouched LM head
-        assert all(m.packed_adapters == ("default",) for m in lora_layers)
+        if path == "packed layers":  # each LoRA layer as one merged matrix, and the untouched LM head
+            assert count == len(lora_layers) + 1 and all(m.packed_adapters == ("default",) for m in lora_layers)
         packed = decode(model, tokenizer, prompts)
         with model.disable_adapter():  # adapters switched inside the block: PEFT's own forward, the base model
             assert [s.ids for s in decode(model, tokenizer, prompts[:2])] != [s.ids for s in plain[:2]]
@@ -136,3 +156,4 @@ def test_a_lora_policy_samples_through_merged_packed_layers_and_keeps_its_weight
     for name, parameter in model.named_parameters():
         assert torch.equal(parameter, weights[name]), name  # no merge/unmerge drift
     assert not any(set(m.__dict__) & {"packed_weight", "merged_weight", "forward"} for m in model.modules())
+    assert not _held(model)

@@ -38,11 +38,14 @@ def _base_linear(module) -> torch.nn.Linear:
     return getattr(module, "base_layer", module)
 
 
-def supports(model) -> bool:
-    """True when `model` (or the model under a PEFT wrapper) has Llama's layers exactly, float32 on a CPU."""
+def supports(model, merged: bool = False) -> bool:
+    """True when `model` (or the model under a PEFT wrapper) has Llama's layers exactly, float32 on a CPU; with
+    `merged`, also when every LoRA layer's active adapters can be added into its weight (plain LoRA, dropout off)."""
     lm = _causal_lm(model)
-    config, inner = lm.config, getattr(lm, "model", None)
-    if not available() or config.model_type not in MODEL_TYPES or inner is None:
+    config, inner = getattr(lm, "config", None), getattr(lm, "model", None)
+    if not available() or getattr(config, "model_type", None) not in MODEL_TYPES or inner is None:
+        return False
+    if merged and not all(_mergeable(module) for module in lm.modules() if hasattr(module, "lora_A")):
         return False
     plain = (
         getattr(config, "hidden_act", None) == "silu"
@@ -95,11 +98,36 @@ class FusedProduct:
         return y.reshape(rows, tokens, -1)
 
 
-def _fused(modules: list, stacked) -> FusedProduct:
+def _mergeable(module) -> bool:
+    """A PEFT LoRA layer whose active adapters (if on) are plain LoRA, not merged into it, dropout off."""
+    if module.disable_adapters or not module.active_adapters:
+        return True
+    lora = [a for a in module.active_adapters if a in module.lora_A]
+    variants = getattr(module, "lora_variant", {})
+    return not module.merged and not module.training and not any(a in variants for a in lora)
+
+
+def _adapters_state(lm) -> tuple | None:
+    """(active adapters, disabled) of the first LoRA layer (PEFT switches them for all layers at once)."""
+    layer = next((m for m in lm.modules() if hasattr(m, "lora_A")), None)
+    return None if layer is None else (tuple(layer.active_adapters), bool(layer.disable_adapters))
+
+
+def _weight(module, merged: bool) -> torch.Tensor:
+    """The layer's weight; with `merged`, a PEFT LoRA layer's base weight plus its active adapters' deltas (a new
+    tensor: the layer is not touched, as fast_linear's merged packing)."""
+    weight = _base_linear(module).weight.detach()
+    if not (merged and hasattr(module, "lora_A")) or module.disable_adapters:
+        return weight
+    active = [a for a in module.active_adapters if a in module.lora_A]
+    return weight + sum(module.get_delta_weight(a) for a in active) if active else weight
+
+
+def _fused(modules: list, stacked, merged: bool = False) -> FusedProduct:
     linears = [_base_linear(m) for m in modules]
     stacks = [stacked.stacks.get(id(m)) if stacked is not None else None for m in modules]
     adapted = [stack for stack in stacks if stack is not None]
-    weight = torch.cat([lin.weight.detach() for lin in linears] + [down for down, _, _ in adapted])
+    weight = torch.cat([_weight(m, merged) for m in modules] + [down for down, _, _ in adapted])
     bias = None
     if any(lin.bias is not None for lin in linears):
         parts = [lin.bias.detach() if lin.bias is not None else torch.zeros(lin.out_features) for lin in linears]
@@ -125,10 +153,11 @@ class FusedDecoder:
     own forward with `logits_to_keep=keep` gives them; `stacked` (serve/multi_lora.StackedLora built without hooks)
     adds each row's adapter."""
 
-    def __init__(self, model, stacked=None):
+    def __init__(self, model, stacked=None, merged: bool = False):
         lm = _causal_lm(model)
         inner, config = lm.model, lm.config
-        self.stacked = stacked
+        self.stacked, self.merged = stacked, merged
+        self.adapters_state = _adapters_state(lm)  # `current()` compares: PEFT's adapters switched since?
         self.embed, self.rotary = inner.embed_tokens, inner.rotary_emb
         self.final_norm = _norm(inner.norm)
         self.head = _fused([lm.lm_head], None)
@@ -142,11 +171,18 @@ class FusedDecoder:
 
     def _layer(self, layer) -> FusedLayer:
         products = tuple(
-            _fused([getattr(getattr(layer, owner), name) for name in names], self.stacked) for owner, names in GROUPS
+            _fused([getattr(getattr(layer, owner), name) for name in names], self.stacked, self.merged)
+            for owner, names in GROUPS
         )
         return FusedLayer((_norm(layer.input_layernorm), _norm(layer.post_attention_layernorm)), products)
 
+    def current(self, model) -> bool:
+        """Whether the model's adapters are still those it was built with (with `merged`: else the model's own
+        forward must run, e.g. inside PEFT's `disable_adapter()`)."""
+        return not self.merged or _adapters_state(_causal_lm(model)) == self.adapters_state
+
     @torch.inference_mode()
+    @torch.autocast("cpu", enabled=False)
     def forward(self, ids, mask, positions, cache, keep: int = 1) -> torch.Tensor:
         rows, tokens = ids.shape
         if mask is None:

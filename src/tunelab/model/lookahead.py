@@ -55,8 +55,13 @@ def greedy_lookahead(model, prompt: Sequence[int], max_new_tokens: int, stop_ids
 
 def _forward(model, tokens: list[int], position: int, cache, keep: int) -> torch.Tensor:
     """fp32 logits of the last `keep` positions after feeding `tokens` from `position` on."""
+    from tunelab.model.decode import fused_decoder_of
+
     ids = torch.tensor([tokens])
     positions = torch.arange(position, position + len(tokens)).unsqueeze(0)
+    fused = fused_decoder_of(model)
+    if fused is not None:  # the decoding block's fused decoder (decode.packed_weights)
+        return fused.forward(ids, None, positions, cache, keep=keep)[0]
     out = model(input_ids=ids, position_ids=positions, past_key_values=cache, use_cache=True, logits_to_keep=keep)
     return out.logits[0].float()
 
