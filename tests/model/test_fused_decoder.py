@@ -141,3 +141,13 @@ def test_stacked_adapters_give_each_row_its_own_as_peft_does(tiny_model_dir, tmp
     stacked.use_rows(["__base__"] * 4)  # no row with an adapter: the base model
     with model.disable_adapter():
         assert _both(model, decoder, [6, 9, 4, 7]) < 1e-5
+
+
+@pytest.mark.parametrize("extra", [{"use_dora": True}, {"lora_bias": True}])
+def test_adapters_that_cannot_be_added_into_a_weight_are_not_merged(model, extra):
+    from peft import LoraConfig, get_peft_model
+
+    peft = get_peft_model(model, LoraConfig(r=4, target_modules=["q_proj"], **extra)).eval()
+    assert fused_decoder.supports(peft) and not fused_decoder.supports(peft, merged=True)
+    plain = get_peft_model(AutoModelForCausalLM.from_pretrained(model.name_or_path), LoraConfig(r=4)).eval()
+    assert fused_decoder.supports(plain, merged=True)

@@ -99,12 +99,13 @@ class FusedProduct:
 
 
 def _mergeable(module) -> bool:
-    """A PEFT LoRA layer whose active adapters (if on) are plain LoRA, not merged into it, dropout off."""
+    """A PEFT LoRA layer whose active adapters (if on) are plain LoRA (no DoRA or other variant, no bias of their
+    own, which `get_delta_weight` leaves out), not merged into it, dropout off."""
     if module.disable_adapters or not module.active_adapters:
         return True
     lora = [a for a in module.active_adapters if a in module.lora_A]
-    variants = getattr(module, "lora_variant", {})
-    return not module.merged and not module.training and not any(a in variants for a in lora)
+    special = (getattr(module, "lora_variant", {}), getattr(module, "lora_bias", {}), getattr(module, "use_dora", {}))
+    return not module.merged and not module.training and not any(kind.get(a) for kind in special for a in lora)
 
 
 def _adapters_state(lm) -> tuple | None:

@@ -5,6 +5,12 @@ chat template training used) and kept, the last `CACHE_SIZE` used. An answer is 
 serving engine's sampling (`serve/sampling.py`: greedy at temperature 0, else temperature and top-p) and a random
 generator of its own, so two panes stream at once, each reproducible from its seed, without sharing a random state.
 Each step runs under `torch.inference_mode()` on its own: Gradio may resume a streaming generator on another thread.
+
+Loading and every step run on one thread of their own (`_decoding_thread`), whichever Gradio thread asks: GNU
+OpenMP gives each thread that runs multi-threaded torch work its own team and throttles them all once there are more
+threads than CPUs (measured on the server, serve/batch_forward.py `outside_worker`: a decoding step 41 ms instead of
+25). On a CPU a loaded model is packed once for decoding (model/decode.py `hold_packed_weights`: the fused decoder on
+Llama-family models); an answer streamed here took 35 ms a token before, measured with the built-in model.
 """
 
 from __future__ import annotations
@@ -14,6 +20,7 @@ import threading
 import time
 from collections import OrderedDict
 from collections.abc import Callable, Iterator
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from typing import Any
 
@@ -80,11 +87,22 @@ class ModelCache:
         return None
 
 
+@functools.cache
+def _decoding_thread() -> ThreadPoolExecutor:
+    return ThreadPoolExecutor(max_workers=1, thread_name_prefix="tunelab-chat-decoding")
+
+
 def load(target: Target) -> Loaded:
+    return _decoding_thread().submit(_load, target).result()
+
+
+def _load(target: Target) -> Loaded:
+    from tunelab.model.decode import hold_packed_weights
     from tunelab.model.generate import stop_token_ids
     from tunelab.model.targets import load_target
 
     model, tokenizer, _ = load_target(target)
+    hold_packed_weights(model)
     stops = set(stop_token_ids(model, tokenizer))
     if not stops:
         raise UIError(f"{target.name}: the tokenizer has no end-of-sequence token, so an answer could not end")
@@ -168,14 +186,26 @@ def _first_token(model, ids: list[int], sampling: Sampling):
 
 
 def _next_token(model, ids: list[int], cache, sampling: Sampling, generator):
-    import torch
+    return _decoding_thread().submit(_step, model, ids, cache, sampling, generator).result()
 
+
+def _step(model, ids: list[int], cache, sampling: Sampling, generator):
+    import torch
+    from transformers import DynamicCache
+
+    from tunelab.model.decode import fused_decoder_of
     from tunelab.serve.sampling import sample_next
 
-    device = next(model.parameters()).device
+    device, fused = next(model.parameters()).device, fused_decoder_of(model)
     with torch.inference_mode():
-        output = model(input_ids=torch.tensor([ids], device=device), past_key_values=cache, use_cache=True)
-        return sample_next(output.logits[0, -1], sampling, generator), output.past_key_values
+        if fused is None:
+            output = model(input_ids=torch.tensor([ids], device=device), past_key_values=cache, use_cache=True)
+            return sample_next(output.logits[0, -1], sampling, generator), output.past_key_values
+        cache = cache if cache is not None else DynamicCache()
+        start = cache.get_seq_length()
+        positions = torch.arange(start, start + len(ids)).unsqueeze(0)
+        logits = fused.forward(torch.tensor([ids]), None, positions, cache)[0, -1]
+        return sample_next(logits, sampling, generator), cache
 
 
 def guarded_stream(outputs: int, message: int = 0) -> Callable:
