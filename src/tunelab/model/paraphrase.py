@@ -16,11 +16,10 @@ class LocalParaphraser:
 
     def __init__(self, model_name: str, max_new_tokens: int = 128, batch_size: int = 8, temperature: float = 0.8):
         from tunelab.data.tokenize import ensure_chat_template
+        from tunelab.model.decode import hold_packed_weights
         from tunelab.model.load import load_model
 
         self.name = model_name
-        from tunelab.model.decode import hold_packed_weights
-
         self.model, self.tokenizer, _ = load_model(model_name)
         hold_packed_weights(self.model)  # once, not at every batch of paraphrases
         ensure_chat_template(self.tokenizer)
