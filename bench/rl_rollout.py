@@ -13,7 +13,8 @@ are sampled by:
   tunelab does, and turns it off elsewhere for both).
 - `tunelab`: the same method as tunelab's grpo stage replaces it (train/online.py → model/decode.py): each prompt
   prefilled once for its G samples, finished rows leave the batch, float32 weights pre-packed for the rollout with
-  each LoRA layer merged into one matrix (train/rollout.py, model/fast_linear.py).
+  the LoRA adapter merged in (train/rollout.py; model/fused_decoder.py on Llama-family models, else
+  model/fast_linear.py).
 
 Interleaved, `--repeats` times, medians. Reported: generated tokens per second (each path's own completions, EOS
 included, counted as TRL counts completion lengths), seconds per rollout batch, and the ratio. Then a few real GRPO
