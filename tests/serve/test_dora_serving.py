@@ -1,5 +1,6 @@
-"""A DoRA adapter (which neither the stacked path nor PEFT's mixed batches can compute beside other adapters) is served
-one adapter per batch: concurrent requests for it, a LoRA adapter and the base model all answer as PEFT does alone."""
+"""Adapters the stacked path cannot compute are served one adapter per batch, each as PEFT computes it: a DoRA
+adapter (PEFT's mixed batches refuse DoRA) beside a LoRA adapter and the base model, and an IA³ adapter (no LoRA
+layers to stack: once served as the base model)."""
 
 from __future__ import annotations
 
@@ -72,3 +73,39 @@ def test_dora_and_lora_adapters_served_together_answer_as_peft(tiny_model_dir, t
     assert answers == [expected[m] for m in models]
     assert alone.json()["choices"][0]["message"]["content"] == expected["dora"]
     assert len(set(expected.values())) == 3  # the adapters really change the answers
+
+
+def test_an_adapter_that_is_not_lora_is_served_as_itself(tiny_model_dir, tmp_path):
+    """An IA³ adapter (made elsewhere) has no LoRA layers to stack: it must not be served as the base model."""
+    from peft import IA3Config, get_peft_model
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    from tunelab.model import fused_decoder
+    from tunelab.serve.engine import Engine
+
+    torch.manual_seed(3)
+    config = IA3Config(target_modules=["k_proj", "v_proj", "down_proj"], feedforward_modules=["down_proj"])
+    model = get_peft_model(AutoModelForCausalLM.from_pretrained(tiny_model_dir), config)
+    with torch.no_grad():
+        for name, parameter in model.named_parameters():
+            if "ia3_l" in name:
+                parameter.normal_(0.0, 4.0)  # large enough to change the answer
+    model.save_pretrained(tmp_path / "ia3")
+    AutoTokenizer.from_pretrained(tiny_model_dir).save_pretrained(tmp_path / "ia3")
+    assert not fused_decoder.supports(model)
+    engine = Engine(str(tiny_model_dir), {"ia3": str(tmp_path / "ia3")})
+    try:
+        assert engine.decoder.path == "transformers" and engine.decoder.one_adapter_per_batch
+        with running_server(create_app_for(engine)) as url:
+            body = {"model": "ia3", "messages": MESSAGES, "temperature": 0, "max_tokens": 10}
+            answer = post(url, body, headers={}).json()["choices"][0]["message"]["content"]
+    finally:
+        engine.close()
+    expected = _peft_greedy(tiny_model_dir, tmp_path / "ia3", 10)
+    assert answer == expected and expected != _peft_greedy(tiny_model_dir, None, 10)
+
+
+def create_app_for(engine):
+    from tunelab.serve.app import ServeSettings, create_app
+
+    return create_app(engine, ServeSettings())

@@ -68,7 +68,10 @@ def _plain_layer(layer) -> bool:
         return False
     for owner, names in GROUPS:
         for name in names:
-            linear = _base_linear(getattr(getattr(layer, owner), name, None))
+            module = getattr(getattr(layer, owner), name, None)
+            if hasattr(module, "base_layer") and not hasattr(module, "lora_A"):
+                return False  # a PEFT layer of another kind (IA³, LoHa, …): its own forward must run
+            linear = _base_linear(module)
             if type(linear) is not torch.nn.Linear or linear.weight.dtype != torch.float32:
                 return False
             if linear.weight.device.type != "cpu":

@@ -30,10 +30,16 @@ def _lora_linears(model) -> list[tuple[str, Any]]:
 
 
 def supports(model, adapters: list[str]) -> bool:
-    """True when every adapter is plain LoRA on linear layers (what the stacked path computes exactly)."""
+    """True when every adapter is plain LoRA on linear layers (what the stacked path computes exactly); an adapter of
+    another kind (IA³, LoHa, prompt tuning…) has no LoRA layers to stack and would otherwise be served as the base
+    model."""
     from peft.tuners.lora import Linear as LoraLinear
     from peft.tuners.lora import LoraLayer
+    from peft.utils import PeftType
 
+    configs = getattr(model, "peft_config", {})
+    if any(name not in configs or configs[name].peft_type != PeftType.LORA for name in adapters):
+        return False
     for _, module in model.named_modules():
         if not isinstance(module, LoraLayer):
             continue
