@@ -113,6 +113,17 @@ def test_what_it_cannot_compute_is_left_to_the_modules(model):
     assert not fused_decoder.supports(model.to(torch.bfloat16))
 
 
+def test_a_prompt_tuning_adapter_is_left_to_peft(model):
+    from peft import PromptTuningConfig, get_peft_model
+
+    from tunelab.model.decode import FUSED, packed_weights
+
+    peft = get_peft_model(model, PromptTuningConfig(task_type="CAUSAL_LM", num_virtual_tokens=4)).eval()
+    assert not fused_decoder.supports(peft) and not fused_decoder.supports(peft, merged=True)
+    with packed_weights(peft):
+        assert FUSED not in peft.__dict__
+
+
 def test_stacked_adapters_give_each_row_its_own_as_peft_does(tiny_model_dir, tmp_path):
     from peft import LoraConfig, PeftModel, get_peft_model
 

@@ -45,6 +45,8 @@ def supports(model, merged: bool = False) -> bool:
     config, inner = getattr(lm, "config", None), getattr(lm, "model", None)
     if not available() or getattr(config, "model_type", None) not in MODEL_TYPES or inner is None:
         return False
+    if any(config.peft_type != "LORA" for config in getattr(model, "peft_config", {}).values()):
+        return False  # prompt learning (virtual tokens) or another tuner: PEFT's own forward
     if merged and not all(_mergeable(module) for module in lm.modules() if hasattr(module, "lora_A")):
         return False
     plain = (
