@@ -82,5 +82,28 @@ def tiny_recipe(tmp_path: Path, model_dir: Path, **sections: Any) -> Path:
     return path
 
 
+def two_lora_adapters(model_dir: Path, folder: Path, second_targets=("q_proj", "v_proj")):
+    """The tiny model in eval mode with two LoRA adapters of different ranks and random non-zero weights: "a"
+    (r=8, every linear layer) and "b" (r=4, `second_targets`), each saved by PEFT and loaded back."""
+    import torch
+    from peft import LoraConfig, PeftModel, get_peft_model
+    from transformers import AutoModelForCausalLM
+
+    folders = {}
+    for name, rank, targets in (("a", 8, "all-linear"), ("b", 4, list(second_targets))):
+        torch.manual_seed(len(folders))
+        model = get_peft_model(AutoModelForCausalLM.from_pretrained(model_dir),
+                               LoraConfig(r=rank, lora_alpha=2 * rank, target_modules=targets))  # fmt: skip
+        for parameter_name, parameter in model.named_parameters():
+            if "lora_B" in parameter_name:
+                torch.nn.init.normal_(parameter, std=0.05)
+        model.save_pretrained(folder / name)
+        folders[name] = folder / name
+    model = PeftModel.from_pretrained(AutoModelForCausalLM.from_pretrained(model_dir), folders["a"],
+                                      adapter_name="a")  # fmt: skip
+    model.load_adapter(folders["b"], adapter_name="b")
+    return model.eval()
+
+
 def read_metrics(run_dir: Path) -> list[dict[str, Any]]:
     return [json.loads(line) for line in (run_dir / "metrics.jsonl").read_text().splitlines()]

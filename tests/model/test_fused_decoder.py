@@ -7,6 +7,7 @@ import pytest
 import torch
 from transformers import AutoModelForCausalLM, DynamicCache
 
+from helpers import two_lora_adapters
 from tunelab.model import fast_linear, fused_decoder
 
 pytestmark = [
@@ -125,24 +126,9 @@ def test_a_prompt_tuning_adapter_is_left_to_peft(model):
 
 
 def test_stacked_adapters_give_each_row_its_own_as_peft_does(tiny_model_dir, tmp_path):
-    from peft import LoraConfig, PeftModel, get_peft_model
-
     from tunelab.serve import multi_lora
 
-    folders = {}
-    for name, rank, targets in (("a", 8, "all-linear"), ("b", 4, ["q_proj", "v_proj", "down_proj"])):
-        torch.manual_seed(len(folders))
-        peft = get_peft_model(AutoModelForCausalLM.from_pretrained(tiny_model_dir),
-                              LoraConfig(r=rank, lora_alpha=2 * rank, target_modules=targets))  # fmt: skip
-        for parameter_name, parameter in peft.named_parameters():
-            if "lora_B" in parameter_name:
-                torch.nn.init.normal_(parameter, std=0.05)
-        peft.save_pretrained(tmp_path / name)
-        folders[name] = tmp_path / name
-    model = PeftModel.from_pretrained(AutoModelForCausalLM.from_pretrained(tiny_model_dir), folders["a"],
-                                      adapter_name="a")  # fmt: skip
-    model.load_adapter(folders["b"], adapter_name="b")
-    model.eval()
+    model = two_lora_adapters(tiny_model_dir, tmp_path, second_targets=("q_proj", "v_proj", "down_proj"))
     names = ["a", "__base__", "b", "a"]
     stacked = multi_lora.StackedLora(model, ["a", "b"], hooks=False)
     stacked.use_rows(names)

@@ -4,31 +4,13 @@ from __future__ import annotations
 
 import torch
 
-
-def _adapters(tiny_model_dir, tmp_path):
-    from peft import LoraConfig, PeftModel, get_peft_model
-    from transformers import AutoModelForCausalLM
-
-    folders = {}
-    for name, rank, targets in (("a", 8, "all-linear"), ("b", 4, ["q_proj", "v_proj"])):
-        torch.manual_seed(len(folders))
-        model = get_peft_model(AutoModelForCausalLM.from_pretrained(tiny_model_dir),
-                               LoraConfig(r=rank, lora_alpha=2 * rank, target_modules=targets))  # fmt: skip
-        for parameter_name, parameter in model.named_parameters():
-            if "lora_B" in parameter_name:
-                torch.nn.init.normal_(parameter, std=0.05)
-        model.save_pretrained(tmp_path / name)
-        folders[name] = tmp_path / name
-    model = PeftModel.from_pretrained(AutoModelForCausalLM.from_pretrained(tiny_model_dir), folders["a"],
-                                      adapter_name="a")  # fmt: skip
-    model.load_adapter(folders["b"], adapter_name="b")
-    return model.eval()
+from helpers import two_lora_adapters
 
 
 def test_stacked_adapters_equal_peft_mixed_batches(tiny_model_dir, tmp_path):
     from tunelab.serve import multi_lora
 
-    model = _adapters(tiny_model_dir, tmp_path)
+    model = two_lora_adapters(tiny_model_dir, tmp_path)
     names = ["a", "__base__", "b", "a", "b"]
     ids = torch.randint(5, 200, (len(names), 12))
     with torch.no_grad():

@@ -81,6 +81,19 @@ def _forward(model, ids, mask, positions, cache) -> torch.Tensor:
     return out.logits[:, -1]
 
 
+def row_logits(model, tokens: list[int], cache, keep: int = 1) -> torch.Tensor:
+    """Float32 logits of the last `keep` positions after feeding one row's `tokens` on top of `cache` (a growing
+    cache: positions go on from its length), through the fused decoder where a decoding block attached one."""
+    start, device = cache.get_seq_length(), next(model.parameters()).device
+    ids = torch.tensor([tokens], device=device)
+    positions = torch.arange(start, start + len(tokens), device=device).unsqueeze(0)
+    fused = fused_decoder_of(model)
+    if fused is not None:
+        return fused.forward(ids, None, positions, cache, keep=keep)[0]
+    out = model(input_ids=ids, position_ids=positions, past_key_values=cache, use_cache=True, logits_to_keep=keep)
+    return out.logits[0].float()
+
+
 def _prefill(model, prompts: list[list[int]], pad_id: int):
     """Last-position logits and (cache, mask, positions) for the prompts, each distinct prompt computed once."""
     from transformers import DynamicCache
@@ -183,9 +196,9 @@ def packed_weights(model) -> Iterator[int]:
     measured), which a chat turn or a judge call must not pay each time."""
     from tunelab.model.fast_linear import packed_modules, unpack_linears
 
-    held = model.__dict__.get(FUSED) or packed_modules(model)
-    if held:
-        yield len(held.layers) * 4 + 1 if model.__dict__.get(FUSED) else len(held)
+    fused, packed = model.__dict__.get(FUSED), packed_modules(model)
+    if fused is not None or packed:
+        yield fused.products if fused is not None else len(packed)
         return
     forwards = {id(m): m.__dict__.get("forward") for m in model.modules()}
     count = _pack(model)
@@ -202,7 +215,7 @@ def _pack(model) -> int:
 
     if fused_decoder.supports(model, merged=True):
         model.__dict__[FUSED] = fused_decoder.FusedDecoder(model, merged=True)
-        return len(model.__dict__[FUSED].layers) * 4 + 1
+        return model.__dict__[FUSED].products
     return prepack_linears(model, merge_lora=True)
 
 

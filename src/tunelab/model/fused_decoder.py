@@ -182,6 +182,11 @@ class FusedDecoder:
         )
         return FusedLayer((_norm(layer.input_layernorm), _norm(layer.post_attention_layernorm)), products)
 
+    @property
+    def products(self) -> int:
+        """Packed products it holds: four a layer and the head."""
+        return 4 * len(self.layers) + 1
+
     def current(self, model) -> bool:
         """Whether the model's adapters are still those it was built with (with `merged`: else the model's own
         forward must run, e.g. inside PEFT's `disable_adapter()`)."""

@@ -17,7 +17,7 @@ from collections.abc import Sequence
 
 import torch
 
-from tunelab.model.decode import Sample
+from tunelab.model.decode import Sample, row_logits
 
 DRAFT_TOKENS = 8  # guessed tokens scored per forward pass
 LONGEST_MATCH = 3  # n-gram lengths tried, longest first
@@ -40,7 +40,7 @@ def greedy_lookahead(model, prompt: Sequence[int], max_new_tokens: int, stop_ids
 
     sample = Sample(list(prompt))
     cache = DynamicCache()
-    logits = _forward(model, list(prompt), 0, cache, keep=1)
+    logits = row_logits(model, list(prompt), cache, keep=1)
     croppable = all(getattr(layer, "is_croppable", False) for layer in cache.layers)  # not sliding-window layers
     guesses: list[int] = []
     while True:
@@ -50,20 +50,7 @@ def greedy_lookahead(model, prompt: Sequence[int], max_new_tokens: int, stop_ids
         if len(guesses) > kept - 1:  # the cache holds every guess; keep those the model agreed with
             cache.crop(-(len(guesses) - (kept - 1)))
         guesses = draft(sample.prompt + sample.ids)[: max_new_tokens - len(sample.ids) - 1] if croppable else []
-        logits = _forward(model, [sample.ids[-1], *guesses], cache.get_seq_length(), cache, keep=len(guesses) + 1)
-
-
-def _forward(model, tokens: list[int], position: int, cache, keep: int) -> torch.Tensor:
-    """fp32 logits of the last `keep` positions after feeding `tokens` from `position` on."""
-    from tunelab.model.decode import fused_decoder_of
-
-    ids = torch.tensor([tokens])
-    positions = torch.arange(position, position + len(tokens)).unsqueeze(0)
-    fused = fused_decoder_of(model)
-    if fused is not None:  # the decoding block's fused decoder (decode.packed_weights)
-        return fused.forward(ids, None, positions, cache, keep=keep)[0]
-    out = model(input_ids=ids, position_ids=positions, past_key_values=cache, use_cache=True, logits_to_keep=keep)
-    return out.logits[0].float()
+        logits = row_logits(model, [sample.ids[-1], *guesses], cache, keep=len(guesses) + 1)
 
 
 def _accept(sample: Sample, logits: torch.Tensor, guesses: list[int], max_new: int, stops: set[int]) -> int:

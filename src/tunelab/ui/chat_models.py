@@ -193,19 +193,12 @@ def _step(model, ids: list[int], cache, sampling: Sampling, generator):
     import torch
     from transformers import DynamicCache
 
-    from tunelab.model.decode import fused_decoder_of
+    from tunelab.model.decode import row_logits
     from tunelab.serve.sampling import sample_next
 
-    device, fused = next(model.parameters()).device, fused_decoder_of(model)
+    cache = cache if cache is not None else DynamicCache()
     with torch.inference_mode():
-        if fused is None:
-            output = model(input_ids=torch.tensor([ids], device=device), past_key_values=cache, use_cache=True)
-            return sample_next(output.logits[0, -1], sampling, generator), output.past_key_values
-        cache = cache if cache is not None else DynamicCache()
-        start = cache.get_seq_length()
-        positions = torch.arange(start, start + len(ids)).unsqueeze(0)
-        logits = fused.forward(torch.tensor([ids]), None, positions, cache)[0, -1]
-        return sample_next(logits, sampling, generator), cache
+        return sample_next(row_logits(model, ids, cache)[-1], sampling, generator), cache
 
 
 def guarded_stream(outputs: int, message: int = 0) -> Callable:
