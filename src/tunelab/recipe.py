@@ -173,7 +173,7 @@ def _export_problems(recipe: Recipe) -> list[Problem]:
 
     spec = method_spec(recipe.method)
     if recipe.export.merge and not spec.can_merge and "merge" in recipe.export.model_fields_set:
-        return [("export.merge", f"method {spec.name} saves a full model; there is nothing to merge")]
+        return [("export.merge", f"method {spec.name}: {spec.no_merge}; remove export.merge or set it to false")]
     return []
 
 

@@ -9,7 +9,15 @@ from __future__ import annotations
 
 from typing import Annotated, Any, Literal, get_args
 
-from pydantic import BaseModel, ConfigDict, Field, PositiveInt, ValidationInfo, field_validator, model_validator
+from pydantic import Field, PositiveInt, ValidationInfo, field_validator, model_validator
+
+from tunelab.config.method_schema import (  # noqa: F401 (the method classes are part of the recipe schema)
+    FreezeMethod,
+    FullMethod,
+    LoraMethod,
+    MethodSection,
+    Strict,
+)
 
 # auto: conversations, preference pairs or unpaired preferences, told from the fields; the SFT layouts; or a kind of
 # preference data whose layout is told from the fields (tunelab.data.preference lists them)
@@ -18,10 +26,6 @@ DataFormat = Literal["auto", "alpaca", "sharegpt", "openai", "preference", "unpa
 StageName = Literal["sft", "rm", "dpo", "kto", "orpo", "simpo", "cpo", "grpo", "rloo", "ppo"]
 RL_STAGES = ("grpo", "rloo", "ppo")  # the stages that sample completions and score them with `reward:`
 MetricName = Literal["json_validity", "json_schema", "field_accuracy", "exact_match", "rouge_l", "bleu"]
-
-
-class Strict(BaseModel):
-    model_config = ConfigDict(extra="forbid", validate_default=True)
 
 
 class ModelSection(Strict):
@@ -104,28 +108,6 @@ class DataSection(Strict):
         return value
 
 
-class LoraMethod(Strict):
-    type: Literal["lora"]
-    r: PositiveInt = 16
-    alpha: PositiveInt = 32
-    dropout: Annotated[float, Field(ge=0, lt=1)] = 0.05
-    target_modules: list[str] | Literal["all-linear"] = "all-linear"
-    use_dora: bool = False
-    use_rslora: bool = False
-
-
-class FullMethod(Strict):
-    type: Literal["full"]
-
-
-class FreezeMethod(Strict):
-    type: Literal["freeze"]
-    trainable_layers: PositiveInt = Field(2, description="train only the last N decoder layers")
-    train_embeddings: bool = False
-    train_head: bool = False
-
-
-MethodSection = LoraMethod | FullMethod | FreezeMethod
 Method = Annotated[MethodSection, Field(discriminator="type")]
 
 

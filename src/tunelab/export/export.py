@@ -87,6 +87,11 @@ def export_merged(run: RunDir, out: Path, dtype: str | None = None, overwrite: b
     if run.read_recipe().get("stage") == "rm":
         raise RunError(f"{run.path} is a reward model: `tunelab run` merged and verified it into {run.merged} "
                        "(scores checked against the adapter); copy that folder, or export the adapter")  # fmt: skip
+    from tunelab.model.methods import method_spec
+
+    spec = method_spec(run.read_recipe()["method"]["type"])
+    if not spec.exports_merged:
+        raise RunError(f"{run.path} cannot be exported --merged: {spec.no_merge}; export the adapter (without --merged)")
     base, adapter = run.model_for_inference()
     _prepare_out(out, overwrite)
     if adapter:

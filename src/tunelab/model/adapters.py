@@ -1,40 +1,39 @@
-"""How each method is applied: a PEFT LoRA adapter, the whole model, or only the last layers (model/methods.py holds
-the table that names them)."""
+"""How the methods that are not one PEFT config are applied: QLoRA (quantise, then LoRA), the whole model, or only the
+last layers (model/methods.py holds the table that names them; model/peft_methods.py the PEFT configs)."""
 
 from __future__ import annotations
 
+from pathlib import Path
 from typing import Any
 
-from tunelab.config.schema import FreezeMethod, LoraMethod
+from tunelab.config.method_schema import QloraMethod
+from tunelab.config.schema import FreezeMethod
 from tunelab.errors import RecipeError
+from tunelab.model.peft_methods import wrap_with_peft
 
 
-def lora_config(method: LoraMethod, task_type: str = "CAUSAL_LM"):
-    from peft import LoraConfig
+def wrap_with_qlora(model, method: QloraMethod) -> Any:
+    """QLoRA: the base model's linear layers quantised in place (bitsandbytes), then a LoRA adapter on them; with
+    init: loftq, A and B start from LoftQ (the quantisation error's low-rank approximation) instead of B = 0."""
+    from tunelab.model.quantized_base import quantize_linear_layers
 
-    return LoraConfig(
-        task_type=task_type,  # SEQ_CLS (a reward model) also trains and saves the new score head
-        r=method.r,
-        lora_alpha=method.alpha,
-        lora_dropout=method.dropout,
-        target_modules=method.target_modules,
-        use_dora=method.use_dora,
-        use_rslora=method.use_rslora,
-    )
+    source = _safetensors_file(model) if method.init == "loftq" else None
+    quantize_linear_layers(model, method.bits, method.quant_type, method.double_quant)
+    wrapped = wrap_with_peft(model, method)
+    if source is not None:
+        from peft import replace_lora_weights_loftq
 
-
-def wrap_with_lora(model, method: LoraMethod) -> Any:
-    """The model wrapped with a trainable PEFT LoRA adapter; the base weights stay frozen."""
-    from peft import get_peft_model
-
-    try:
-        return get_peft_model(model, lora_config(method, _task_type(model)))
-    except ValueError as error:  # e.g. target modules that do not exist in this model
-        raise RecipeError("recipe", [("method.target_modules", str(error))]) from None
+        replace_lora_weights_loftq(wrapped, model_path=str(source))
+    return wrapped
 
 
-def _task_type(model) -> str:
-    return "SEQ_CLS" if type(model).__name__.endswith("ForSequenceClassification") else "CAUSAL_LM"
+def _safetensors_file(model) -> Path:
+    """LoftQ reads the original weights from the model's single safetensors file."""
+    source = Path(model.config.name_or_path) / "model.safetensors"
+    if not source.is_file():
+        why = f"loftq reads the original weights from {source}, which does not exist (a sharded or hub model)"
+        raise RecipeError("recipe", [("method.init", f"{why}; use init: default")])
+    return source
 
 
 def train_everything(model, method) -> Any:

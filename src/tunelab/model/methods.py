@@ -1,7 +1,7 @@
 """The methods as a table: what each trains, what it saves, whether it can merge. Nothing outside this table asks
 which method a recipe uses; it asks the method's entry.
 
-Adding a method = its schema class in config/schema.py (the `Method` union), one entry here, its test.
+Adding a method = its schema class in config/method_schema.py (the `MethodSection` union), one entry here, its test.
 """
 
 from __future__ import annotations
@@ -11,16 +11,31 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Literal
 
-from tunelab.model.adapters import freeze_all_but_last_layers, train_everything, wrap_with_lora
+from tunelab.model.adapters import freeze_all_but_last_layers, train_everything, wrap_with_qlora
+from tunelab.model.peft_methods import wrap_with_peft
+
+VIRTUAL_TOKENS = "it adds trained virtual tokens in front of the input, not a change to the weights"
 
 
 @dataclass(frozen=True)
 class MethodSpec:
     name: str
     saves: Literal["adapter", "model"]  # a PEFT adapter folder beside the base model, or a complete model folder
-    can_merge: bool  # an adapter that merges into its base model (export.merge)
     apply: Callable[[Any, Any], Any]  # (model, method section) → the model to train
     summary: str
+    no_merge: str | None = None  # why the trained result does not merge into its base model (None: it does)
+    virtual_tokens: bool = False  # tokens of its own before every sequence: no packing, PEFT's forward takes labels
+    merges_full_precision: bool = False  # not merged in the run, but `tunelab export --merged` merges it (QLoRA)
+
+    @property
+    def can_merge(self) -> bool:
+        """An adapter that merges into its base model (export.merge)."""
+        return self.no_merge is None
+
+    @property
+    def exports_merged(self) -> bool:
+        """`tunelab export --merged` makes a complete model folder of the run (merged, or the full model itself)."""
+        return self.saves == "model" or self.can_merge or self.merges_full_precision
 
     def saved_folder(self, run) -> Path:
         """Where a run keeps what this method trained: adapter/ or merged/."""
@@ -39,11 +54,36 @@ class MethodSpec:
         return type(base_model).from_pretrained(self.saved_folder(run), dtype=base_model.dtype)  # same head as trained
 
 
+def _adapter(name: str, summary: str, no_merge: str | None = None, virtual_tokens: bool = False) -> MethodSpec:
+    return MethodSpec(name, "adapter", wrap_with_peft, summary, no_merge, virtual_tokens)
+
+
+FULL_MODEL = "it saves a full model; there is nothing to merge"
+QUANTISED = (
+    "its base model was quantised while training; merging into a quantised base loses precision. Merge the adapter "
+    "into the full-precision base instead: tunelab export <run> --merged (verified against the adapter)"
+)
+
 METHODS: dict[str, MethodSpec] = {
-    "lora": MethodSpec("lora", "adapter", True, wrap_with_lora, "a LoRA adapter (DoRA, rsLoRA as options)"),
-    "full": MethodSpec("full", "model", False, train_everything, "every weight of the model"),
-    "freeze": MethodSpec("freeze", "model", False, freeze_all_but_last_layers, "only the last decoder layers"),
-}
+    "lora": _adapter("lora", "a LoRA adapter (DoRA, rsLoRA, PiSSA/OLoRA initialisation, LoRA+ as options)"),
+    "qlora": MethodSpec("qlora", "adapter", wrap_with_qlora, "a LoRA adapter on a 4- or 8-bit quantised base",
+                        no_merge=QUANTISED, merges_full_precision=True),
+    "full": MethodSpec("full", "model", train_everything, "every weight of the model", FULL_MODEL),
+    "freeze": MethodSpec("freeze", "model", freeze_all_but_last_layers, "only the last decoder layers", FULL_MODEL),
+    "vera": _adapter("vera", "VeRA: shared frozen random matrices, trained scaling vectors"),
+    "loha": _adapter("loha", "LoHa: a Hadamard product of two low-rank updates"),
+    "lokr": _adapter("lokr", "LoKr: a Kronecker product update"),
+    "ia3": _adapter("ia3", "IA³: trained scaling of keys, values and feed-forward activations"),
+    "prefix": _adapter("prefix", "prefix tuning: trained keys and values before every layer's attention",
+                       no_merge=f"prefix tuning has nothing to merge: {VIRTUAL_TOKENS}", virtual_tokens=True),
+    "prompt": _adapter("prompt", "prompt tuning: trained input embeddings before every input",
+                       no_merge=f"prompt tuning has nothing to merge: {VIRTUAL_TOKENS}", virtual_tokens=True),
+    "ptuning": _adapter("ptuning", "P-tuning: virtual tokens produced by a trained prompt encoder",
+                        no_merge=f"P-tuning has nothing to merge: {VIRTUAL_TOKENS}", virtual_tokens=True),
+    "llama_adapter": _adapter("llama_adapter", "LLaMA-Adapter: gated adaption prompts in the top layers",
+                              no_merge="LLaMA-Adapter has nothing to merge: its gated adaption prompts are extra "
+                              "attention inputs, not a change to the weights"),
+}  # fmt: skip
 
 
 def method_spec(method: Any) -> MethodSpec:

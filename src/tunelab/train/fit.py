@@ -11,6 +11,7 @@ from tunelab.config.schema import Recipe
 from tunelab.data.pipeline import Splits
 from tunelab.model.adapters import count_parameters
 from tunelab.model.methods import apply_method, method_spec
+from tunelab.model.peft_methods import save_kwargs
 from tunelab.runs import RunDir, read_json, save_folder_atomic, write_json
 from tunelab.train.callbacks import GracefulStop, standard_callbacks
 from tunelab.train.frozen_bf16 import frozen_weights_in_bf16, qualifies
@@ -39,7 +40,9 @@ def fit(stage: Stage, recipe: Recipe, run: RunDir, model, tokenizer, splits: Spl
     set_seed(recipe.seed)  # adapter initialisation is random too
     plan = plan_speed(recipe.train, model.config, recipe.data.max_length)
     apply_threads(plan)
-    plan.padding_free = plan.padding_free and stage.packs_sequences
+    spec = method_spec(recipe.method)
+    plan.padding_free = plan.padding_free and stage.packs_sequences and not spec.virtual_tokens
+    plan.label_only_loss = plan.label_only_loss and not spec.virtual_tokens  # PEFT shifts the labels past its tokens
     if plan.padding_free and use_packed_attention(model):
         plan.attention = model.config._attn_implementation
     model = apply_method(stage.prepare_model(model), recipe.method)
@@ -128,7 +131,7 @@ def save_trained(model, tokenizer, run: RunDir, recipe: Recipe) -> None:
     spec = method_spec(recipe.method)
 
     def write(folder) -> None:
-        model.save_pretrained(folder)
+        model.save_pretrained(folder, **save_kwargs(model))
         tokenizer.save_pretrained(folder)
         if spec.saves == "model" and getattr(model, "generation_config", None) is not None:  # a reward model has none
             model.generation_config.save_pretrained(folder)

@@ -1,0 +1,95 @@
+"""QLoRA's frozen base: the model's linear layers quantised in place to 4-bit (NF4/FP4, optionally with quantised
+scales) or 8-bit with bitsandbytes, which runs on CPUs from 0.46 on.
+
+The model arrives loaded in full precision (the run scored it as the base model first), so its layers are swapped
+one at a time for bitsandbytes' own `Linear4bit`/`Linear8bitLt` modules: each full-precision weight is freed as soon as
+its quantised copy exists, so the process never holds two copies. transformers' `quantization_config` does the same
+only while loading from disk. The output head stays as it is (tied to the input embeddings in most small models, and
+the layer most sensitive to quantisation); transformers leaves it unquantised too.
+"""
+
+from __future__ import annotations
+
+import logging
+from typing import Any
+
+import torch
+
+from tunelab.errors import RecipeError
+
+# On CPUs with AVX512-BF16, bitsandbytes tries to fetch a 4-bit kernel from the Hugging Face hub through the
+# `kernels` package (not installed: a download at run time) and logs a warning when it cannot; it then uses its
+# bundled kernels, which is what we want offline.
+logging.getLogger("bitsandbytes.backends.cpu.ops").setLevel(logging.ERROR)
+
+
+def bitsandbytes_problem() -> str | None:
+    """Why bitsandbytes cannot quantise here (None when it can)."""
+    try:
+        import bitsandbytes  # noqa: F401
+    except Exception as error:  # ImportError, or a library that fails to load on this CPU
+        return f"bitsandbytes cannot be imported ({type(error).__name__}: {error})"
+    return None
+
+
+def quantize_linear_layers(model, bits: int, quant_type: str = "nf4", double_quant: bool = True) -> int:
+    """Replace the model's linear layers (not the output head) by bitsandbytes' quantised ones; returns how many."""
+    problem = bitsandbytes_problem()
+    if problem:
+        raise RecipeError("recipe", [("method.type", f"qlora needs bitsandbytes: {problem}; use method.type: lora")])
+    head = model.get_output_embeddings() if hasattr(model, "get_output_embeddings") else None
+    targets = [(name, module) for name, module in model.named_modules()
+               if type(module) is torch.nn.Linear and module is not head]  # fmt: skip
+    for name, linear in targets:
+        parent_name, _, child = name.rpartition(".")
+        parent = model.get_submodule(parent_name) if parent_name else model
+        setattr(parent, child, _quantized(linear, bits, quant_type, double_quant))
+    model.config.tunelab_quantized = {"bits": bits, "quant_type": quant_type, "double_quant": double_quant}
+    return len(targets)
+
+
+def _quantized(linear: torch.nn.Linear, bits: int, quant_type: str, double_quant: bool) -> Any:
+    import bitsandbytes as bnb
+
+    has_bias = linear.bias is not None
+    with torch.no_grad():
+        if bits == 4:
+            module = bnb.nn.Linear4bit(linear.in_features, linear.out_features, bias=has_bias,
+                                       compute_dtype=linear.weight.dtype, compress_statistics=double_quant,
+                                       quant_type=quant_type, device="meta")  # fmt: skip
+            module.weight = bnb.nn.Params4bit(linear.weight.data, requires_grad=False,
+                                              compress_statistics=double_quant, quant_type=quant_type)  # fmt: skip
+            # Its AVX512-BF16 inference path repacks the weight in place on the first no-grad forward and packs it
+            # back on state_dict(), re-quantising double-quantised scales on the way: the frozen base would drift
+            # (measured: scales off by one step) each time an evaluation and a save alternate. The plain path
+            # dequantises per call and leaves the weight alone.
+            module.support_avx512bf16_for_cpu = False
+        else:
+            module = bnb.nn.Linear8bitLt(linear.in_features, linear.out_features, bias=has_bias,
+                                         has_fp16_weights=False, threshold=6.0, device="meta")  # fmt: skip
+            module.weight = bnb.nn.Int8Params(linear.weight.data, requires_grad=False, has_fp16_weights=False)
+        if has_bias:
+            module.bias = torch.nn.Parameter(linear.bias.data, requires_grad=False)
+        return module.to(linear.weight.device)  # bitsandbytes quantises when the weight is moved to its device
+
+
+def weight_bytes(model) -> int:
+    """Bytes the model's parameters and buffers occupy (quantised weights at their packed size)."""
+    tensors = list(model.parameters()) + list(model.buffers())
+    seen: set[int] = set()
+    total = 0
+    for tensor in tensors:
+        if tensor.data_ptr() in seen:
+            continue
+        seen.add(tensor.data_ptr())
+        total += tensor.numel() * tensor.element_size()
+        state = getattr(tensor, "quant_state", None)  # 4-bit: the scales (and their own scales) live beside it
+        scales = _state_tensors(state) if state is not None else [getattr(tensor, "SCB", None)]  # 8-bit: SCB
+        total += sum(t.numel() * t.element_size() for t in scales if t is not None)
+    return total
+
+
+def _state_tensors(state) -> list[torch.Tensor]:
+    found = [t for t in (getattr(state, "absmax", None), getattr(state, "code", None)) if t is not None]
+    nested = getattr(state, "state2", None)
+    return found + (_state_tensors(nested) if nested is not None else [])
