@@ -22,8 +22,11 @@ SECTIONS = {
     "lora-olora-plus": {"type": "lora", "r": 4, "alpha": 8, "init": "olora", "loraplus_lr_ratio": 16},
     "qlora": {"type": "qlora", "r": 4, "alpha": 8, "dropout": 0.0},
     "qlora-8bit": {"type": "qlora", "r": 4, "alpha": 8, "bits": 8},
+    "lora-l2sp": {"type": "lora", "r": 4, "alpha": 8, "l2sp": 0.1},
     "full": {"type": "full"},
+    "full-decay-l2sp": {"type": "full", "layer_lr_decay": 0.5, "l2sp": 0.01},
     "freeze": {"type": "freeze", "trainable_layers": 1},
+    "freeze-progressive": {"type": "freeze", "trainable_layers": 1, "unfreeze_every": 2, "layer_lr_decay": 0.8},
     "vera": {"type": "vera", "r": 16},
     "loha": {"type": "loha", "r": 4, "alpha": 4},
     "lokr": {"type": "lokr", "r": 4, "alpha": 4},
@@ -33,6 +36,11 @@ SECTIONS = {
     "ptuning": {"type": "ptuning", "virtual_tokens": 4, "encoder_hidden_size": 16},
     "llama_adapter": {"type": "llama_adapter", "adapter_len": 4, "adapter_layers": 2},
 }
+
+
+class RunPaths:
+    def __init__(self, path):
+        self.adapter, self.merged = path / "adapter", path / "merged"
 
 
 def test_every_method_of_the_table_is_tested_and_has_a_schema():
@@ -67,7 +75,7 @@ def test_method_trains_only_what_it_should_and_saves_a_loadable_result(tmp_path,
                  capsys)  # fmt: skip
     assert result.exit_code == 0, result.err
     run = tmp_path / "runs" / "tiny"
-    assert spec.saved_marker(type("Run", (), {"adapter": run / "adapter", "merged": run / "merged"})).is_file()
+    assert spec.saved_marker(RunPaths(run)).is_file()
 
     initial = _initial_model(tiny_model_dir, section)
     before, after = _tensors(initial), _tensors(captured["model"])
@@ -81,6 +89,15 @@ def test_method_trains_only_what_it_should_and_saves_a_loadable_result(tmp_path,
     expected = initial.get_nb_trainable_parameters()[0] if hasattr(initial, "get_nb_trainable_parameters") else (
         sum(p.numel() for p in initial.parameters() if p.requires_grad))  # fmt: skip
     assert training["parameters"]["trainable"] == expected  # PEFT's print_trainable_parameters count
+    if spec.saves == "adapter":  # the saved adapter (PiSSA/OLoRA converted) on the original model is the trained one
+        fresh = AutoModelForCausalLM.from_pretrained(tiny_model_dir)
+        reloaded = spec.load_saved(RunPaths(run), fresh, method_sections()[section["type"]].model_validate(section))
+        ids = torch.tensor([[5, 17, 42, 99, 7, 3]])
+        with torch.no_grad():
+            expected_logits = captured["model"].eval()(input_ids=ids).logits
+            assert torch.allclose(reloaded.eval()(input_ids=ids).logits, expected_logits, atol=1e-4)
+    if section["type"] == "lora" or section.get("l2sp"):
+        assert training["distance_from_pretrained"] > 0
     metrics = json.loads((run / "eval" / "metrics.json").read_text())
     assert "tuned" in metrics
     assert (run / "merged" / "verification.json").is_file() == spec.can_merge

@@ -91,7 +91,9 @@ def export_merged(run: RunDir, out: Path, dtype: str | None = None, overwrite: b
 
     spec = method_spec(run.read_recipe()["method"]["type"])
     if not spec.exports_merged:
-        raise RunError(f"{run.path} cannot be exported --merged: {spec.no_merge}; export the adapter (without --merged)")
+        raise RunError(
+            f"{run.path} cannot be exported --merged: {spec.no_merge}; export the adapter (without --merged)"
+        )
     base, adapter = run.model_for_inference()
     _prepare_out(out, overwrite)
     if adapter:

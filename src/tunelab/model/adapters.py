@@ -15,16 +15,21 @@ from tunelab.model.peft_methods import wrap_with_peft
 def wrap_with_qlora(model, method: QloraMethod) -> Any:
     """QLoRA: the base model's linear layers quantised in place (bitsandbytes), then a LoRA adapter on them; with
     init: loftq, A and B start from LoftQ (the quantisation error's low-rank approximation) instead of B = 0."""
-    from tunelab.model.quantized_base import quantize_linear_layers
-
     source = _safetensors_file(model) if method.init == "loftq" else None
-    quantize_linear_layers(model, method.bits, method.quant_type, method.double_quant)
-    wrapped = wrap_with_peft(model, method)
+    wrapped = wrap_with_peft(quantize_base(model, method), method)
     if source is not None:
         from peft import replace_lora_weights_loftq
 
         replace_lora_weights_loftq(wrapped, model_path=str(source))
     return wrapped
+
+
+def quantize_base(model, method: QloraMethod) -> Any:
+    """The model with its linear layers quantised as the QLoRA section says (in place)."""
+    from tunelab.model.quantized_base import quantize_linear_layers
+
+    quantize_linear_layers(model, method.bits, method.quant_type, method.double_quant)
+    return model
 
 
 def _safetensors_file(model) -> Path:
@@ -42,15 +47,14 @@ def train_everything(model, method) -> Any:
 
 
 def freeze_all_but_last_layers(model, method: FreezeMethod) -> Any:
+    """Only the last `trainable_layers` decoder layers train (with progressive unfreezing, all the layers it will
+    reach are made trainable here, so the optimizer holds them; train/method_training.py freezes the later ones
+    until their step comes)."""
     layers = decoder_layers(model)
-    if method.trainable_layers > len(layers):
-        raise RecipeError(
-            "recipe",
-            [("method.trainable_layers", f"the model has {len(layers)} layers; choose at most {len(layers)}")],
-        )
+    count = _frozen_layer_count_problems(method, len(layers))
     for parameter in model.parameters():
         parameter.requires_grad = False
-    for layer in layers[-method.trainable_layers :]:
+    for layer in layers[-count:]:
         for parameter in layer.parameters():
             parameter.requires_grad = True
     if method.train_embeddings:
@@ -58,6 +62,20 @@ def freeze_all_but_last_layers(model, method: FreezeMethod) -> Any:
     if method.train_head:
         model.get_output_embeddings().weight.requires_grad = True
     return model
+
+
+def _frozen_layer_count_problems(method: FreezeMethod, available: int) -> int:
+    """How many layers will train at most; a recipe asking for more than the model has is refused."""
+    problems = [(f"method.{field}", f"the model has {available} layers; choose at most {available}")
+                for field in ("trainable_layers", "max_trainable_layers")
+                if (getattr(method, field) or 0) > available]  # fmt: skip
+    if method.max_trainable_layers is not None and method.max_trainable_layers < method.trainable_layers:
+        problems.append(("method.max_trainable_layers", "must be at least trainable_layers"))
+    if problems:
+        raise RecipeError("recipe", problems)
+    if method.unfreeze_every is None:
+        return method.trainable_layers
+    return method.max_trainable_layers or available
 
 
 def decoder_layers(model) -> list:

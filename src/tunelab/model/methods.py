@@ -11,7 +11,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Literal
 
-from tunelab.model.adapters import freeze_all_but_last_layers, train_everything, wrap_with_qlora
+from tunelab.model.adapters import freeze_all_but_last_layers, quantize_base, train_everything, wrap_with_qlora
 from tunelab.model.peft_methods import wrap_with_peft
 
 VIRTUAL_TOKENS = "it adds trained virtual tokens in front of the input, not a change to the weights"
@@ -26,6 +26,7 @@ class MethodSpec:
     no_merge: str | None = None  # why the trained result does not merge into its base model (None: it does)
     virtual_tokens: bool = False  # tokens of its own before every sequence: no packing, PEFT's forward takes labels
     merges_full_precision: bool = False  # not merged in the run, but `tunelab export --merged` merges it (QLoRA)
+    prepare_base: Callable[[Any, Any], Any] | None = None  # (base model, method section) → the base it trained on
 
     @property
     def can_merge(self) -> bool:
@@ -45,10 +46,14 @@ class MethodSpec:
         """The file that is there once the trained result is saved completely."""
         return self.saved_folder(run) / ("adapter_config.json" if self.saves == "adapter" else "config.json")
 
-    def load_saved(self, run, base_model) -> Any:
-        """The trained model a run saved: its adapter on `base_model`, or the full model folder."""
+    def load_saved(self, run, base_model, method=None) -> Any:
+        """The trained model a run saved: its adapter on `base_model` (prepared as in training when the method
+        section is given: QLoRA's quantised base), or the full model folder."""
         if self.saves == "adapter":
             from peft import PeftModel
+
+            if self.prepare_base is not None and method is not None:
+                base_model = self.prepare_base(base_model, method)
 
             return PeftModel.from_pretrained(base_model, str(self.saved_folder(run)))
         return type(base_model).from_pretrained(self.saved_folder(run), dtype=base_model.dtype)  # same head as trained
@@ -67,7 +72,7 @@ QUANTISED = (
 METHODS: dict[str, MethodSpec] = {
     "lora": _adapter("lora", "a LoRA adapter (DoRA, rsLoRA, PiSSA/OLoRA initialisation, LoRA+ as options)"),
     "qlora": MethodSpec("qlora", "adapter", wrap_with_qlora, "a LoRA adapter on a 4- or 8-bit quantised base",
-                        no_merge=QUANTISED, merges_full_precision=True),
+                        no_merge=QUANTISED, merges_full_precision=True, prepare_base=quantize_base),
     "full": MethodSpec("full", "model", train_everything, "every weight of the model", FULL_MODEL),
     "freeze": MethodSpec("freeze", "model", freeze_all_but_last_layers, "only the last decoder layers", FULL_MODEL),
     "vera": _adapter("vera", "VeRA: shared frozen random matrices, trained scaling vectors"),

@@ -13,6 +13,7 @@ from tunelab.model.adapters import count_parameters
 from tunelab.model.methods import apply_method, method_spec
 from tunelab.model.peft_methods import save_kwargs
 from tunelab.runs import RunDir, read_json, save_folder_atomic, write_json
+from tunelab.train import method_training
 from tunelab.train.callbacks import GracefulStop, standard_callbacks
 from tunelab.train.frozen_bf16 import frozen_weights_in_bf16, qualifies
 from tunelab.train.lean_activations import lean_activations
@@ -57,6 +58,7 @@ def fit(stage: Stage, recipe: Recipe, run: RunDir, model, tokenizer, splits: Spl
         described["lean_activations"] = plan.lean_activations = leaned
         write_json(run.path / "training.json", described | tracking.describe())
         trainer = stage.build_trainer(recipe, run, model, tokenizer, splits, plan, callbacks)
+        method_training.install(trainer, recipe.method)
         if getattr(trainer, "training_notes", None):  # what the stage did while building (rm: a fitted score head)
             described |= trainer.training_notes
             write_json(run.path / "training.json", described | tracking.describe())
@@ -68,8 +70,10 @@ def fit(stage: Stage, recipe: Recipe, run: RunDir, model, tokenizer, splits: Spl
         "tokens_seen": tokens,
         "real_tokens_per_second": tokens / seconds if seconds else None,
     } | _rollout_time(trainer, seconds)
-    write_json(run.path / "training.json", described | tracking.describe() | speed)
     model = trained_model(trainer)
+    distance = method_training.distance_from_pretrained(trainer, model)
+    speed |= {"distance_from_pretrained": distance} if distance is not None else {}
+    write_json(run.path / "training.json", described | tracking.describe() | speed)
     save_trained(model, tokenizer, run, recipe)
     result = TrainResult(model, stopper.requested, trainer.state.global_step, trainer.state.best_model_checkpoint,
                          count_parameters(trainer.model), seconds, tokens)  # fmt: skip
@@ -149,7 +153,7 @@ def finished_training(run: RunDir, recipe: Recipe) -> dict[str, Any] | None:
 
 def load_trained(run: RunDir, recipe: Recipe, model, training: dict[str, Any]) -> TrainResult:
     """The model a finished training saved (adapter on the given base model, or the full model folder)."""
-    trained = method_spec(recipe.method).load_saved(run, model)
+    trained = method_spec(recipe.method).load_saved(run, model, recipe.method)
     trained.eval()
     return TrainResult(
         model=trained,
