@@ -1,3 +1,11 @@
 """tunelab: turn a pretrained language model plus your data into a measured, exported, served specialist."""
 
+import logging as _logging
+
 __version__ = "0.1.0"
+
+# bitsandbytes (imported by peft whenever it is installed) tries, on CPUs with AVX512-BF16, to fetch a 4-bit kernel
+# from the Hugging Face hub through the `kernels` package, and logs a warning at import when it cannot (offline, or
+# `kernels` not installed); it then uses the kernels it ships, which is what tunelab wants. Silenced here, before any
+# import of peft, so that no command prints it.
+_logging.getLogger("bitsandbytes.backends.cpu.ops").setLevel(_logging.ERROR)

@@ -200,9 +200,15 @@ def _phase(run: RunDir, phase: str, log=None, detail: str = "") -> None:
 def _load_model(recipe: Recipe, log):
     from tunelab.data.tokenize import ensure_chat_template
     from tunelab.model.load import load_model, sync_generation_eos
+    from tunelab.model.methods import method_spec
 
-    log(f"[tunelab] loading model {recipe.model.name}")
-    model, tokenizer, model_dir = load_model(recipe.model.name, trust_remote_code=recipe.model.trust_remote_code)
+    loading = method_spec(recipe.method).loading_options(recipe.method)
+    quantized = (
+        f" ({loading['quantization_config'].quant_method} quantised, as the method trains it)" if loading else ""
+    )
+    log(f"[tunelab] loading model {recipe.model.name}{quantized}")
+    model, tokenizer, model_dir = load_model(recipe.model.name, trust_remote_code=recipe.model.trust_remote_code,
+                                             **loading)  # fmt: skip
     if ensure_chat_template(tokenizer):
         log("[tunelab] the model has no chat template; using tunelab's ChatML fallback")
     sync_generation_eos(model.generation_config, tokenizer)

@@ -63,7 +63,7 @@ def test_wrong_types_and_choices(tmp_path, tiny_model_dir):
         load_recipe(recipe, ["train.per_device_train_batch_size=eight", "method.type=lorax", "eval.metrics=[bleu9]"])
     text = str(error.value)
     assert "train.per_device_train_batch_size: expected int" in text
-    assert "lorax" in text and "lora, full or freeze" in text
+    assert "lorax" in text and "lora, qlora, full, freeze" in text
     assert "eval.metrics.0" in text
 
 

@@ -64,8 +64,14 @@ def test_progressive_unfreezing_thaws_layers_on_schedule(tiny_model_dir):
     assert all(p.requires_grad for p in model.model.layers[0].parameters())
 
 
-@pytest.mark.parametrize("problem", [{"trainable_layers": 3}, {"max_trainable_layers": 5, "unfreeze_every": 2},
-                                     {"trainable_layers": 2, "max_trainable_layers": 1, "unfreeze_every": 2}])  # fmt: skip
+REFUSED_COUNTS = [
+    {"trainable_layers": 3},
+    {"max_trainable_layers": 5, "unfreeze_every": 2},
+    {"trainable_layers": 2, "max_trainable_layers": 1, "unfreeze_every": 2},
+]
+
+
+@pytest.mark.parametrize("problem", REFUSED_COUNTS)
 def test_freeze_layer_counts_the_model_cannot_have_are_refused(tiny_model_dir, problem):
     from tunelab.errors import RecipeError
 

@@ -56,15 +56,18 @@ class QloraMethod(LoraKnobs):
     )
 
 
-class FullMethod(Strict):
-    type: Literal["full"]
+class WeightKnobs(Strict):  # full and freeze train the model's own weights
     layer_lr_decay: Annotated[float, Field(gt=0, le=1)] = Field(
         1.0, description="layer-wise learning-rate decay: each layer below the top learns this factor slower"
     )
     l2sp: Annotated[float, Field(ge=0)] = Field(0.0, description=L2SP_HELP)
 
 
-class FreezeMethod(Strict):
+class FullMethod(WeightKnobs):
+    type: Literal["full"]
+
+
+class FreezeMethod(WeightKnobs):
     type: Literal["freeze"]
     trainable_layers: PositiveInt = Field(2, description="train only the last N decoder layers")
     train_embeddings: bool = False
@@ -76,10 +79,6 @@ class FreezeMethod(Strict):
     max_trainable_layers: PositiveInt | None = Field(
         None, description="progressive unfreezing stops at this many layers (empty: all of them)"
     )
-    layer_lr_decay: Annotated[float, Field(gt=0, le=1)] = Field(
-        1.0, description="layer-wise learning-rate decay: each layer below the top learns this factor slower"
-    )
-    l2sp: Annotated[float, Field(ge=0)] = Field(0.0, description=L2SP_HELP)
 
 
 class VeraMethod(Strict):
@@ -90,22 +89,20 @@ class VeraMethod(Strict):
     d_initial: Annotated[float, Field(gt=0)] = Field(0.1, description="initial value of the trained d vector")
 
 
-class LohaMethod(Strict):
+class LycorisKnobs(Strict):  # LoHa and LoKr (PEFT's LyCORIS family) share their knobs
+    r: PositiveInt = 8
+    alpha: PositiveInt = 8
+    rank_dropout: Dropout = 0.0
+    module_dropout: Dropout = 0.0
+    target_modules: Targets = "all-linear"
+
+
+class LohaMethod(LycorisKnobs):
     type: Literal["loha"]
-    r: PositiveInt = 8
-    alpha: PositiveInt = 8
-    rank_dropout: Dropout = 0.0
-    module_dropout: Dropout = 0.0
-    target_modules: Targets = "all-linear"
 
 
-class LokrMethod(Strict):
+class LokrMethod(LycorisKnobs):
     type: Literal["lokr"]
-    r: PositiveInt = 8
-    alpha: PositiveInt = 8
-    rank_dropout: Dropout = 0.0
-    module_dropout: Dropout = 0.0
-    target_modules: Targets = "all-linear"
 
 
 class Ia3Method(Strict):
@@ -146,7 +143,7 @@ class PtuningMethod(Strict):
 class LlamaAdapterMethod(Strict):
     type: Literal["llama_adapter"]
     adapter_len: PositiveInt = Field(10, description="adaption prompt tokens per adapted layer")
-    adapter_layers: PositiveInt = Field(8, description="adapt the top N layers (at most the model's layer count)")
+    adapter_layers: PositiveInt | None = Field(None, description="adapt the top N layers (empty: all of them)")
 
 
 MethodSection = (

@@ -34,10 +34,21 @@ def log_prob_line(trend: dict[str, Any]) -> str:
     return line
 
 
+def _method_settings(method: dict[str, Any]) -> dict[str, Any]:
+    """The method's knobs a reader needs: rank and alpha, and every setting that differs from its default."""
+    from tunelab.config.schema import method_sections
+
+    schema = method_sections().get(method.get("type"))
+    if schema is None:
+        return {}
+    defaults = {name: field.default for name, field in schema.model_fields.items()}
+    return {k: v for k, v in method.items() if k != "type" and (k in ("r", "alpha") or v != defaults.get(k))}
+
+
 def summary_rows(data: dict[str, Any]) -> list[tuple[str, str]]:
     recipe, status = data["recipe"], data["status"]
     method = recipe.get("method", {})
-    details = ", ".join(f"{k}={v}" for k, v in method.items() if k in ("r", "alpha", "trainable_layers"))
+    details = ", ".join(f"{k}={v}" for k, v in _method_settings(method).items())
     sources = [Path(s["path"]).name for s in recipe.get("data", {}).get("sources", [])]
     sources += recipe.get("data", {}).get("datasets", [])
     rows = [

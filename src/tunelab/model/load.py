@@ -14,6 +14,7 @@ import shutil
 import sys
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 from tunelab.errors import ModelError
 
@@ -176,8 +177,9 @@ def convert_gguf(gguf_path: Path) -> Path:
     return target
 
 
-def load_model(name: str, dtype: str | None = None, trust_remote_code: bool = False):
-    """Load a causal LM and its tokenizer; returns (model, tokenizer, folder)."""
+def load_model(name: str, dtype: str | None = None, trust_remote_code: bool = False, **loading: Any):
+    """Load a causal LM and its tokenizer; returns (model, tokenizer, folder). `loading` goes to `from_pretrained`
+    (a method's own needs: QLoRA's quantization_config, so that the full-precision weights are never all held)."""
     import torch
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
@@ -186,7 +188,8 @@ def load_model(name: str, dtype: str | None = None, trust_remote_code: bool = Fa
     torch_dtype = getattr(torch, dtype) if dtype else torch.float32
     try:
         tokenizer = AutoTokenizer.from_pretrained(folder, trust_remote_code=trust_remote_code)
-        model = AutoModelForCausalLM.from_pretrained(folder, dtype=torch_dtype, trust_remote_code=trust_remote_code)
+        model = AutoModelForCausalLM.from_pretrained(folder, dtype=torch_dtype, trust_remote_code=trust_remote_code,
+                                                     **loading)  # fmt: skip
     except OSError as error:
         if resolve_model(name).kind == "hub":
             raise ModelError(
@@ -194,6 +197,10 @@ def load_model(name: str, dtype: str | None = None, trust_remote_code: bool = Fa
                 "elsewhere and point model.name at the local folder, or use the built-in smollm2-135m-instruct."
             ) from None
         raise ModelError(f"{folder}: cannot load model ({error})") from None
+    if "quantization_config" in loading:
+        from tunelab.model.quantized_base import keep_weights_in_place
+
+        keep_weights_in_place(model)
     return model, tokenizer, folder
 
 

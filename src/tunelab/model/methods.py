@@ -13,6 +13,7 @@ from typing import Any, Literal
 
 from tunelab.model.adapters import freeze_all_but_last_layers, quantize_base, train_everything, wrap_with_qlora
 from tunelab.model.peft_methods import wrap_with_peft
+from tunelab.model.quantized_base import loading_options
 
 VIRTUAL_TOKENS = "it adds trained virtual tokens in front of the input, not a change to the weights"
 
@@ -27,6 +28,11 @@ class MethodSpec:
     virtual_tokens: bool = False  # tokens of its own before every sequence: no packing, PEFT's forward takes labels
     merges_full_precision: bool = False  # not merged in the run, but `tunelab export --merged` merges it (QLoRA)
     prepare_base: Callable[[Any, Any], Any] | None = None  # (base model, method section) → the base it trained on
+    loading: Callable[[Any], dict[str, Any]] | None = None  # method section → `from_pretrained` arguments
+
+    def loading_options(self, method) -> dict[str, Any]:
+        """How the base model is loaded for this method (QLoRA: quantised while loading)."""
+        return self.loading(method) if self.loading is not None else {}
 
     @property
     def can_merge(self) -> bool:
@@ -72,7 +78,8 @@ QUANTISED = (
 METHODS: dict[str, MethodSpec] = {
     "lora": _adapter("lora", "a LoRA adapter (DoRA, rsLoRA, PiSSA/OLoRA initialisation, LoRA+ as options)"),
     "qlora": MethodSpec("qlora", "adapter", wrap_with_qlora, "a LoRA adapter on a 4- or 8-bit quantised base",
-                        no_merge=QUANTISED, merges_full_precision=True, prepare_base=quantize_base),
+                        no_merge=QUANTISED, merges_full_precision=True, prepare_base=quantize_base,
+                        loading=lambda m: loading_options(m.bits, m.quant_type, m.double_quant)),
     "full": MethodSpec("full", "model", train_everything, "every weight of the model", FULL_MODEL),
     "freeze": MethodSpec("freeze", "model", freeze_all_but_last_layers, "only the last decoder layers", FULL_MODEL),
     "vera": _adapter("vera", "VeRA: shared frozen random matrices, trained scaling vectors"),

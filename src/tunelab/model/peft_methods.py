@@ -13,109 +13,71 @@ LORA_INIT = {"default": True, "gaussian": "gaussian", "pissa": "pissa", "olora":
 CONVERTED_INITS = ("pissa", "olora")  # they change the base weights: saved adapters are converted to plain LoRA
 
 
-def _lora(method, task_type: str, model):
-    from peft import LoraConfig
-
-    return LoraConfig(
-        task_type=task_type,  # SEQ_CLS (a reward model) also trains and saves the new score head
-        r=method.r,
-        lora_alpha=method.alpha,
-        lora_dropout=method.dropout,
-        target_modules=method.target_modules,
-        use_dora=method.use_dora,
-        use_rslora=method.use_rslora,
-        init_lora_weights=LORA_INIT[getattr(method, "init", "default")],  # loftq: replaced after wrapping
-    )
+def _renamed(method, names: dict[str, str]) -> dict[str, Any]:
+    """PEFT's argument names → the recipe's field names, read from the method section."""
+    return {peft_name: getattr(method, ours) for peft_name, ours in names.items()}
 
 
-def _vera(method, task_type: str, model):
-    from peft import VeraConfig
+LORA_FIELDS = {"r": "r", "lora_alpha": "alpha", "lora_dropout": "dropout", "target_modules": "target_modules",
+               "use_dora": "use_dora", "use_rslora": "use_rslora"}  # fmt: skip
+LYCORIS_FIELDS = {"r": "r", "alpha": "alpha", "rank_dropout": "rank_dropout", "module_dropout": "module_dropout",
+                  "target_modules": "target_modules"}  # fmt: skip
 
-    return VeraConfig(
-        task_type=task_type,
-        r=method.r,
-        target_modules=method.target_modules,
-        vera_dropout=method.dropout,
-        d_initial=method.d_initial,
-    )
+
+def _lora(method, model) -> tuple[str, dict[str, Any]]:
+    init = LORA_INIT[getattr(method, "init", "default")]  # loftq: replaced after wrapping
+    return "LoraConfig", _renamed(method, LORA_FIELDS) | {"init_lora_weights": init}
+
+
+def _vera(method, model) -> tuple[str, dict[str, Any]]:
+    names = {"r": "r", "target_modules": "target_modules", "vera_dropout": "dropout", "d_initial": "d_initial"}
+    return "VeraConfig", _renamed(method, names)
 
 
 def _lycoris(config_class: str) -> Callable:
-    def build(method, task_type: str, model):
-        import peft
-
-        return getattr(peft, config_class)(
-            task_type=task_type,
-            r=method.r,
-            alpha=method.alpha,
-            rank_dropout=method.rank_dropout,
-            module_dropout=method.module_dropout,
-            target_modules=method.target_modules,
-        )
-
-    return build
+    return lambda method, model: (config_class, _renamed(method, LYCORIS_FIELDS))
 
 
-def _ia3(method, task_type: str, model):
-    from peft import IA3Config
-
+def _ia3(method, model) -> tuple[str, dict[str, Any]]:
     feedforward = method.feedforward_modules
     if method.target_modules is not None and feedforward is None:
         feedforward = []  # PEFT's default feedforward list names modules that may not be among the user's targets
-    return IA3Config(task_type=task_type, target_modules=method.target_modules, feedforward_modules=feedforward)
+    return "IA3Config", {"target_modules": method.target_modules, "feedforward_modules": feedforward}
 
 
-def _prefix(method, task_type: str, model):
-    from peft import PrefixTuningConfig
-
-    return PrefixTuningConfig(
-        task_type=task_type,
-        num_virtual_tokens=method.virtual_tokens,
-        prefix_projection=method.projection,
-        encoder_hidden_size=method.projection_size,
-    )
+def _prefix(method, model) -> tuple[str, dict[str, Any]]:
+    names = {"num_virtual_tokens": "virtual_tokens", "prefix_projection": "projection",
+             "encoder_hidden_size": "projection_size"}  # fmt: skip
+    return "PrefixTuningConfig", _renamed(method, names)
 
 
-def _prompt(method, task_type: str, model):
-    from peft import PromptTuningConfig, PromptTuningInit
-
+def _prompt(method, model) -> tuple[str, dict[str, Any]]:
     text = method.init == "text"
-    return PromptTuningConfig(
-        task_type=task_type,
-        num_virtual_tokens=method.virtual_tokens,
-        prompt_tuning_init=PromptTuningInit.TEXT if text else PromptTuningInit.RANDOM,
-        prompt_tuning_init_text=method.init_text if text else None,
-        tokenizer_name_or_path=model.config.name_or_path if text else None,
-    )
+    return "PromptTuningConfig", {"num_virtual_tokens": method.virtual_tokens,
+                                  "prompt_tuning_init": "TEXT" if text else "RANDOM",
+                                  "prompt_tuning_init_text": method.init_text if text else None,
+                                  "tokenizer_name_or_path": model.config.name_or_path if text else None}  # fmt: skip
 
 
-def _ptuning(method, task_type: str, model):
-    from peft import PromptEncoderConfig
-
-    return PromptEncoderConfig(
-        task_type=task_type,
-        num_virtual_tokens=method.virtual_tokens,
-        encoder_reparameterization_type=method.encoder.upper(),
-        encoder_hidden_size=method.encoder_hidden_size,
-        encoder_num_layers=method.encoder_layers,
-        encoder_dropout=method.encoder_dropout,
-    )
+def _ptuning(method, model) -> tuple[str, dict[str, Any]]:
+    names = {"num_virtual_tokens": "virtual_tokens", "encoder_hidden_size": "encoder_hidden_size",
+             "encoder_num_layers": "encoder_layers", "encoder_dropout": "encoder_dropout"}  # fmt: skip
+    return "PromptEncoderConfig", _renamed(method, names) | {"encoder_reparameterization_type": method.encoder.upper()}
 
 
-def _llama_adapter(method, task_type: str, model):
-    from peft import AdaptionPromptConfig
-
+def _llama_adapter(method, model) -> tuple[str, dict[str, Any]]:
     layers = model.config.get_text_config().num_hidden_layers
-    if method.adapter_layers > layers:
-        raise RecipeError(
-            "recipe", [("method.adapter_layers", f"the model has {layers} layers; choose at most {layers}")]
-        )
-    return AdaptionPromptConfig(
-        task_type=task_type, adapter_len=method.adapter_len, adapter_layers=method.adapter_layers
-    )
+    if (method.adapter_layers or 0) > layers:
+        problem = f"the model has {layers} layers; choose at most {layers}"
+        raise RecipeError("recipe", [("method.adapter_layers", problem)])
+    return "AdaptionPromptConfig", {
+        "adapter_len": method.adapter_len,
+        "adapter_layers": method.adapter_layers or layers,
+    }
 
 
-PEFT_CONFIGS: dict[str, Callable[[Any, str, Any], Any]] = {
+# method type → (PEFT config class name, its arguments) for a method section on a model
+PEFT_CONFIGS: dict[str, Callable[[Any, Any], tuple[str, dict[str, Any]]]] = {
     "lora": _lora,
     "qlora": _lora,
     "vera": _vera,
@@ -131,7 +93,10 @@ PEFT_CONFIGS: dict[str, Callable[[Any, str, Any], Any]] = {
 
 def peft_config(method, model, task_type: str = "CAUSAL_LM"):
     """The PEFT config for a recipe's method section on this model."""
-    return PEFT_CONFIGS[method.type](method, task_type, model)
+    import peft
+
+    class_name, arguments = PEFT_CONFIGS[method.type](method, model)
+    return getattr(peft, class_name)(task_type=task_type, **arguments)
 
 
 def task_type_of(model) -> str:

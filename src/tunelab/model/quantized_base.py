@@ -10,17 +10,11 @@ the layer most sensitive to quantisation); transformers leaves it unquantised to
 
 from __future__ import annotations
 
-import logging
 from typing import Any
 
 import torch
 
 from tunelab.errors import RecipeError
-
-# On CPUs with AVX512-BF16, bitsandbytes tries to fetch a 4-bit kernel from the Hugging Face hub through the
-# `kernels` package (not installed: a download at run time) and logs a warning when it cannot; it then uses its
-# bundled kernels, which is what we want offline.
-logging.getLogger("bitsandbytes.backends.cpu.ops").setLevel(logging.ERROR)
 
 
 def bitsandbytes_problem() -> str | None:
@@ -32,11 +26,52 @@ def bitsandbytes_problem() -> str | None:
     return None
 
 
-def quantize_linear_layers(model, bits: int, quant_type: str = "nf4", double_quant: bool = True) -> int:
-    """Replace the model's linear layers (not the output head) by bitsandbytes' quantised ones; returns how many."""
+def loading_options(bits: int, quant_type: str = "nf4", double_quant: bool = True) -> dict[str, Any]:
+    """`from_pretrained` arguments that load the model quantised, one tensor at a time (the process never holds the
+    full-precision model); the output head stays full precision, as in `quantize_linear_layers`."""
+    import torch
+    from transformers import BitsAndBytesConfig
+
+    _require_bitsandbytes()
+    if bits == 8:
+        return {"quantization_config": BitsAndBytesConfig(load_in_8bit=True)}
+    config = BitsAndBytesConfig(
+        load_in_4bit=True,
+        bnb_4bit_quant_type=quant_type,
+        bnb_4bit_use_double_quant=double_quant,
+        bnb_4bit_compute_dtype=torch.float32,
+    )
+    return {"quantization_config": config}
+
+
+def _require_bitsandbytes() -> None:
     problem = bitsandbytes_problem()
     if problem:
         raise RecipeError("recipe", [("method.type", f"qlora needs bitsandbytes: {problem}; use method.type: lora")])
+
+
+def is_quantized(model) -> bool:
+    return any(type(m).__name__ in ("Linear4bit", "Linear8bitLt") for m in model.modules())
+
+
+def keep_weights_in_place(model) -> None:
+    """bitsandbytes' AVX512-BF16 inference path repacks a 4-bit weight in place on its first no-grad forward and
+    packs it back on state_dict(), re-quantising double-quantised scales on the way: the frozen base would drift
+    (measured: scales off by one step) each time an evaluation and a save alternate. The plain path dequantises per
+    call and leaves the weight alone."""
+    for module in model.modules():
+        if hasattr(module, "support_avx512bf16_for_cpu"):
+            module.support_avx512bf16_for_cpu = False
+
+
+def quantize_linear_layers(model, bits: int, quant_type: str = "nf4", double_quant: bool = True) -> int:
+    """Replace the model's linear layers (not the output head) by bitsandbytes' quantised ones; returns how many.
+    A model loaded quantised already (`loading_options`) or without weights (the `meta` device: a model built to
+    count its parameters) is left as it is."""
+    _require_bitsandbytes()
+    if is_quantized(model) or next(model.parameters()).device.type == "meta":
+        keep_weights_in_place(model)
+        return 0
     head = model.get_output_embeddings() if hasattr(model, "get_output_embeddings") else None
     targets = [(name, module) for name, module in model.named_modules()
                if type(module) is torch.nn.Linear and module is not head]  # fmt: skip
@@ -59,11 +94,7 @@ def _quantized(linear: torch.nn.Linear, bits: int, quant_type: str, double_quant
                                        quant_type=quant_type, device="meta")  # fmt: skip
             module.weight = bnb.nn.Params4bit(linear.weight.data, requires_grad=False,
                                               compress_statistics=double_quant, quant_type=quant_type)  # fmt: skip
-            # Its AVX512-BF16 inference path repacks the weight in place on the first no-grad forward and packs it
-            # back on state_dict(), re-quantising double-quantised scales on the way: the frozen base would drift
-            # (measured: scales off by one step) each time an evaluation and a save alternate. The plain path
-            # dequantises per call and leaves the weight alone.
-            module.support_avx512bf16_for_cpu = False
+            module.support_avx512bf16_for_cpu = False  # see keep_weights_in_place
         else:
             module = bnb.nn.Linear8bitLt(linear.in_features, linear.out_features, bias=has_bias,
                                          has_fp16_weights=False, threshold=6.0, device="meta")  # fmt: skip

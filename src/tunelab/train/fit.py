@@ -12,6 +12,7 @@ from tunelab.data.pipeline import Splits
 from tunelab.model.adapters import count_parameters
 from tunelab.model.methods import apply_method, method_spec
 from tunelab.model.peft_methods import save_kwargs
+from tunelab.model.quantized_base import weight_bytes
 from tunelab.runs import RunDir, read_json, save_folder_atomic, write_json
 from tunelab.train import method_training
 from tunelab.train.callbacks import GracefulStop, standard_callbacks
@@ -56,6 +57,7 @@ def fit(stage: Stage, recipe: Recipe, run: RunDir, model, tokenizer, splits: Spl
     frozen = frozen_weights_in_bf16(model, run.path) if plan.frozen_bf16 else nullcontext()
     with tracking, lean as leaned, frozen:  # the trackers' integrations read their settings when the trainer is built
         described["lean_activations"] = plan.lean_activations = leaned
+        described["weight_bytes"] = weight_bytes(model)  # as held while training (frozen bf16, quantised)
         write_json(run.path / "training.json", described | tracking.describe())
         trainer = stage.build_trainer(recipe, run, model, tokenizer, splits, plan, callbacks)
         method_training.install(trainer, recipe.method)

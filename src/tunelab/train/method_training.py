@@ -16,6 +16,7 @@ from tunelab.model.adapters import decoder_layers
 def install(trainer, method) -> None:
     """Give the trainer the method's optimizer (when its learning rates differ per parameter) and callbacks."""
     model = trainer.model
+    keep_trained_weights_fp32(model)
     scale = learning_rate_scale(model, method)
     if getattr(method, "loraplus_lr_ratio", None):
         trainer.optimizer = loraplus_optimizer(trainer, model, method.loraplus_lr_ratio)
@@ -25,6 +26,17 @@ def install(trainer, method) -> None:
         trainer.add_callback(ProgressiveUnfreezing(model, method))
     if getattr(method, "l2sp", 0.0) > 0:
         trainer.add_callback(L2SP(model, method.l2sp))
+
+
+def keep_trained_weights_fp32(model) -> int:
+    """TRL's SFTTrainer stores a quantised model's adapter weights in bf16 (QLoRA's recipe on GPUs). tunelab trains
+    adapters in fp32 and computes in bf16 under autocast only where the CPU is fast at it (train/speed.py): on an
+    AVX2-only CPU bf16 arithmetic is emulated (~100× slower), and bf16-stored weights lose small optimizer updates.
+    Casts them back before the optimizer is built; returns how many."""
+    cast = [p for p in model.parameters() if p.requires_grad and p.dtype == torch.bfloat16]
+    for parameter in cast:
+        parameter.data = parameter.data.float()
+    return len(cast)
 
 
 # ---------------------------------------------------------------- per-parameter learning rates
