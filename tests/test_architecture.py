@@ -22,8 +22,19 @@ LAYER_TABLE: tuple[tuple[str, ...], ...] = (
     ("model",),
     ("train", "eval"),
     ("export", "serve"),
-    ("workflow", "report", "chat", "preview", "recipe", "audit"),  # whole workflows and what a person sees
-    ("ui", "cli", "cli_verbs"),  # entry points
+    # whole workflows and what a person sees
+    (
+        "workflow",
+        "report",
+        "chat",
+        "preview",
+        "recipe",
+        "audit",
+        "shared_baseline",
+        "compare_methods",
+        "compare_methods_report",
+    ),  # fmt: skip
+    ("ui", "cli", "cli_verbs", "cli_support"),  # entry points
 )
 LAYERS = {name: number for number, names in enumerate(LAYER_TABLE) for name in names}
 

@@ -17,9 +17,8 @@ import warnings
 from collections.abc import Callable
 from pathlib import Path
 
+from tunelab.cli_support import INTERNAL_ERROR, internal_error, quiet_bars_when_piped  # noqa: F401 (INTERNAL_ERROR)
 from tunelab.cli_verbs import GROUPS, VERBS
-
-INTERNAL_ERROR = 70  # EX_SOFTWARE: a bug in tunelab (a TunelabError exits 1, or 2 for a recipe problem)
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -34,7 +33,9 @@ def build_parser() -> argparse.ArgumentParser:
         sub = verbs[group].add_parser(verb, help=text)
         for names, options in args:
             sub.add_argument(*names, **copy.deepcopy(options))  # no two parses share a default list
-        sub.set_defaults(func=globals()[f"{name.replace(' ', '_')}_command"])  # found when built: tests patch them
+        sub.set_defaults(
+            func=globals()[f"{name.replace(' ', '_').replace('-', '_')}_command"]
+        )  # found when built: tests patch them
     return parser
 
 
@@ -44,9 +45,22 @@ def run_command(args: argparse.Namespace) -> int:
     from tunelab.workflow import run_recipe
 
     recipe = load_recipe(args.recipe, args.overrides)
-    outcome = run_recipe(recipe, resume=args.resume, overwrite=args.overwrite)
+    outcome = run_recipe(recipe, resume=args.resume, overwrite=args.overwrite, base_from=args.base_from)
     print_outcome(outcome)
     return 0 if outcome.state == "completed" else 130
+
+
+def compare_methods_command(args: argparse.Namespace) -> int:
+    from tunelab import compare_methods as cm
+    from tunelab.recipe import load_recipe
+
+    methods = cm.parse_methods(args.methods or cm.DEFAULT_METHODS)
+    rates, budget = cm.parse_learning_rates(args.lr, methods), cm.parse_budget(args.budget)
+    recipe = load_recipe(args.recipe, args.overrides)
+    out = Path(args.out) if args.out else Path(recipe.output_dir) / f"{recipe.name}-methods"
+    summary = cm.compare_methods(recipe, methods, out, rates, budget)
+    print(summary["recommendation"])
+    return 0 if any(row["state"] == "completed" for row in summary["rows"]) else 1
 
 
 def validate_command(args: argparse.Namespace) -> int:
@@ -336,36 +350,12 @@ def _version() -> str:
     return f"tunelab {__version__}"
 
 
-def _internal_error(error: Exception) -> int:
-    """An exception that is not a TunelabError is a bug in tunelab, not a problem with the user's input: one line
-    that says so, the traceback in a file to attach to a bug report (TUNELAB_DEBUG=1 raises it instead)."""
-    import tempfile
-    import traceback
-
-    if os.environ.get("TUNELAB_DEBUG"):
-        raise error
-    text = "".join(traceback.format_exception(error))
-    with tempfile.NamedTemporaryFile("w", prefix="tunelab-error-", suffix=".txt", delete=False) as handle:
-        handle.write(text)
-    print(f"error: internal error ({type(error).__name__}: {error}). This is a bug in tunelab, not in your input; "
-          f"the traceback is in {handle.name} (run with TUNELAB_DEBUG=1 to see it here).", file=sys.stderr)  # fmt: skip
-    return INTERNAL_ERROR
-
-
-def _quiet_bars_when_piped() -> None:
-    """Output to a file or a pipe gets plain lines: no `\r` progress-bar frames from the libraries underneath."""
-    if not sys.stderr.isatty():
-        os.environ.setdefault("HF_HUB_DISABLE_PROGRESS_BARS", "1")  # also transformers' bars
-        os.environ.setdefault("HF_DATASETS_DISABLE_PROGRESS_BARS", "1")
-        os.environ.setdefault("TQDM_DISABLE", "1")  # plain tqdm bars, e.g. transformers' GGUF conversion
-
-
 def main(argv: list[str] | None = None) -> int:
     os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
     from tunelab.allocator import prepare_process
 
     prepare_process()  # before torch allocates anything, so that training also reuses what loading freed
-    _quiet_bars_when_piped()
+    quiet_bars_when_piped()
     # Deprecation notices from upstream libraries are for library authors, not for tunelab's users.
     warnings.filterwarnings("ignore", category=FutureWarning)
     warnings.filterwarnings("ignore", category=DeprecationWarning)
@@ -389,8 +379,8 @@ def main(argv: list[str] | None = None) -> int:
     except KeyboardInterrupt:
         print("interrupted", file=sys.stderr)
         return 130
-    except Exception as error:  # a bug, reported as one: see _internal_error
-        return _internal_error(error)
+    except Exception as error:  # a bug, reported as one: see cli_support.internal_error
+        return internal_error(error)
 
 
 if __name__ == "__main__":

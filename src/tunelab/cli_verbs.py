@@ -12,6 +12,7 @@ from typing import Any, Literal, NamedTuple, get_args, get_origin
 
 from pydantic import BaseModel
 
+from tunelab.compare_methods import DEFAULT_METHODS, PRESETS
 from tunelab.config.schema import DataFormat, ExportSection, ForgettingSection, MetricName
 from tunelab.data.convert import ALIASES, PREFERENCE_FORMATS
 from tunelab.ui.i18n import LANGUAGES
@@ -74,6 +75,34 @@ VERBS: dict[str, Verb] = {
         *RECIPE,
         flag("--resume", "continue the run from its last checkpoint"),
         flag("--overwrite", "delete an existing run of the same name first"),
+        arg(
+            "--base-from",
+            metavar="RUN",
+            help="take the base model's evaluation from this run when it is the same "
+            "(model, test records, eval settings) instead of repeating it",
+        ),
+    ),
+    "compare-methods": verb(
+        "train every method on the same recipe, data, seed and steps: quality, parameters, memory, time, forgetting",
+        *RECIPE,
+        arg(
+            "--methods",
+            default=None,
+            help="comma-separated, from: " + ", ".join(PRESETS) + f" (default: {DEFAULT_METHODS})",
+        ),
+        arg(
+            "--lr",
+            action="append",
+            metavar="METHOD=RATE",
+            help="a method's learning rate instead of its preset "
+            "multiple of the recipe's (repeatable), e.g. --lr full=2e-5",
+        ),
+        arg(
+            "--budget",
+            help="equal wall-clock training time per method instead of equal steps only, e.g. 20m "
+            "(the recipe's steps stay the upper bound)",
+        ),
+        arg("--out", help="the comparison's folder (default: <output_dir>/<name>-methods)"),
     ),
     "status": verb("what a run is doing or how it ended (a killed run shows as interrupted)", RUNS),
     "validate": verb("check a recipe without training", *RECIPE),

@@ -47,8 +47,13 @@ def saved_recipe(recipe: Recipe) -> dict[str, Any]:
     return document
 
 
-def run_recipe(recipe: Recipe, resume: bool = False, overwrite: bool = False, log=print) -> RunOutcome:
-    """Run the whole workflow; any TunelabError is recorded in status.json and re-raised."""
+def run_recipe(recipe: Recipe, resume: bool = False, overwrite: bool = False, log=print,
+               base_from: str | None = None) -> RunOutcome:  # fmt: skip
+    """Run the whole workflow; any TunelabError is recorded in status.json and re-raised. `base_from`: a run whose
+    evaluation of the same base model is taken instead of repeating it (shared_baseline.py)."""
+    from tunelab.shared_baseline import check_source
+
+    check_source(base_from)
     # Read and audit every data file before touching the run directory: bad data must not cost an earlier run.
     recipe_data, audit = _audit_first(recipe, log)
     run = RunDir.prepare(Path(recipe.output_dir) / recipe.name, resume=resume, overwrite=overwrite)
@@ -59,7 +64,7 @@ def run_recipe(recipe: Recipe, resume: bool = False, overwrite: bool = False, lo
         write_audit(audit.report, run.data_dir / "audit")
     run.set_status("preparing", fresh=True, phase="loading the model")
     try:
-        outcome = _run_stages(recipe, run, resume, log, recipe_data, audit)
+        outcome = _run_stages(recipe, run, resume, log, recipe_data, audit, base_from)
     except KeyboardInterrupt:
         run.set_status("interrupted")
         raise
@@ -137,7 +142,7 @@ def _write_refused_audit(recipe: Recipe, report: dict[str, Any]) -> Path:
     return target / "report.md"
 
 
-def _run_stages(recipe: Recipe, run: RunDir, resume: bool, log, recipe_data, audit) -> RunOutcome:
+def _run_stages(recipe: Recipe, run: RunDir, resume: bool, log, recipe_data, audit, base_from=None) -> RunOutcome:
     from tunelab.data.pipeline import train_clusters
 
     stage = get_stage(recipe.stage)
@@ -148,6 +153,11 @@ def _run_stages(recipe: Recipe, run: RunDir, resume: bool, log, recipe_data, aud
     for warning in stage.test_warnings(splits.test_records, tokenizer, recipe):
         log(f"[tunelab] warning: {warning}")  # before any evaluation, so a user can stop and fix the recipe
     results: dict[str, Any] = read_json(run.eval_dir / "metrics.json", {}) if resume else {}
+    if base_from and splits.test_records and recipe.eval.base and "base" not in results:
+        from tunelab.shared_baseline import adopt_base_evaluation
+
+        adopted = adopt_base_evaluation(run, base_from, log)
+        results |= {"base": adopted} if adopted is not None else {}
     if splits.test_records and recipe.eval.base and "base" not in results:
         _phase(run, "evaluating the base model", log, f"on {len(splits.test_records)} test records")
         results["base"] = stage.evaluate(model, tokenizer, splits.test_records, recipe, run.eval_dir, "base")

@@ -25,9 +25,11 @@ TUNELAB_TRAIN_KEYS = {
     "lean_activations": bool,  # one autocast copy per input, gated MLPs keep less (train/lean_activations.py)
     "frozen_bf16": bool,  # adapter methods under bf16: frozen base weights held in bf16 (train/frozen_bf16.py)
     "sample_every": int,  # RL stages: every N-th logged step's sampled answers and rewards → samples.jsonl
+    "max_seconds": float,  # a wall-clock budget: training stops (and saves) once it has run this long
     "score_head": str,  # rm: "random" (default) or "probe" — fitted to the frozen features first (train/score_probe.py)
 }
 
+POSITIVE_KEYS = {"torch_threads", "sample_every", "max_seconds"}
 SCORE_HEADS = ("random", "probe")  # train.score_head (stage rm): a new head, or one fitted to frozen features first
 
 # Set by tunelab, not by the user, with what to do instead.
@@ -79,6 +81,8 @@ def check_train_section(train: dict[str, Any], config_class: type) -> list[tuple
         if key in TUNELAB_TRAIN_KEYS:
             if not _matches(value, TUNELAB_TRAIN_KEYS[key]):
                 problems.append((f"train.{key}", f"expected {TUNELAB_TRAIN_KEYS[key].__name__}, got {value!r}"))
+            elif key in POSITIVE_KEYS and not value > 0:
+                problems.append((f"train.{key}", f"must be positive, got {value!r}"))
             continue
         if key == "report_to":  # a closed set of trackers, each checked for its packages
             from tunelab.config.trackers import check_report_to

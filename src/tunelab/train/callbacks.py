@@ -153,8 +153,30 @@ def use_concise_progress(trainer, terminal: bool | None = None) -> None:
     trainer.add_callback(ConciseProgress() if terminal else PlainProgress())
 
 
+class TimeBudget(TrainerCallback):
+    """`train.max_seconds`: training ends after the step that crosses the budget, as if it had reached max_steps
+    (saved, evaluated, exported): methods compared on equal wall-clock time (`tunelab compare-methods --budget`)."""
+
+    def __init__(self, seconds: float):
+        self.seconds = seconds
+        self.started: float | None = None
+        self.stopped_at: int | None = None
+
+    def on_train_begin(self, args, state, control, **kwargs):
+        self.started = time.monotonic()
+
+    def on_step_end(self, args, state, control, **kwargs):
+        if self.started is not None and time.monotonic() - self.started >= self.seconds:
+            control.should_training_stop = True
+            control.should_save = True
+            self.stopped_at = state.global_step
+        return control
+
+
 def standard_callbacks(run: RunDir, train: dict[str, Any]) -> list[TrainerCallback]:
     callbacks: list[TrainerCallback] = [RunDirCallback(run), GracefulStop(run)]
+    if train.get("max_seconds") is not None:
+        callbacks.append(TimeBudget(float(train["max_seconds"])))
     patience = train.get("early_stopping_patience")
     if patience is not None:
         threshold = float(train.get("early_stopping_threshold", 0.0))

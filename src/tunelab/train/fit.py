@@ -15,7 +15,7 @@ from tunelab.model.peft_methods import save_kwargs
 from tunelab.model.quantized_base import weight_bytes
 from tunelab.runs import RunDir, read_json, save_folder_atomic, write_json
 from tunelab.train import method_training
-from tunelab.train.callbacks import GracefulStop, standard_callbacks
+from tunelab.train.callbacks import GracefulStop, TimeBudget, standard_callbacks
 from tunelab.train.frozen_bf16 import frozen_weights_in_bf16, qualifies
 from tunelab.train.lean_activations import lean_activations
 from tunelab.train.packing import restore_attention, use_packed_attention
@@ -66,22 +66,37 @@ def fit(stage: Stage, recipe: Recipe, run: RunDir, model, tokenizer, splits: Spl
             write_json(run.path / "training.json", described | tracking.describe())
         tracking.attach(trainer)
         output = run_trainer(trainer, run, stopper, resume)
-    seconds, tokens = float(output.metrics.get("train_runtime", 0.0)), int(trainer.state.num_input_tokens_seen)
-    speed = {
-        "train_seconds": seconds,
-        "tokens_seen": tokens,
-        "real_tokens_per_second": tokens / seconds if seconds else None,
-    } | _rollout_time(trainer, seconds)
     model = trained_model(trainer)
-    distance = method_training.distance_from_pretrained(trainer, model)
-    speed |= {"distance_from_pretrained": distance} if distance is not None else {}
-    write_json(run.path / "training.json", described | tracking.describe() | speed)
+    figures = training_figures(trainer, output, model, callbacks)
+    write_json(run.path / "training.json", described | tracking.describe() | figures)
     save_trained(model, tokenizer, run, recipe)
     result = TrainResult(model, stopper.requested, trainer.state.global_step, trainer.state.best_model_checkpoint,
-                         count_parameters(trainer.model), seconds, tokens)  # fmt: skip
+                         count_parameters(trainer.model), figures["train_seconds"], figures["tokens_seen"])  # fmt: skip
     if not result.interrupted:  # a resumed run that was killed after this point does not train again
         _mark_completed(run, recipe, result)
     return result
+
+
+def training_figures(trainer, output, model, callbacks) -> dict[str, Any]:
+    """What training.json records once training ends: time, tokens, speed, rollout share, distance from the
+    pretrained weights, the process's peak memory, and where a time budget stopped it."""
+    seconds, tokens = float(output.metrics.get("train_runtime", 0.0)), int(trainer.state.num_input_tokens_seen)
+    figures = {
+        "train_seconds": seconds,
+        "tokens_seen": tokens,
+        "real_tokens_per_second": tokens / seconds if seconds else None,
+        "peak_rss_bytes": peak_rss_bytes(),  # the process so far: loading, base evaluation, training
+    } | _rollout_time(trainer, seconds)
+    distance = method_training.distance_from_pretrained(trainer, model)
+    figures |= {"distance_from_pretrained": distance} if distance is not None else {}
+    budget = next((c for c in callbacks if isinstance(c, TimeBudget)), None)
+    return figures | ({"stopped_by_time_budget_at_step": budget.stopped_at} if budget and budget.stopped_at else {})
+
+
+def peak_rss_bytes() -> int:
+    import resource
+
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024  # Linux reports KiB
 
 
 def _rollout_time(trainer, seconds: float) -> dict[str, Any]:
