@@ -6,7 +6,8 @@ update, with a bootstrap interval over modules), and held-out field accuracy (pa
     .venv/bin/python bench/l2sp.py --l2sp 1e-3 --out bench/results/l2sp_avx512bf16.json
 
 Each run is the real `tunelab run examples/quickstart/recipe.yaml` (forgetting probe on, as the recipe has it); the
-second takes the base model's evaluation from the first (`--base-from`).
+second takes the base model's evaluation from the first (`--base-from`). `--plain RUN` reuses a λ = 0 run of the same
+recipe (compare-methods' lora run is one).
 """
 
 from __future__ import annotations
@@ -91,10 +92,12 @@ def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--l2sp", type=float, default=1e-3, help="λ of the second run")
     parser.add_argument("--out", type=Path)
+    parser.add_argument("--plain", type=Path, help="an existing λ = 0 run of the same recipe (e.g. compare-methods' "
+                        "lora run) instead of training one")  # fmt: skip
     parser.add_argument("overrides", nargs="*", help="recipe overrides for both runs")
     args = parser.parse_args(argv)
     with tempfile.TemporaryDirectory(prefix="tunelab-l2sp-") as scratch:
-        plain = train("l2sp-0", Path(scratch), 0.0, None, args.overrides)
+        plain = args.plain or train("l2sp-0", Path(scratch), 0.0, None, args.overrides)
         pulled = train("l2sp-on", Path(scratch), args.l2sp, plain, args.overrides)
         result = {"machine": cpu_line(), "l2sp": args.l2sp, "overrides": args.overrides} | compare(plain, pulled)
     print(json.dumps(result, indent=2))

@@ -22,11 +22,18 @@ SECTIONS = {
     "lora-olora-plus": {"type": "lora", "r": 4, "alpha": 8, "init": "olora", "loraplus_lr_ratio": 16},
     "qlora": {"type": "qlora", "r": 4, "alpha": 8, "dropout": 0.0},
     "qlora-8bit": {"type": "qlora", "r": 4, "alpha": 8, "bits": 8},
+    "qlora-loftq": {"type": "qlora", "r": 4, "alpha": 8, "init": "loftq"},
     "lora-l2sp": {"type": "lora", "r": 4, "alpha": 8, "l2sp": 0.1},
     "full": {"type": "full"},
     "full-decay-l2sp": {"type": "full", "layer_lr_decay": 0.5, "l2sp": 0.01},
     "freeze": {"type": "freeze", "trainable_layers": 1},
-    "freeze-progressive": {"type": "freeze", "trainable_layers": 1, "unfreeze_every": 2, "layer_lr_decay": 0.8},
+    "freeze-progressive": {
+        "type": "freeze",
+        "trainable_layers": 1,
+        "unfreeze_every": 2,
+        "max_trainable_layers": 2,
+        "layer_lr_decay": 0.8,
+    },
     "vera": {"type": "vera", "r": 16},
     "loha": {"type": "loha", "r": 4, "alpha": 4},
     "lokr": {"type": "lokr", "r": 4, "alpha": 4},
@@ -63,21 +70,43 @@ def _tensors(model) -> dict[str, torch.Tensor]:
 @pytest.mark.parametrize("name", list(SECTIONS))
 def test_method_trains_only_what_it_should_and_saves_a_loadable_result(tmp_path, tiny_model_dir, capsys,
                                                                       monkeypatch, name):  # fmt: skip
-    section = SECTIONS[name]
+    recipe = tiny_recipe(tmp_path, tiny_model_dir, method=None, eval={"forgetting": {"enabled": False}})
+    check_method(tmp_path, recipe, tiny_model_dir, SECTIONS[name], capsys, monkeypatch, ["train.max_steps=4",
+                 "train.learning_rate=1e-2"])  # fmt: skip
+
+
+# one section per method type, trained for a few steps on the built-in model
+BUILTIN = {section["type"]: section for section in SECTIONS.values()} | {"lora": SECTIONS["lora-pissa"]}
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("name", list(BUILTIN))
+def test_method_on_the_builtin_model(tmp_path, tiny_model_dir, capsys, monkeypatch, name):
+    from tunelab.model.load import model_folder
+
+    folder = model_folder("smollm2-135m-instruct")
+    recipe = tiny_recipe(tmp_path, tiny_model_dir, method=None, model={"name": "smollm2-135m-instruct"},
+                         eval={"forgetting": {"enabled": False}, "max_new_tokens": 8})  # fmt: skip
+    check_method(tmp_path, recipe, folder, BUILTIN[name], capsys, monkeypatch, ["train.max_steps=3",
+                 "train.learning_rate=2e-3", "data.max_length=128"], atol=1e-3)  # fmt: skip
+
+
+def check_method(tmp_path, recipe, model_dir, section: dict, capsys, monkeypatch, overrides: list[str],
+                 atol: float = 1e-4) -> None:  # fmt: skip
+    """Train `section` through the CLI; the frozen weights did not move, the trained ones did, the trainable count is
+    PEFT's, the saved result reloads to the trained model's outputs, and the merge happened where the method has one."""
     spec = method_spec(section["type"])
     captured = {}
     save_trained = fit_module.save_trained
     monkeypatch.setattr(fit_module, "save_trained",
                         lambda model, *a: (captured.setdefault("model", model), save_trained(model, *a)))  # fmt: skip
-    recipe = tiny_recipe(tmp_path, tiny_model_dir, method=None, eval={"forgetting": {"enabled": False}},
-                         export={"merge": spec.can_merge})  # fmt: skip
-    result = cli(["run", recipe, f"method={json.dumps(section)}", "train.max_steps=4", "train.learning_rate=1e-2"],
-                 capsys)  # fmt: skip
+    result = cli(["run", recipe, f"method={json.dumps(section)}", f"export.merge={str(spec.can_merge).lower()}",
+                  *overrides], capsys)  # fmt: skip
     assert result.exit_code == 0, result.err
     run = tmp_path / "runs" / "tiny"
     assert spec.saved_marker(RunPaths(run)).is_file()
 
-    initial = _initial_model(tiny_model_dir, section)
+    initial = _initial_model(model_dir, section)
     before, after = _tensors(initial), _tensors(captured["model"])
     trained_storage = {p.data_ptr() for p in initial.parameters() if p.requires_grad}  # tied weights too
     trainable = {n for n, t in initial.state_dict().items() if t.data_ptr() in trained_storage}
@@ -90,12 +119,12 @@ def test_method_trains_only_what_it_should_and_saves_a_loadable_result(tmp_path,
         sum(p.numel() for p in initial.parameters() if p.requires_grad))  # fmt: skip
     assert training["parameters"]["trainable"] == expected  # PEFT's print_trainable_parameters count
     if spec.saves == "adapter":  # the saved adapter (PiSSA/OLoRA converted) on the original model is the trained one
-        fresh = AutoModelForCausalLM.from_pretrained(tiny_model_dir)
+        fresh = AutoModelForCausalLM.from_pretrained(model_dir)
         reloaded = spec.load_saved(RunPaths(run), fresh, method_sections()[section["type"]].model_validate(section))
         ids = torch.tensor([[5, 17, 42, 99, 7, 3]])
         with torch.no_grad():
             expected_logits = captured["model"].eval()(input_ids=ids).logits
-            assert torch.allclose(reloaded.eval()(input_ids=ids).logits, expected_logits, atol=1e-4)
+            assert torch.allclose(reloaded.eval()(input_ids=ids).logits, expected_logits, atol=atol)
     if section["type"] == "lora" or section.get("l2sp"):
         assert training["distance_from_pretrained"] > 0
     metrics = json.loads((run / "eval" / "metrics.json").read_text())

@@ -52,8 +52,14 @@ class QloraMethod(LoraKnobs):
     quant_type: Literal["nf4", "fp4"] = Field("nf4", description="4-bit data type: NormalFloat4 or FP4")
     double_quant: bool = Field(True, description="quantise the 4-bit scales too (about 0.4 bits per weight less)")
     init: Literal["default", "gaussian", "loftq"] = Field(
-        "default", description="loftq: A and B start so that quantised weight + B·A approximates the original weight"
+        "default", description="loftq (4-bit): A and B start so that quantised weight + B·A approximates the original"
     )
+
+    @model_validator(mode="after")
+    def _loftq_is_4bit(self):
+        if self.init == "loftq" and self.bits != 4:
+            raise ValueError("init: loftq starts from the 4-bit quantisation error; use bits: 4 or init: default")
+        return self
 
 
 class WeightKnobs(Strict):  # full and freeze train the model's own weights

@@ -77,12 +77,36 @@ def summary_rows(data: dict[str, Any]) -> list[tuple[str, str]]:
         names = ("padding_free", "label_only_loss", "bf16", "frozen_bf16", "lean_activations", "gradient_checkpointing")
         used = [k for k in names if switches.get(k)]
         rows.append(("speed switches", ", ".join(used) or "none"))
+        rows += _footprint_rows(switches)
     if data.get("merge"):
         merge = data["merge"]
         verdict = "identical" if merge.get("identical_outputs") else "DIFFERENT"
         line = f"{verdict} greedy outputs, max |Δlogit| {merge.get('max_abs_logit_diff', 0):.1e}"
         rows.append(("merge check", merge.get("summary") or line))  # runs before the summary was kept: the line
+    else:
+        rows += _no_merge_row(data["recipe"].get("method") or {})
     return rows
+
+
+def _footprint_rows(training: dict[str, Any]) -> list[tuple[str, str]]:
+    """Memory and the distance the training moved the weights, where training.json has them."""
+    rows = []
+    if training.get("peak_rss_bytes"):
+        held = f", model weights {training['weight_bytes'] / 2**20:.0f} MiB" if training.get("weight_bytes") else ""
+        rows.append(("peak memory", f"{training['peak_rss_bytes'] / 2**30:.2f} GiB RSS (the process){held}"))
+    if training.get("distance_from_pretrained") is not None:
+        rows.append(("‖θ − θ₀‖", f"{training['distance_from_pretrained']:.3g} (distance from the pretrained weights)"))
+    return rows
+
+
+def _no_merge_row(method: dict[str, Any]) -> list[tuple[str, str]]:
+    """Why a run whose method cannot merge has no merged model (full/freeze saved one already)."""
+    from tunelab.model.methods import METHODS
+
+    spec = METHODS.get(method.get("type", "lora"))
+    if spec is None or spec.can_merge or spec.saves == "model":
+        return []
+    return [("merge", f"none — {spec.no_merge}; `tunelab export <run>` exports the PEFT adapter")]
 
 
 def intervals(comparison: dict[str, Any] | None, forgetting: dict[str, Any] | None) -> dict[str, tuple[str, str]]:

@@ -13,14 +13,15 @@ from tunelab.model.peft_methods import wrap_with_peft
 
 
 def wrap_with_qlora(model, method: QloraMethod) -> Any:
-    """QLoRA: the base model's linear layers quantised in place (bitsandbytes), then a LoRA adapter on them; with
-    init: loftq, A and B start from LoftQ (the quantisation error's low-rank approximation) instead of B = 0."""
+    """QLoRA: the base model's linear layers quantised (while loading, see methods.py; in place for a model loaded
+    in full precision), then a LoRA adapter on them; with init: loftq, A and B start from LoftQ (the quantisation
+    error's low-rank approximation) instead of B = 0."""
     source = _safetensors_file(model) if method.init == "loftq" else None
     wrapped = wrap_with_peft(quantize_base(model, method), method)
     if source is not None:
-        from peft import replace_lora_weights_loftq
+        from tunelab.model.quantized_base import loftq_initialise
 
-        replace_lora_weights_loftq(wrapped, model_path=str(source))
+        loftq_initialise(wrapped, source)
     return wrapped
 
 
@@ -51,7 +52,7 @@ def freeze_all_but_last_layers(model, method: FreezeMethod) -> Any:
     reach are made trainable here, so the optimizer holds them; train/method_training.py freezes the later ones
     until their step comes)."""
     layers = decoder_layers(model)
-    count = _frozen_layer_count_problems(method, len(layers))
+    count = _layers_to_train(method, len(layers))
     for parameter in model.parameters():
         parameter.requires_grad = False
     for layer in layers[-count:]:
@@ -64,7 +65,7 @@ def freeze_all_but_last_layers(model, method: FreezeMethod) -> Any:
     return model
 
 
-def _frozen_layer_count_problems(method: FreezeMethod, available: int) -> int:
+def _layers_to_train(method: FreezeMethod, available: int) -> int:
     """How many layers will train at most; a recipe asking for more than the model has is refused."""
     problems = [(f"method.{field}", f"the model has {available} layers; choose at most {available}")
                 for field in ("trainable_layers", "max_trainable_layers")

@@ -124,3 +124,29 @@ def _state_tensors(state) -> list[torch.Tensor]:
     found = [t for t in (getattr(state, "absmax", None), getattr(state, "code", None)) if t is not None]
     nested = getattr(state, "state2", None)
     return found + (_state_tensors(nested) if nested is not None else [])
+
+
+def loftq_initialise(peft_model, source, adapter: str = "default") -> int:
+    """LoftQ's initialisation (one alternating step, as PEFT's `replace_lora_weights_loftq`): each LoRA pair on a
+    4-bit layer starts at the best rank-r approximation of what quantisation lost, W − dequant(Q(W)), read from the
+    original weights in `source`. Written here because PEFT's version computes on a CUDA/XPU device only; it also
+    divides by the adapter's scaling, so that s·B·A (what the layer adds) is that approximation. Returns how many
+    layers it set."""
+    import bitsandbytes as bnb
+    from safetensors import safe_open
+
+    count = 0
+    with torch.no_grad(), safe_open(str(source), framework="pt") as weights:
+        for name, module in peft_model.named_modules():
+            base = getattr(module, "base_layer", None)
+            if type(base).__name__ != "Linear4bit" or adapter not in getattr(module, "lora_A", {}):
+                continue
+            original = weights.get_tensor(name.removeprefix("base_model.model.") + ".weight").float()
+            lost = original - bnb.functional.dequantize_4bit(base.weight.data, base.weight.quant_state).float()
+            u, singular, vh = torch.linalg.svd(lost, full_matrices=False)
+            rank, scale = module.r[adapter], module.scaling[adapter]
+            root = (singular[:rank] / scale).sqrt()
+            module.lora_B[adapter].weight.copy_(u[:, :rank] * root)
+            module.lora_A[adapter].weight.copy_(root[:, None] * vh[:rank])
+            count += 1
+    return count
