@@ -88,9 +88,10 @@ def parse_budget(text: str | None) -> float | None:
 
 
 def method_recipes(recipe: Recipe, methods: list[str], out: Path, rates: dict[str, float],
-                   budget: float | None = None) -> dict[str, dict]:  # fmt: skip
-    """The recipe of each method's run: the user's, with the method, its learning rate, its name and folder, and
-    with a budget, the same wall-clock training time for each (train.max_seconds)."""
+                   budget: float | None = None, merge: bool = False) -> dict[str, dict]:  # fmt: skip
+    """The recipe of each method's run: the user's, with the method, its learning rate, its name and folder; with a
+    budget, the same wall-clock training time for each (train.max_seconds). Runs are not merged unless asked: the
+    comparison does not need a merged model, and `tunelab export <run> --merged` makes one from the chosen run."""
     from tunelab.config.train_args import tunelab_defaults
     from tunelab.model.methods import method_spec
     from tunelab.workflow import saved_recipe
@@ -106,7 +107,7 @@ def method_recipes(recipe: Recipe, methods: list[str], out: Path, rates: dict[st
         spec = method_spec(method["type"])
         train = document["train"] | {"learning_rate": rates.get(name, base_rate * factor)}
         train |= {"max_seconds": budget} if budget is not None else {}
-        export = document["export"] | {"merge": bool(document["export"]["merge"] and spec.can_merge)}
+        export = document["export"] | {"merge": bool(merge and document["export"]["merge"] and spec.can_merge)}
         recipes[name] = document | {"name": f"{recipe.name}-{name}", "output_dir": str(out), "method": method,
                                     "train": train, "export": export}  # fmt: skip
     return recipes
@@ -134,13 +135,13 @@ def run_method(name: str, document: dict, out: Path, base_from: Path | None, log
 
 
 def compare_methods(recipe: Recipe, methods: list[str], out: Path, rates: dict[str, float], budget=None,
-                    log=print) -> dict:  # fmt: skip
+                    merge: bool = False, log=print) -> dict:  # fmt: skip
     """Run every method, then write the table, the plots and the recommendation into `out`; returns the summary."""
     from tunelab.compare_methods_report import summarise, write_report
     from tunelab.model.methods import method_spec
 
     out.mkdir(parents=True, exist_ok=True)
-    documents = method_recipes(recipe, methods, out, rates, budget)
+    documents = method_recipes(recipe, methods, out, rates, budget, merge)
     outcomes, shared = [], None
     for name in methods:
         own_base = bool(method_spec(documents[name]["method"]["type"]).loading)  # QLoRA: its quantised base

@@ -88,17 +88,29 @@ def recommend(scored: list[dict], best: dict | None, metric: str) -> str:
     worse = [row for row in scored if not _tied(row, best)]
     if worse:
         lines.append(f"Worse than it (interval below zero): {_against_best(worse)}.")
-    lines.append(
-        f"Recommended: {cheapest['method']} — among the methods as good as the best, it trains the fewest "
-        f"parameters ({_count(cheapest['trainable'])}, {_fraction(cheapest)} of the model), peaks at "
-        f"{_gib(cheapest['peak_rss_bytes'])} and trained in {_seconds(cheapest['train_seconds'])}."
-    )
+    why = "the only method not shown worse than the best" if len(tied) == 1 else (
+        "among the methods as good as the best, it trains the fewest parameters")  # fmt: skip
+    lines.append(f"Recommended: {cheapest['method']} — {why} ({_count(cheapest['trainable'])} trained, "
+                 f"{_fraction(cheapest)} of the model; peak {_gib(cheapest['peak_rss_bytes'])}; "
+                 f"{_seconds(cheapest['train_seconds'])} of training).")  # fmt: skip
     forgetting = cheapest.get("forgetting")
     if forgetting:
         lines.append(f"Its forgetting-probe change: {_interval(forgetting)} ({forgetting.get('verdict')}).")
-    if len(tied) == 1:
-        lines.append("No other method matched the best; more test records would narrow the intervals.")
-    return " ".join(lines)
+    return " ".join(lines + _cheaper_alternative(scored, cheapest))
+
+
+def _cheaper_alternative(scored: list[dict], chosen: dict) -> list[str]:
+    """The best-scoring method that trains under a tenth of the chosen one's parameters, with what it costs in
+    quality: the trade-off a reader with less memory or time would take."""
+    cheaper = [
+        r for r in scored if r["trainable"] and chosen["trainable"] and r["trainable"] < chosen["trainable"] / 10
+    ]
+    if not cheaper:
+        return []
+    alternative = max(cheaper, key=lambda row: row["quality"])
+    return [f"If memory or time matter more: {alternative['method']} trains {_fraction(alternative)} of the model "
+            f"({_count(alternative['trainable'])}), peaks at {_gib(alternative['peak_rss_bytes'])} and scored "
+            f"{_share(alternative['quality'])}, {_interval(alternative.get('vs_best'))} against the best."]  # fmt: skip
 
 
 def _against_best(rows: list[dict]) -> str:
@@ -166,9 +178,10 @@ def plot(summary: dict[str, Any], out: Path) -> dict[str, Path]:
     for name, (key, label, scale, log_x) in axes_of.items():
         points = [(r[key] / scale, 100 * r["quality"], r["method"]) for r in rows if r.get(key)]
         figure, axis = plt.subplots(figsize=(6, 4))
-        for x, y, method in points:
+        for index, (x, y, method) in enumerate(points):
             axis.scatter(x, y)
-            axis.annotate(method, (x, y), textcoords="offset points", xytext=(4, 4), fontsize=8)
+            nudge = 4 if index % 2 == 0 else -11  # neighbours (lora, dora) alternate above and below their point
+            axis.annotate(method, (x, y), textcoords="offset points", xytext=(4, nudge), fontsize=8)
         axis.set_xscale("log" if log_x else "linear")
         axis.set_xlabel(label)
         axis.set_ylabel(f"{summary['metric']} (%)")

@@ -26,6 +26,7 @@ def test_compare_methods_writes_runs_table_plots_and_recommendation(tmp_path, ti
     for name in ("lora", "prompt", "freeze"):
         run = out / f"tiny-{name}"
         assert (run / "recipe.yaml").is_file() and (run / "eval" / "report.html").is_file()
+    assert not (out / "tiny-lora" / "merged").exists()  # no merge unless --merge
     # the base model was evaluated once: the later runs took it from the first
     assert not (out / "tiny-lora" / "eval" / "base_from.json").exists()
     assert json.loads((out / "tiny-prompt" / "eval" / "base_from.json").read_text())["run"] == str(out / "tiny-lora")

@@ -200,3 +200,33 @@ def test_empty_test_set_and_bad_records_are_user_errors(model_and_tokenizer, tmp
     with pytest.raises(DataError, match="appears more than once"):
         evaluate_model(model, tokenizer, [_record(1, "a"), _record(1, "b")], tmp_path / "p.jsonl", ["exact_match"])
     assert not (tmp_path / "p.jsonl").exists()
+
+
+@pytest.mark.parametrize("method", ["prompt", "prefix"])
+def test_virtual_token_adapters_generate_through_peft(tiny_model_dir, method):
+    """Prefix and prompt tuning put their virtual tokens in front at PEFT's first generation step: generate_batch
+    leaves them to PEFT's generate, and the answers are what PEFT gives token by token (the loop would not)."""
+    from peft import PrefixTuningConfig, PromptTuningConfig, get_peft_model
+
+    from tunelab.model import generate as generation
+
+    tokenizer = AutoTokenizer.from_pretrained(tiny_model_dir)
+    torch.manual_seed(3)
+    config = {"prompt": PromptTuningConfig, "prefix": PrefixTuningConfig}[method]
+    model = get_peft_model(AutoModelForCausalLM.from_pretrained(tiny_model_dir),
+                           config(task_type="CAUSAL_LM", num_virtual_tokens=4)).eval()  # fmt: skip
+    with torch.no_grad():
+        for parameter in model.parameters():
+            if parameter.requires_grad:
+                parameter.normal_(0, 2.0)  # virtual tokens that change the answers
+    prompts = _prompts(tokenizer)[:3]
+    assert generation._decoding(model)[0] is generation._generate_one_batch
+    answers = generate_batch(model, tokenizer, prompts, max_new_tokens=8, batch_size=3)
+    with torch.inference_mode():
+        for prompt, answer in zip(prompts, answers, strict=True):
+            ids = torch.tensor([prompt])
+            out = model.generate(input_ids=ids, attention_mask=torch.ones_like(ids), max_new_tokens=8,
+                                 do_sample=False, eos_token_id=generation.stop_token_ids(model, tokenizer))  # fmt: skip
+            expected = generation._completion(out[0, ids.shape[1] :].tolist(),
+                                              set(generation.stop_token_ids(model, tokenizer)), tokenizer)  # fmt: skip
+            assert answer == expected

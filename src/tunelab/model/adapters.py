@@ -89,6 +89,12 @@ def decoder_layers(model) -> list:
 
 
 def count_parameters(model) -> dict[str, int]:
-    total = sum(p.numel() for p in model.parameters())
-    trainable = sum(p.numel() for p in model.parameters() if p.requires_grad)
+    """Total and trainable parameters; a 4-bit weight counts the values it packs (two per byte), as PEFT counts."""
+    total = sum(_values(p) for p in model.parameters())
+    trainable = sum(_values(p) for p in model.parameters() if p.requires_grad)
     return {"total": total, "trainable": trainable}
+
+
+def _values(parameter) -> int:
+    packed = type(parameter).__name__ == "Params4bit"
+    return parameter.numel() * (2 * parameter.element_size() if packed else 1)

@@ -93,11 +93,19 @@ def _decoding(model):
     elsewhere transformers' `generate`."""
     from contextlib import nullcontext
 
-    if model.device.type != "cpu":
+    if model.device.type != "cpu" or virtual_tokens(model):
         return _generate_one_batch, nullcontext()
     from tunelab.model.decode import packed_weights
 
     return _decode_one_batch, packed_weights(model)
+
+
+def virtual_tokens(model) -> bool:
+    """A prompt-learning adapter (prefix, prompt, P-tuning): PEFT puts its virtual tokens (or prefix keys and values)
+    in front at the first step of its own `generate` only; a decoding loop that calls the forward itself would add
+    them at every step, or not at all."""
+    config = getattr(model, "active_peft_config", None)
+    return bool(config is not None and config.is_prompt_learning)
 
 
 def greedy_config(model, tokenizer, max_new_tokens: int) -> GenerationConfig:

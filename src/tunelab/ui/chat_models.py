@@ -98,10 +98,13 @@ def load(target: Target) -> Loaded:
 
 def _load(target: Target) -> Loaded:
     from tunelab.model.decode import hold_packed_weights
-    from tunelab.model.generate import stop_token_ids
+    from tunelab.model.generate import stop_token_ids, virtual_tokens
     from tunelab.model.targets import load_target
 
     model, tokenizer, _ = load_target(target)
+    if virtual_tokens(model):  # PEFT adds them inside its own generate; this chat streams step by step
+        raise UIError(f"{target.name}: a prefix/prompt/P-tuning adapter cannot stream here yet; ask it from the "
+                      f"command line: tunelab chat {target.name} --prompt '...'")  # fmt: skip
     hold_packed_weights(model)
     stops = set(stop_token_ids(model, tokenizer))
     if not stops:
