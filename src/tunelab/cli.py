@@ -58,6 +58,7 @@ def compare_methods_command(args: argparse.Namespace) -> int:
     rates, budget = cm.parse_learning_rates(args.lr, methods), cm.parse_budget(args.budget)
     recipe = load_recipe(args.recipe, args.overrides)
     out = Path(args.out) if args.out else Path(recipe.output_dir) / f"{recipe.name}-methods"
+    cm.check_out(out, args.overwrite)
     summary = cm.compare_methods(recipe, methods, out, rates, budget, args.merge)
     print(summary["recommendation"])
     return 0 if any(row["state"] == "completed" for row in summary["rows"]) else 1

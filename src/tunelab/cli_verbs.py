@@ -102,6 +102,7 @@ VERBS: dict[str, Verb] = {
             help="equal wall-clock training time per method instead of equal steps only, e.g. 20m "
             "(the recipe's steps stay the upper bound)",
         ),
+        flag("--overwrite", "replace an earlier comparison in --out (its runs included)"),
         flag("--merge", "also merge (and verify) each mergeable method's adapter, as the recipe's export.merge says"),
         arg("--out", help="the comparison's folder (default: <output_dir>/<name>-methods)"),
     ),

@@ -134,6 +134,13 @@ def run_method(name: str, document: dict, out: Path, base_from: Path | None, log
     return {"method": name, "run": str(run), "state": "completed", "wall_seconds": seconds}
 
 
+def check_out(out: Path, overwrite: bool) -> None:
+    """An earlier comparison in `out` is not replaced unless asked."""
+    if out.exists() and (not out.is_dir() or (any(out.iterdir()) and not overwrite)):
+        raise TunelabError(f"--out {out}: {'not a folder' if not out.is_dir() else 'holds an earlier comparison'}; "
+                           "choose another --out" + ("" if not out.is_dir() else " or pass --overwrite"))  # fmt: skip
+
+
 def compare_methods(recipe: Recipe, methods: list[str], out: Path, rates: dict[str, float], budget=None,
                     merge: bool = False, log=print) -> dict:  # fmt: skip
     """Run every method, then write the table, the plots and the recommendation into `out`; returns the summary."""

@@ -51,6 +51,11 @@ def test_compare_methods_refuses_bad_flags_before_running(tmp_path, tiny_model_d
         result = cli(["compare-methods", recipe, *flags, "--out", tmp_path / "cmp"], capsys)
         assert result.exit_code != 0 and message in result.err and "Traceback" not in result.err
         assert not (tmp_path / "cmp").exists()
+    earlier = tmp_path / "earlier"
+    (earlier / "tiny-lora").mkdir(parents=True)
+    result = cli(["compare-methods", recipe, "--methods", "lora", "--out", earlier], capsys)
+    assert result.exit_code == 1 and "holds an earlier comparison" in result.err and "--overwrite" in result.err
+    assert (earlier / "tiny-lora").is_dir() and not (earlier / "recipes").exists()  # left as it was
 
 
 def test_a_time_budget_ends_training_early_and_the_run_still_completes(tmp_path, tiny_model_dir, capsys):
