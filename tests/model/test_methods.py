@@ -77,6 +77,7 @@ def test_method_trains_only_what_it_should_and_saves_a_loadable_result(tmp_path,
 
 # one section per method type, trained for a few steps on the built-in model
 BUILTIN = {section["type"]: section for section in SECTIONS.values()} | {"lora": SECTIONS["lora-pissa"]}
+BUILTIN["full"] = {"type": "full", "layer_lr_decay": 0.9, "l2sp": 0.01}  # 0.5 over 30 layers: the bottom ones stay put
 
 
 @pytest.mark.slow
@@ -130,3 +131,20 @@ def check_method(tmp_path, recipe, model_dir, section: dict, capsys, monkeypatch
     metrics = json.loads((run / "eval" / "metrics.json").read_text())
     assert "tuned" in metrics
     assert (run / "merged" / "verification.json").is_file() == spec.can_merge
+
+
+def test_a_qlora_run_exports_merged_into_the_full_precision_base(tmp_path, tiny_model_dir, capsys):
+    recipe = tiny_recipe(tmp_path, tiny_model_dir, eval={"forgetting": {"enabled": False}}, export={"merge": False})
+    section = {"type": "qlora", "r": 4, "alpha": 8, "dropout": 0.0}
+    assert cli(["run", recipe, f"method={json.dumps(section)}", "train.max_steps=2"], capsys).exit_code == 0
+    run = tmp_path / "runs" / "tiny"
+    assert not (run / "merged").exists()
+    result = cli(["export", run, "--merged"], capsys)
+    assert result.exit_code == 0, result.err
+    check = json.loads((run / "export" / "merged" / "verification.json").read_text())
+    assert check["identical_outputs"]  # against the adapter on the same full-precision base
+    prompt_run = cli(["run", recipe, 'method={"type": "prompt", "virtual_tokens": 4}', "train.max_steps=1",
+                      "name=virtual"], capsys)  # fmt: skip
+    assert prompt_run.exit_code == 0, prompt_run.err
+    refused = cli(["export", tmp_path / "runs" / "virtual", "--merged"], capsys)
+    assert refused.exit_code != 0 and "nothing to merge" in refused.err

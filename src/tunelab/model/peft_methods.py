@@ -128,6 +128,15 @@ def keep_initial_adapter(model) -> None:
     model.tunelab_initial_adapter = folder
 
 
+def forget_initial_adapter(model) -> None:
+    """Remove the initial adapter kept for the conversion, once the converted adapter is saved."""
+    import shutil
+
+    folder = model.__dict__.pop("tunelab_initial_adapter", None)
+    if folder:
+        shutil.rmtree(folder, ignore_errors=True)
+
+
 def save_kwargs(model) -> dict[str, Any]:
     """What `save_pretrained` needs for this model's adapter to load onto the original base model."""
     initial = getattr(model, "tunelab_initial_adapter", None)

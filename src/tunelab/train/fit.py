@@ -11,7 +11,7 @@ from tunelab.config.schema import Recipe
 from tunelab.data.pipeline import Splits
 from tunelab.model.adapters import count_parameters
 from tunelab.model.methods import apply_method, method_spec
-from tunelab.model.peft_methods import save_kwargs
+from tunelab.model.peft_methods import forget_initial_adapter, save_kwargs
 from tunelab.model.quantized_base import weight_bytes
 from tunelab.runs import RunDir, read_json, save_folder_atomic, write_json
 from tunelab.train import method_training
@@ -158,6 +158,7 @@ def save_trained(model, tokenizer, run: RunDir, recipe: Recipe) -> None:
             model.generation_config.save_pretrained(folder)
 
     save_folder_atomic(spec.saved_folder(run), write)
+    forget_initial_adapter(model)
 
 
 def finished_training(run: RunDir, recipe: Recipe) -> dict[str, Any] | None:
