@@ -32,6 +32,7 @@ METHODS = {
     "lora": [],
     "qlora": ["method.type=qlora", "export.merge=false"],
     "qlora8": ["method.type=qlora", "method.bits=8", "export.merge=false"],
+    "qlora_loftq": ["method.type=qlora", "method.init=loftq", "export.merge=false"],
 }
 
 

@@ -39,10 +39,11 @@ PRESETS: dict[str, tuple[Any, float]] = {
     "prompt": (lambda lora: {"type": "prompt", "virtual_tokens": 16}, 30.0),
     "ptuning": (lambda lora: {"type": "ptuning", "virtual_tokens": 16}, 10.0),
     "llama_adapter": (lambda lora: {"type": "llama_adapter"}, 10.0),
+    "bottleneck": (lambda lora: {"type": "bottleneck", "size": 64}, 1.0),  # starts as the identity, as LoRA does
     "freeze": (lambda lora: {"type": "freeze", "trainable_layers": 2}, 0.1),
     "full": (lambda lora: {"type": "full"}, 0.05),
 }
-DEFAULT_METHODS = "lora,dora,qlora,ia3,prefix,prompt,freeze,full"
+DEFAULT_METHODS = "lora,dora,qlora,prefix,prompt,bottleneck,freeze,full"  # the list; ia3 on request
 LORA_DEFAULT = {"type": "lora", "r": 16, "alpha": 32, "dropout": 0.0, "target_modules": "all-linear"}
 
 

@@ -42,6 +42,8 @@ SECTIONS = {
     "prompt": {"type": "prompt", "virtual_tokens": 4, "init": "text", "init_text": "Extract the order as JSON"},
     "ptuning": {"type": "ptuning", "virtual_tokens": 4, "encoder_hidden_size": 16},
     "llama_adapter": {"type": "llama_adapter", "adapter_len": 4, "adapter_layers": 2},
+    "bottleneck": {"type": "bottleneck", "size": 8},
+    "bottleneck-pfeiffer": {"type": "bottleneck", "size": 8, "placement": "pfeiffer", "activation": "gelu"},
 }
 
 
@@ -148,3 +150,26 @@ def test_a_qlora_run_exports_merged_into_the_full_precision_base(tmp_path, tiny_
     assert prompt_run.exit_code == 0, prompt_run.err
     refused = cli(["export", tmp_path / "runs" / "virtual", "--merged"], capsys)
     assert refused.exit_code != 0 and "nothing to merge" in refused.err
+
+
+def test_an_exported_bottleneck_adapter_loads_with_the_code_its_readme_gives(tmp_path, tiny_model_dir, capsys):
+    """A person copies the exported README's loading code into a fresh Python: tunelab's own PEFT method must load
+    (the README says how), and the README does not claim what holds for LoRA only (vLLM's LoRA serving)."""
+    import re
+    import subprocess
+    import sys
+
+    recipe = tiny_recipe(tmp_path, tiny_model_dir, eval={"forgetting": {"enabled": False}}, export={"merge": False})
+    section = {"type": "bottleneck", "size": 8}
+    assert cli(["run", recipe, f"method={json.dumps(section)}", "train.max_steps=2"], capsys).exit_code == 0
+    run = tmp_path / "runs" / "tiny"
+    assert cli(["export", run], capsys).exit_code == 0
+    readme = (run / "export" / "adapter" / "README.md").read_text()
+    assert "Bottleneck adapters" in readme and "vllm" not in readme.lower()
+    code = re.search(r"```python\n(.*?)```", readme, re.S).group(1)
+    code += "print(type(model.base_model).__name__, model.peft_config['default'].size)\n"
+    loaded = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=300)
+    assert loaded.returncode == 0, loaded.stderr[-2000:]
+    assert loaded.stdout.split()[-2:] == ["BottleneckModel", "8"]
+    refused = cli(["export", run, "--merged"], capsys)
+    assert refused.exit_code != 0 and "nonlinearity" in refused.err

@@ -151,16 +151,16 @@ def broken_adapters(tmp_path_factory, tiny_model_dir) -> dict:
     paths["bad_config"] = folder / "bad_config"
     paths["bad_config"].mkdir()
     (paths["bad_config"] / "adapter_config.json").write_text("[1]")
-    paths["virtual_tokens"] = folder / "virtual_tokens"  # a prompt-tuning adapter: not servable yet, said so
-    paths["virtual_tokens"].mkdir()
-    (paths["virtual_tokens"] / "adapter_config.json").write_text('{"peft_type": "PROMPT_TUNING"}')
+    paths["no_weights"] = folder / "no_weights"  # a prompt-tuning config without its trained tokens
+    paths["no_weights"].mkdir()
+    (paths["no_weights"] / "adapter_config.json").write_text('{"peft_type": "PROMPT_TUNING"}')
     paths["no_adapter"] = folder / "no_adapter"
     paths["no_adapter"].mkdir()
     (paths["no_adapter"] / "recipe.yaml").write_text(f"model: {{name: {tiny_model_dir}}}\n")
     return paths
 
 
-@pytest.mark.parametrize("broken", ["bad_recipe", "bad_tokenizer", "bad_config", "no_adapter", "virtual_tokens"])
+@pytest.mark.parametrize("broken", ["bad_recipe", "bad_tokenizer", "bad_config", "no_adapter", "no_weights"])
 def test_a_broken_adapter_is_refused_with_a_400_and_not_served(server, broken_adapters, broken):
     path = str(broken_adapters[broken])
     error = assert_error(post(server, {"name": "broken", "path": path}, headers=ADMIN, path="/admin/adapters"), 400,

@@ -1,12 +1,13 @@
 """Adapters the stacked path cannot compute are served one adapter per batch, each as PEFT computes it: a DoRA
 adapter (PEFT's mixed batches refuse DoRA) beside a LoRA adapter and the base model, and an IA³ adapter (no LoRA
-layers to stack: once served as the base model)."""
+layers to stack: once served as the base model), and a bottleneck adapter likewise."""
 
 from __future__ import annotations
 
 import asyncio
 
 import httpx
+import pytest
 import torch
 from serving import post, running_server
 
@@ -30,12 +31,13 @@ def _adapter(folder, tiny_model_dir, dora: bool, seed: int):
 
 
 def _peft_greedy(tiny_model_dir, folder, max_new_tokens: int) -> str:
-    from peft import PeftModel
     from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    from tunelab.model.peft_methods import load_adapter
 
     tokenizer = AutoTokenizer.from_pretrained(tiny_model_dir)
     model = AutoModelForCausalLM.from_pretrained(tiny_model_dir)
-    model = (PeftModel.from_pretrained(model, folder) if folder else model).eval()
+    model = (load_adapter(model, folder) if folder else model).eval()
     ids = tokenizer.apply_chat_template(MESSAGES, add_generation_prompt=True, return_tensors="pt", return_dict=True)
     with torch.no_grad():
         out = model.generate(**ids, max_new_tokens=max_new_tokens, do_sample=False,
@@ -75,33 +77,47 @@ def test_dora_and_lora_adapters_served_together_answer_as_peft(tiny_model_dir, t
     assert len(set(expected.values())) == 3  # the adapters really change the answers
 
 
-def test_an_adapter_that_is_not_lora_is_served_as_itself(tiny_model_dir, tmp_path):
-    """An IA³ adapter (made elsewhere) has no LoRA layers to stack: it must not be served as the base model."""
-    from peft import IA3Config, get_peft_model
+def _ia3_config():
+    from peft import IA3Config
+
+    return IA3Config(target_modules=["k_proj", "v_proj", "down_proj"], feedforward_modules=["down_proj"]), 4.0
+
+
+def _bottleneck_config():
+    from tunelab.model.bottleneck import BottleneckConfig
+
+    return BottleneckConfig(size=8), 1.0
+
+
+@pytest.mark.parametrize("kind", ["ia3", "bottleneck"])
+def test_an_adapter_that_is_not_lora_is_served_as_itself(tiny_model_dir, tmp_path, kind):
+    """An IA³ adapter (made elsewhere) or a bottleneck adapter (tunelab's own PEFT method) has no LoRA layers to
+    stack: it must not be served as the base model."""
+    from peft import get_peft_model
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
     from tunelab.model import fused_decoder
     from tunelab.serve.engine import Engine
 
     torch.manual_seed(3)
-    config = IA3Config(target_modules=["k_proj", "v_proj", "down_proj"], feedforward_modules=["down_proj"])
+    config, spread = {"ia3": _ia3_config, "bottleneck": _bottleneck_config}[kind]()
     model = get_peft_model(AutoModelForCausalLM.from_pretrained(tiny_model_dir), config)
     with torch.no_grad():
-        for name, parameter in model.named_parameters():
-            if "ia3_l" in name:
-                parameter.normal_(0.0, 4.0)  # large enough to change the answer
-    model.save_pretrained(tmp_path / "ia3")
-    AutoTokenizer.from_pretrained(tiny_model_dir).save_pretrained(tmp_path / "ia3")
+        for parameter in model.parameters():
+            if parameter.requires_grad:
+                parameter.normal_(0.0, spread)  # large enough to change the answer
+    model.save_pretrained(tmp_path / kind)
+    AutoTokenizer.from_pretrained(tiny_model_dir).save_pretrained(tmp_path / kind)
     assert not fused_decoder.supports(model)
-    engine = Engine(str(tiny_model_dir), {"ia3": str(tmp_path / "ia3")})
+    engine = Engine(str(tiny_model_dir), {kind: str(tmp_path / kind)})
     try:
         assert engine.decoder.path == "transformers" and engine.decoder.one_adapter_per_batch
         with running_server(create_app_for(engine)) as url:
-            body = {"model": "ia3", "messages": MESSAGES, "temperature": 0, "max_tokens": 10}
+            body = {"model": kind, "messages": MESSAGES, "temperature": 0, "max_tokens": 10}
             answer = post(url, body, headers={}).json()["choices"][0]["message"]["content"]
     finally:
         engine.close()
-    expected = _peft_greedy(tiny_model_dir, tmp_path / "ia3", 10)
+    expected = _peft_greedy(tiny_model_dir, tmp_path / kind, 10)
     assert answer == expected and expected != _peft_greedy(tiny_model_dir, None, 10)
 
 

@@ -52,6 +52,20 @@ def _parameters(model, names) -> list[torch.nn.Parameter]:
     return [parameters[name] for name in names]
 
 
+def test_qlora_holds_the_embeddings_in_bf16_too_and_their_lookups_stay_fp32(lora_model, tmp_path):
+    embedding = lora_model.get_input_embeddings()
+    original = embedding.weight.detach().clone()
+    ids, linear = torch.tensor([[1, 5, 9, 13]]), len(frozen_linear_weights(lora_model))
+    with frozen_weights_in_bf16(lora_model, tmp_path, embeddings=True) as count:
+        assert count == linear + 1
+        assert embedding.weight.dtype == torch.bfloat16
+        looked_up = embedding(ids)
+        assert looked_up.dtype == torch.float32  # the residual stream stays fp32
+        assert torch.equal(looked_up, original[ids].bfloat16().float())  # only the rounding changed
+    assert embedding.weight.dtype == torch.float32 and torch.equal(embedding.weight, original)
+    assert not embedding._forward_hooks  # the cast is gone with the block
+
+
 def test_the_originals_come_back_when_training_fails(lora_model, tmp_path):
     originals = {name: p.detach().clone() for name, p in frozen_linear_weights(lora_model).items()}
     with pytest.raises(RuntimeError, match="killed"), frozen_weights_in_bf16(lora_model, tmp_path):

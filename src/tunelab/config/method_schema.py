@@ -152,6 +152,18 @@ class LlamaAdapterMethod(Strict):
     adapter_layers: PositiveInt | None = Field(None, description="adapt the top N layers (empty: all of them)")
 
 
+class BottleneckMethod(Strict):
+    type: Literal["bottleneck"]
+    size: PositiveInt = Field(64, description="bottleneck width: hidden units between the two projections")
+    placement: Literal["houlsby", "pfeiffer"] = Field(
+        "houlsby", description="houlsby: after attention and MLP; pfeiffer: after the MLP only"
+    )
+    activation: Literal["relu", "gelu", "silu", "tanh"] = "relu"
+    dropout: Dropout = 0.0
+    scaling: Annotated[float, Field(gt=0)] = Field(1.0, description="the adapter's output is multiplied by this")
+    target_modules: list[str] | None = Field(None, description="sub-layer outputs to adapt (overrides placement)")
+
+
 MethodSection = (
     LoraMethod
     | QloraMethod
@@ -165,4 +177,5 @@ MethodSection = (
     | PromptMethod
     | PtuningMethod
     | LlamaAdapterMethod
+    | BottleneckMethod
 )

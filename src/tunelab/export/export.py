@@ -23,14 +23,15 @@ Exported by tunelab from the run `{run}`.
 
 {how}
 """
-HOW_ADAPTER = """A LoRA adapter in PEFT format for the base model `{base}`.
+HOW_ADAPTER = """{summary} in PEFT format, for the base model `{base}`.
 
 ```python
-from peft import AutoPeftModelForCausalLM
+{register}from peft import AutoPeftModelForCausalLM
 model = AutoPeftModelForCausalLM.from_pretrained("{folder}")
 ```
-
-vLLM: `vllm serve <base model> --enable-lora --lora-modules {name}={folder}`"""
+{serve}"""
+VLLM_LORA = "\nvLLM: `vllm serve <base model> --enable-lora --lora-modules {name}={folder}`\n"
+REGISTER_OWN = "from tunelab.model.bottleneck import register\nregister()  # a PEFT method of tunelab's own\n"
 HOW_MERGED = """A complete model (adapter merged into `{base}`, dtype {dtype}).
 
 ```python
@@ -61,11 +62,23 @@ def export_adapter(run: RunDir, out: Path, overwrite: bool = False) -> dict[str,
     if missing:
         shutil.rmtree(scratch)
         raise RunError(f"{run.adapter} is incomplete: {', '.join(missing)} missing; rerun or resume the training")
-    base = run.read_recipe()["model"]["name"]
-    how = HOW_ADAPTER.format(base=base, folder=out, name=out.name)
+    recipe = run.read_recipe()
+    base = recipe["model"]["name"]
+    how = _how_adapter(recipe["method"]["type"], base, out)
     (scratch / "README.md").write_text(README.format(name=out.name, run=run.path, how=how), encoding="utf-8")
     scratch.replace(out)
     return {"kind": "adapter", "folder": str(out), "base": base}
+
+
+def _how_adapter(method_type: str, base: str, folder: Path) -> str:
+    """The exported README's how-to-load: what the adapter is, its loading code, where it serves."""
+    from tunelab.model.methods import method_spec
+
+    spec = method_spec(method_type)
+    lora = method_type in ("lora", "qlora")
+    return HOW_ADAPTER.format(summary=spec.summary[0].upper() + spec.summary[1:], base=base, folder=folder,
+                              register=REGISTER_OWN if method_type == "bottleneck" else "",
+                              serve=VLLM_LORA.format(name=folder.name, folder=folder) if lora else "")  # fmt: skip
 
 
 def _verification_prompts(run: RunDir, tokenizer, count: int = 4) -> list[list[int]]:

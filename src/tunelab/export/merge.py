@@ -125,8 +125,9 @@ def merge_adapter_dir(
 ) -> Path:
     """Load base (fp32, with `load_base`: a causal LM unless told) + adapter from disk, merge, cast to `dtype`
     (default: the base's stored dtype), save."""
-    from peft import PeftModel
     from transformers import AutoConfig
+
+    from tunelab.model.peft_methods import load_adapter
 
     base_model_dir, adapter_dir = Path(base_model_dir), Path(adapter_dir)
     if not (adapter_dir / "adapter_config.json").exists():
@@ -138,7 +139,7 @@ def merge_adapter_dir(
     base = load_base(base_model_dir)
     if len(tokenizer) > base.get_input_embeddings().weight.shape[0]:
         base.resize_token_embeddings(len(tokenizer))  # training added tokens; the adapter holds their embeddings
-    merged = PeftModel.from_pretrained(base, adapter_dir).merge_and_unload().to(target)
+    merged = load_adapter(base, adapter_dir).merge_and_unload().to(target)
     return _save_atomic(merged, tokenizer, out_dir, overwrite)
 
 

@@ -225,9 +225,9 @@ def load_for_inference(base: str, adapter: str | None = None, dtype: str | None 
     """Base model plus an optional PEFT adapter folder, in eval mode; returns (model, tokenizer)."""
     model, tokenizer, _ = load_model(base, dtype=dtype)
     if adapter:
-        from peft import PeftModel
+        from tunelab.model.peft_methods import load_adapter
 
-        model = PeftModel.from_pretrained(model, adapter)
+        model = load_adapter(model, adapter)
         if (Path(adapter) / "tokenizer_config.json").is_file():  # saved with the adapter: the template used in training
             from transformers import AutoTokenizer
 

@@ -12,7 +12,7 @@ from pathlib import Path
 from typing import Any, Literal
 
 from tunelab.model.adapters import freeze_all_but_last_layers, quantize_base, train_everything, wrap_with_qlora
-from tunelab.model.peft_methods import wrap_with_peft
+from tunelab.model.peft_methods import load_adapter, wrap_with_peft
 from tunelab.model.quantized_base import loading_options
 
 VIRTUAL_TOKENS = "it adds trained virtual tokens in front of the input, not a change to the weights"
@@ -29,6 +29,7 @@ class MethodSpec:
     merges_full_precision: bool = False  # not merged in the run, but `tunelab export --merged` merges it (QLoRA)
     prepare_base: Callable[[Any, Any], Any] | None = None  # (base model, method section) → the base it trained on
     loading: Callable[[Any], dict[str, Any]] | None = None  # method section → `from_pretrained` arguments
+    low_precision_base: bool = False  # frozen embeddings held in bf16 too while training (train/frozen_bf16.py)
 
     def loading_options(self, method) -> dict[str, Any]:
         """How the base model is loaded for this method (QLoRA: quantised while loading)."""
@@ -56,12 +57,9 @@ class MethodSpec:
         """The trained model a run saved: its adapter on `base_model` (prepared as in training when the method
         section is given: QLoRA's quantised base), or the full model folder."""
         if self.saves == "adapter":
-            from peft import PeftModel
-
             if self.prepare_base is not None and method is not None:
                 base_model = self.prepare_base(base_model, method)
-
-            return PeftModel.from_pretrained(base_model, str(self.saved_folder(run)))
+            return load_adapter(base_model, self.saved_folder(run))
         return type(base_model).from_pretrained(self.saved_folder(run), dtype=base_model.dtype)  # same head as trained
 
 
@@ -70,6 +68,10 @@ def _adapter(name: str, summary: str, no_merge: str | None = None, virtual_token
 
 
 FULL_MODEL = "it saves a full model; there is nothing to merge"
+BOTTLENECK_NO_MERGE = (
+    "a bottleneck adapter has a nonlinearity between its two projections: it is a module of its own, not a change "
+    "to the weights"
+)
 QUANTISED = (
     "its base model was quantised while training; merging into a quantised base loses precision. Merge the adapter "
     "into the full-precision base instead: tunelab export <run> --merged (verified against the adapter)"
@@ -79,7 +81,8 @@ METHODS: dict[str, MethodSpec] = {
     "lora": _adapter("lora", "a LoRA adapter (DoRA, rsLoRA, PiSSA/OLoRA initialisation, LoRA+ as options)"),
     "qlora": MethodSpec("qlora", "adapter", wrap_with_qlora, "a LoRA adapter on a 4- or 8-bit quantised base",
                         no_merge=QUANTISED, merges_full_precision=True, prepare_base=quantize_base,
-                        loading=lambda m: loading_options(m.bits, m.quant_type, m.double_quant)),
+                        loading=lambda m: loading_options(m.bits, m.quant_type, m.double_quant),
+                        low_precision_base=True),
     "full": MethodSpec("full", "model", train_everything, "every weight of the model", FULL_MODEL),
     "freeze": MethodSpec("freeze", "model", freeze_all_but_last_layers, "only the last decoder layers", FULL_MODEL),
     "vera": _adapter("vera", "VeRA: shared frozen random matrices, trained scaling vectors"),
@@ -95,6 +98,8 @@ METHODS: dict[str, MethodSpec] = {
     "llama_adapter": _adapter("llama_adapter", "LLaMA-Adapter: gated adaption prompts in the top layers",
                               no_merge="LLaMA-Adapter has nothing to merge: its gated adaption prompts are extra "
                               "attention inputs, not a change to the weights"),
+    "bottleneck": _adapter("bottleneck", "bottleneck adapters after attention and MLP (Houlsby) or the MLP (Pfeiffer)",
+                           no_merge=BOTTLENECK_NO_MERGE),
 }  # fmt: skip
 
 

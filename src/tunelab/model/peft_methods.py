@@ -1,6 +1,7 @@
 """The recipe's PEFT methods as PEFT configs: LoRA (and its initialisations), QLoRA's LoRA, VeRA, LoHa, LoKr, IA³,
-prefix tuning, prompt tuning, P-tuning and LLaMA-Adapter (PEFT's adaption prompt). One builder per method type; the
-knobs are the recipe's (config/method_schema.py), the meaning PEFT's."""
+prefix tuning, prompt tuning, P-tuning, LLaMA-Adapter (PEFT's adaption prompt) and bottleneck adapters (a PEFT tuner
+of ours: model/bottleneck.py). One builder per method type; the knobs are the recipe's (config/method_schema.py), the
+meaning PEFT's."""
 
 from __future__ import annotations
 
@@ -76,6 +77,12 @@ def _llama_adapter(method, model) -> tuple[str, dict[str, Any]]:
     }
 
 
+def _bottleneck(method, model) -> tuple[str, dict[str, Any]]:
+    names = {"size": "size", "placement": "placement", "activation": "activation", "dropout": "dropout",
+             "scaling": "scaling", "target_modules": "target_modules"}  # fmt: skip
+    return "BottleneckConfig", _renamed(method, names)
+
+
 # method type → (PEFT config class name, its arguments) for a method section on a model
 PEFT_CONFIGS: dict[str, Callable[[Any, Any], tuple[str, dict[str, Any]]]] = {
     "lora": _lora,
@@ -88,6 +95,7 @@ PEFT_CONFIGS: dict[str, Callable[[Any, Any], tuple[str, dict[str, Any]]]] = {
     "prompt": _prompt,
     "ptuning": _ptuning,
     "llama_adapter": _llama_adapter,
+    "bottleneck": _bottleneck,
 }
 
 
@@ -95,8 +103,27 @@ def peft_config(method, model, task_type: str = "CAUSAL_LM"):
     """The PEFT config for a recipe's method section on this model."""
     import peft
 
+    from tunelab.model import bottleneck
+
+    bottleneck.register()
     class_name, arguments = PEFT_CONFIGS[method.type](method, model)
-    return getattr(peft, class_name)(task_type=task_type, **arguments)
+    config_class = getattr(peft, class_name, None) or getattr(bottleneck, class_name)
+    return config_class(task_type=task_type, **arguments)
+
+
+def register_own_methods() -> None:
+    """Make PEFT know tunelab's own PEFT method (bottleneck adapters), to read or load such an adapter folder."""
+    from tunelab.model.bottleneck import register
+
+    register()
+
+
+def load_adapter(model, folder, **kwargs: Any):
+    """`PeftModel.from_pretrained` for any adapter a tunelab method saves."""
+    from peft import PeftModel
+
+    register_own_methods()
+    return PeftModel.from_pretrained(model, str(folder), **kwargs)
 
 
 def task_type_of(model) -> str:

@@ -26,9 +26,9 @@ def reward_model_from_folder(folder: str, adapter: str | None = None):
     if model.config.pad_token_id is None:
         model.config.pad_token_id = tokenizer.pad_token_id
     if adapter:
-        from peft import PeftModel
+        from tunelab.model.peft_methods import load_adapter
 
-        model = PeftModel.from_pretrained(model, adapter)
+        model = load_adapter(model, adapter)
     model.eval()
     return model, tokenizer
 

@@ -32,7 +32,9 @@ def resolve_target(target: str) -> Target:
         from peft import PeftConfig
 
         from tunelab.errors import ModelError
+        from tunelab.model.peft_methods import register_own_methods
 
+        register_own_methods()
         try:
             base = PeftConfig.from_pretrained(target).base_model_name_or_path
         except (ValueError, TypeError, OSError) as error:  # JSONDecodeError is a ValueError

@@ -21,28 +21,7 @@ def resolve_adapter(path: str) -> tuple[str, str | None]:
     except (OSError, ValueError, KeyError, TypeError, AttributeError, yaml.YAMLError) as error:  # e.g. recipe.yaml
         raise AdapterUnusable(f"{path}: not a readable run directory or adapter folder ({error})") from None
     folder = target.adapter or path
-    _refuse_virtual_tokens(folder, path)
     return folder, None if target.run is None else _shared_system_prompt(target.run)
-
-
-VIRTUAL_TOKEN_TYPES = ("PROMPT_TUNING", "PREFIX_TUNING", "P_TUNING")
-
-
-def _refuse_virtual_tokens(folder: str, path: str) -> None:
-    """Prefix, prompt and P-tuning adapters put virtual tokens in front of the input inside PEFT's own `generate`;
-    the server's decoding loop calls the forward step by step and would add them at every step. Refused with what
-    works instead, until the loop prepends them once."""
-    import json
-    from pathlib import Path
-
-    config = Path(folder) / "adapter_config.json"
-    try:
-        peft_type = json.loads(config.read_text(encoding="utf-8")).get("peft_type")
-    except (OSError, ValueError, AttributeError):
-        return  # a broken or missing config is reported where the adapter is loaded
-    if peft_type in VIRTUAL_TOKEN_TYPES:
-        raise AdapterUnusable(f"{path}: a {peft_type.lower().replace('_', ' ')} adapter (virtual tokens) cannot be "
-                              "served yet; evaluate it with `tunelab eval`, or serve a LoRA-family run")  # fmt: skip
 
 
 def _shared_system_prompt(run) -> str | None:

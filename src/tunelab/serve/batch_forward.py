@@ -8,6 +8,8 @@
 - Adapters neither can express (DoRA, other variants): one adapter per batch (`one_adapter_per_batch`; the engine
   groups requests by adapter), PEFT's own forward with that adapter active — PEFT's mixed batches (`adapter_names=`)
   refuse DoRA.
+- Virtual-token adapters (prefix, prompt, P-tuning): one adapter per batch too, the base model's forward on a cache
+  that starts with the adapter's prefix (serve/virtual_prefix.py); PEFT's forward would add the tokens again.
 - One request at a time (`mixed_batches=False`, the benchmark's baseline): the active adapter is switched, as a
   simple server does.
 """
@@ -48,6 +50,7 @@ class BatchForward:
         self.fused = None  # fused_decoder.FusedDecoder where the architecture allows
         self.path = "transformers"
         self.one_adapter_per_batch = False  # true where a batch's rows must share their adapter
+        self.virtual: set[str] = set()  # adapters whose tokens are in the cache already (serve/virtual_prefix.py)
 
     def prepack_base(self, model) -> None:
         """Pack the base model's layers where the fused decoder will not replace them (it applies to this
@@ -63,7 +66,9 @@ class BatchForward:
 
         from tunelab.model import fast_linear, fused_decoder
         from tunelab.serve import multi_lora
+        from tunelab.serve.virtual_prefix import virtual_adapters
 
+        self.virtual = virtual_adapters(model)
         if self.stacked is not None:
             self.stacked.remove()
         self.stacked = self.fused = None
@@ -96,7 +101,8 @@ class BatchForward:
             return self.fused.forward(ids, mask, positions, cache)[:, -1]
         if not isinstance(model, PeftModel):
             return model(**inputs, use_cache=True, logits_to_keep=1).logits[:, -1]
-        if self.stacked is not None:  # PEFT's LoRA is off; the stacked hooks add each row's adapter
+        if self.stacked is not None or names[0] in self.virtual:  # the stacked hooks add each row's LoRA; a
+            # virtual-token adapter's tokens are in the cache already
             return model.get_base_model()(**inputs, use_cache=True, logits_to_keep=1).logits[:, -1]
         if names[0] == BASE_ADAPTER:  # one adapter per batch: switch the active adapter, as a simple server would
             with model.disable_adapter():

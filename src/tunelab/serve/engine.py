@@ -15,10 +15,11 @@ batch, so the loop is written here.
 
 from __future__ import annotations
 
+import functools
 import queue
 import threading
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any
 
 import torch
@@ -34,9 +35,10 @@ from tunelab.serve.errors import (
     ModelAlreadyServed,
     Overloaded,
 )
-from tunelab.serve.jobs import ErrorEvent, FinishEvent, Job, TextEvent
+from tunelab.serve.jobs import ErrorEvent, FinishEvent, Job, Row, TextEvent
 from tunelab.serve.prefixes import PrefixStore
 from tunelab.serve.sampling import sample_next, visible_text
+from tunelab.serve.virtual_prefix import VirtualPrefixes, virtual_adapters
 
 
 @dataclass
@@ -47,17 +49,6 @@ class EngineSettings:
     request_timeout_s: float = 300.0
     mixed_batches: bool = True  # False: one request at a time, switching the active adapter (the baseline)
     prepack_weights: bool = True  # linear weights packed once for oneDNN (fast_linear.py), in either mode
-
-
-@dataclass
-class Row:
-    job: Job
-    choice: int
-    prompt: list[int]
-    generator: torch.Generator | None
-    tokens: list[int] = field(default_factory=list)
-    sent: int = 0  # characters of text already emitted
-    finish: str | None = None
 
 
 class Engine:
@@ -75,6 +66,7 @@ class Engine:
             self.decoder = BatchForward(self.settings.mixed_batches, self.settings.prepack_weights)
             self.decoder.prepack_base(self.model)  # before adapters: their own small layers stay as PEFT made them
         self.prefixes = PrefixStore()  # cached prompt beginnings per served model, dropped when adapters change
+        self.virtual = VirtualPrefixes()  # virtual-token adapters' prefixes (serve/virtual_prefix.py)
         ensure_chat_template(self.tokenizer)
         self.tokenizers: dict[str, Any] = {base: self.tokenizer}
         self.adapter_paths: dict[str, str] = {}
@@ -98,6 +90,10 @@ class Engine:
     # --- adapters -----------------------------------------------------------------------------------------------
 
     @property
+    def pad_id(self) -> int:
+        return self.tokenizer.pad_token_id if self.tokenizer.pad_token_id is not None else 0
+
+    @property
     def names(self) -> list[str]:
         return [self.base_name, *self.adapter_paths]
 
@@ -107,6 +103,9 @@ class Engine:
         the decoding path to be rebuilt by the caller (after several adapters)."""
         from peft import PeftModel
 
+        from tunelab.model.peft_methods import load_adapter, register_own_methods
+
+        register_own_methods()
         if name in self.names:
             taken = f"a model named {name!r} is already served; unload it first or choose another name"
             raise ModelAlreadyServed(taken)
@@ -117,11 +116,13 @@ class Engine:
                 if isinstance(self.model, PeftModel):
                     self.model.load_adapter(folder, adapter_name=name)
                 else:
-                    self.model = PeftModel.from_pretrained(self.model, folder, adapter_name=name)
+                    self.model = load_adapter(self.model, folder, adapter_name=name)
             except (OSError, ValueError, KeyError, TypeError, RuntimeError) as error:  # RuntimeError: another base
-                problem = f"cannot load it as a LoRA adapter for {self.base_name} ({error})"
+                problem = f"cannot load it as an adapter for {self.base_name} ({error})"
                 raise AdapterUnusable(f"{path}: {problem}") from None
             self.model.eval()
+            if name in virtual_adapters(self.model):
+                self.virtual.compute(self.model, name)
             self.tokenizers[name], self.system_prompts[name] = tokenizer, system  # before the name is served
             self.adapter_paths[name] = str(folder)
             self.prefixes.clear()
@@ -132,13 +133,15 @@ class Engine:
         if name not in self.adapter_paths:
             raise AdapterNotLoaded(f"no adapter named {name!r} is loaded")
         with self.lock, outside_worker():
-            if len(self.adapter_paths) == 1:
-                self.model = self.model.unload()  # back to the plain base model
+            if len(self.adapter_paths) == 1:  # back to the plain base model
+                virtual = name in virtual_adapters(self.model)  # changes nothing in the base: there is no unload
+                self.model = self.model.get_base_model() if virtual else self.model.unload()
             else:
                 if self.model.active_adapter == name:
                     self.model.set_adapter(next(n for n in self.adapter_paths if n != name))
                 self.model.delete_adapter(name)
             del self.adapter_paths[name]
+            self.virtual.forget(name)
             self.prefixes.clear()
             self.decoder.rebuild(self.model, list(self.adapter_paths))
         del self.tokenizers[name], self.system_prompts[name]
@@ -249,6 +252,9 @@ class Engine:
     def _prefill(self, rows: list[Row]):
         """(last-position logits, cache, attention mask, last positions) for the rows' prompts: each alone (from a
         cached prefix where one is shared, prefixes.py) where one alone or any shares a prefix, else together."""
+        if self.virtual.length(rows[0].job.model):  # the rows of a batch share a virtual-token adapter
+            forward = functools.partial(self._forward, rows=rows)
+            return self.virtual.prefill(rows[0].job.model, [row.prompt for row in rows], self.pad_id, forward)
         mixed = self.settings.mixed_batches  # the one-at-a-time baseline prefills as a simple server does
         shared = [self.prefixes.shared(row.job.model, row.prompt) for row in rows] if mixed else []
         if not shared or (len(rows) > 1 and not any(shared)):
@@ -277,8 +283,7 @@ class Engine:
         from transformers import DynamicCache
 
         width = max(len(r.prompt) for r in rows)
-        pad = self.tokenizer.pad_token_id if self.tokenizer.pad_token_id is not None else 0
-        ids = torch.tensor([[pad] * (width - len(r.prompt)) + r.prompt for r in rows])
+        ids = torch.tensor([[self.pad_id] * (width - len(r.prompt)) + r.prompt for r in rows])
         mask = torch.tensor([[0] * (width - len(r.prompt)) + [1] * len(r.prompt) for r in rows])
         positions = (mask.cumsum(-1) - 1).clamp(min=0)  # as generate() computes them for left-padded prompts
         cache = DynamicCache()

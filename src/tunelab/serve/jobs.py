@@ -1,12 +1,15 @@
-"""A request as the engine sees it (`Job`) and what the engine reports back about it, as typed events on the job's
-asyncio queue: a piece of a choice's text, a choice's end, or an error that ends the whole request."""
+"""A request as the engine sees it (`Job`, decoded as one `Row` per choice) and what the engine reports back about
+it, as typed events on the job's asyncio queue: a piece of a choice's text, a choice's end, or an error that ends the
+whole request."""
 
 from __future__ import annotations
 
 import asyncio
 import threading
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field
+
+import torch
 
 from tunelab.serve.errors import ServeError
 from tunelab.serve.sampling import Sampling
@@ -56,3 +59,16 @@ class Job:
 
     def cancel(self) -> None:
         self.cancelled.set()
+
+
+@dataclass
+class Row:
+    """One sequence the engine decodes: a job's prompt and choice, its own generator, what it produced so far."""
+
+    job: Job
+    choice: int
+    prompt: list[int]
+    generator: torch.Generator | None
+    tokens: list[int] = field(default_factory=list)
+    sent: int = 0  # characters of text already emitted
+    finish: str | None = None

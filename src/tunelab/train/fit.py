@@ -54,7 +54,7 @@ def fit(stage: Stage, recipe: Recipe, run: RunDir, model, tokenizer, splits: Spl
     callbacks = standard_callbacks(run, recipe.train) + tracking.callbacks()
     stopper = next(c for c in callbacks if isinstance(c, GracefulStop))
     lean = lean_activations(model) if plan.lean_activations else nullcontext(False)
-    frozen = frozen_weights_in_bf16(model, run.path) if plan.frozen_bf16 else nullcontext()
+    frozen = frozen_weights_in_bf16(model, run.path, spec.low_precision_base) if plan.frozen_bf16 else nullcontext()
     with tracking, lean as leaned, frozen:  # the trackers' integrations read their settings when the trainer is built
         described["lean_activations"] = plan.lean_activations = leaned
         described["weight_bytes"] = weight_bytes(model)  # as held while training (frozen bf16, quantised)

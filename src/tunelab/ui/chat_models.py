@@ -39,6 +39,12 @@ class Loaded:
     tokenizer: Any
     stops: set[int]
     context: int | None  # the most positions the model reads, when its config says
+    prefix: Any = None  # a virtual-token adapter's prefix (serve/virtual_prefix.py); `model` is then the base model
+    adapter: str = ""  # that adapter's name
+
+    @property
+    def virtual_tokens(self) -> int:
+        return self.prefix.length(self.adapter) if self.prefix is not None else 0
 
 
 @dataclass
@@ -102,14 +108,19 @@ def _load(target: Target) -> Loaded:
     from tunelab.model.targets import load_target
 
     model, tokenizer, _ = load_target(target)
-    if virtual_tokens(model):  # PEFT adds them inside its own generate; this chat streams step by step
-        raise UIError(f"{target.name}: a prefix/prompt/P-tuning adapter cannot stream here yet; ask it from the "
-                      f"command line: tunelab chat {target.name} --prompt '...'")  # fmt: skip
+    prefix, adapter = None, ""
+    if virtual_tokens(model):  # PEFT's forward would add them at every step: a prefix cache, then the base model
+        from tunelab.serve.virtual_prefix import VirtualPrefixes
+
+        prefix, adapter = VirtualPrefixes(), model.active_adapter
+        prefix.compute(model, adapter)
+        model = model.get_base_model()
     hold_packed_weights(model)
     stops = set(stop_token_ids(model, tokenizer))
     if not stops:
         raise UIError(f"{target.name}: the tokenizer has no end-of-sequence token, so an answer could not end")
-    return Loaded(model, tokenizer, stops, getattr(model.config, "max_position_embeddings", None))
+    context = getattr(model.config, "max_position_embeddings", None)
+    return Loaded(model, tokenizer, stops, context, prefix, adapter)
 
 
 def sampling_of(temperature: Any, top_p: Any, max_tokens: Any, seed: Any) -> Sampling:
@@ -147,9 +158,9 @@ def stream_reply(loaded: Loaded, messages: list[dict[str, str]], sampling: Sampl
     from tunelab.data.tokenize import prompt_ids_for_generation
 
     ids = prompt_ids_for_generation(loaded.tokenizer, messages)
-    budget = _budget(loaded, len(ids), sampling.max_tokens)
+    budget = _budget(loaded, loaded.virtual_tokens + len(ids), sampling.max_tokens)
     reply, tokens, started = Reply(), [], time.monotonic()
-    token, cache, generator = _first_token(loaded.model, ids, sampling)
+    token, cache, generator = _first_token(loaded, ids, sampling)
     while True:
         if token in loaded.stops:
             reply.finish = "stop"
@@ -175,16 +186,17 @@ def _budget(loaded: Loaded, prompt_tokens: int, wanted: int) -> int:
     return min(wanted, loaded.context - prompt_tokens)
 
 
-def _first_token(model, ids: list[int], sampling: Sampling):
+def _first_token(loaded: Loaded, ids: list[int], sampling: Sampling):
     import torch
 
-    device = next(model.parameters()).device
+    device = next(loaded.model.parameters()).device
     generator = torch.Generator(device=device)
     if sampling.seed is None:
         generator.seed()  # a fresh, non-deterministic seed
     else:
         generator.manual_seed(sampling.seed)
-    token, cache = _next_token(model, ids, None, sampling, generator)
+    cache = loaded.prefix.seeded_cache(loaded.adapter, 1) if loaded.prefix is not None else None
+    token, cache = _next_token(loaded.model, ids, cache, sampling, generator)
     return token, cache, generator
 
 
