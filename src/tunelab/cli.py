@@ -57,6 +57,7 @@ def compare_methods_command(args: argparse.Namespace) -> int:
     methods = cm.parse_methods(args.methods or cm.DEFAULT_METHODS)
     rates, budget = cm.parse_learning_rates(args.lr, methods), cm.parse_budget(args.budget)
     recipe = load_recipe(args.recipe, args.overrides)
+    cm.require_test_set(recipe)
     out = Path(args.out) if args.out else Path(recipe.output_dir) / f"{recipe.name}-methods"
     cm.check_out(out, args.overwrite)
     summary = cm.compare_methods(recipe, methods, out, rates, budget, args.merge)

@@ -135,6 +135,13 @@ def run_method(name: str, document: dict, out: Path, base_from: Path | None, log
     return {"method": name, "run": str(run), "state": "completed", "wall_seconds": seconds}
 
 
+def require_test_set(recipe: Recipe) -> None:
+    """The comparison is on held-out data: a recipe without a test set is refused before anything trains."""
+    if recipe.data.test is None:
+        raise TunelabError("data.test: compare-methods scores every method on the same held-out records, and the "
+                           "recipe has none; set data.test to a test file (records not in training)")  # fmt: skip
+
+
 def check_out(out: Path, overwrite: bool) -> None:
     """An earlier comparison in `out` is not replaced unless asked."""
     if out.exists() and (not out.is_dir() or (any(out.iterdir()) and not overwrite)):

@@ -51,6 +51,9 @@ def test_compare_methods_refuses_bad_flags_before_running(tmp_path, tiny_model_d
         result = cli(["compare-methods", recipe, *flags, "--out", tmp_path / "cmp"], capsys)
         assert result.exit_code != 0 and message in result.err and "Traceback" not in result.err
         assert not (tmp_path / "cmp").exists()
+    result = cli(["compare-methods", recipe, "data.test=null", "--out", tmp_path / "cmp"], capsys)  # no held-out set
+    assert result.exit_code != 0 and "data.test" in result.err and "held-out" in result.err
+    assert "Traceback" not in result.err and not (tmp_path / "cmp").exists()
     earlier = tmp_path / "earlier"
     (earlier / "tiny-lora").mkdir(parents=True)
     result = cli(["compare-methods", recipe, "--methods", "lora", "--out", earlier], capsys)

@@ -206,3 +206,16 @@ def test_a_dpo_run_killed_mid_training_resumes_from_its_last_checkpoint(tmp_path
     assert steps == [1, 2, 3, 4, 5, 6]
     assert json.loads((run / "status.json").read_text())["state"] == "completed"
     assert json.loads((run / "merged" / "verification.json").read_text())["identical_outputs"]
+
+
+@pytest.mark.parametrize("method", [{"type": "bottleneck", "size": 8}, {"type": "prompt", "virtual_tokens": 4},
+                                    {"type": "prefix", "virtual_tokens": 4}])  # fmt: skip
+def test_dpo_trains_methods_other_than_lora(tmp_path, tiny_model_dir, capsys, method):
+    """DPO's reference model is the policy with its adapter off: that holds for a bottleneck adapter and for virtual
+    tokens too (PEFT's forward adds them; disabled, the base model answers)."""
+    recipe = preference_recipe(tmp_path, tiny_model_dir, "dpo", method=method)
+    result = cli(["run", recipe, f"method={json.dumps(method)}"], capsys)
+    assert result.exit_code == 0, result.err
+    run = tmp_path / "runs" / "tiny"
+    assert json.loads((run / "status.json").read_text())["state"] == "completed"
+    assert json.loads((run / "adapter" / "adapter_config.json").read_text())["peft_type"] != "LORA"

@@ -213,3 +213,16 @@ def test_ppo_with_padded_rows_when_packing_is_off(tmp_path, tiny_model_dir, caps
     training = json.loads((tmp_path / "runs" / "tiny" / "training.json").read_text())
     assert training["completed"] and not training["padding_free"] and training["attention"] == "sdpa"
     assert training["completion_forward"] == "padded rows" and training["answers_per_prompt"] == 2
+
+
+@pytest.mark.parametrize("method", [{"type": "prompt", "virtual_tokens": 4}, {"type": "bottleneck", "size": 8}])
+def test_grpo_trains_methods_other_than_lora(tmp_path, tiny_model_dir, capsys, method):
+    """GRPO samples from the policy with tunelab's loop (a prompt-tuned policy from its prefix cache) and scores the
+    samples with PEFT's forward; the run completes and saves the method's adapter."""
+    recipe = rl_recipe(tmp_path, tiny_model_dir, "grpo")
+    result = cli(["run", recipe, f"method={json.dumps(method)}"], capsys)
+    assert result.exit_code == 0, result.err
+    run = tmp_path / "runs" / "tiny"
+    assert json.loads((run / "status.json").read_text())["state"] == "completed"
+    training = json.loads((run / "training.json").read_text())
+    assert training["rollout_tokens"] > 0 and training["padding_free"] is (method["type"] != "prompt")

@@ -168,3 +168,23 @@ def test_the_llamafactory_registry_recipe_without_a_test_set(tmp_path, tiny_mode
     check = json.loads((run / "merged" / "verification.json").read_text())
     assert check["identical_outputs"] and check["prompts"] == 2  # prompts from the validation records
     assert "Traceback" not in result.err
+
+
+@pytest.mark.parametrize("method", [{"type": "bottleneck", "size": 8}, {"type": "prompt", "virtual_tokens": 4},
+                                    {"type": "qlora", "r": 4, "alpha": 8}])  # fmt: skip
+def test_other_methods_on_llamafactory_demo_sets_without_a_test_set(tmp_path, tiny_model_dir, capsys, method):
+    """Methods other than LoRA on outside data (LLaMA-Factory's demo sets: Chinese instructions, tool calls, identity),
+    no test set: each trains, saves its adapter, chats from the command line and exports."""
+    registry = shared_data("llamafactory", "dataset_info.json")
+    data = {"sources": [], "registry": str(registry), "test": None, "validation": 0.05,
+            "datasets": ["alpaca_zh_demo", "glaive_toolcall_en_demo", "identity"]}  # fmt: skip
+    recipe = tiny_recipe(tmp_path, tiny_model_dir, data=data, method=None, train={"max_steps": 4},
+                         eval={"forgetting": False}, export={"merge": False})  # fmt: skip
+    result = cli(["run", recipe, f"method={json.dumps(method)}"], capsys)
+    assert result.exit_code == 0, result.err
+    run = tmp_path / "runs" / "tiny"
+    assert json.loads((run / "status.json").read_text())["state"] == "completed"
+    assert (run / "adapter" / "adapter_config.json").is_file() and not (run / "eval" / "metrics.json").exists()
+    answer = cli(["chat", run, "--prompt", "你好，请介绍一下你自己", "--max-new-tokens", "4"], capsys)
+    assert answer.exit_code == 0, answer.err
+    assert cli(["export", run], capsys).exit_code == 0 and (run / "export" / "adapter" / "README.md").is_file()

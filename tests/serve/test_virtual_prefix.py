@@ -80,18 +80,44 @@ def test_a_virtual_token_adapter_is_served_as_peft_generates(tiny_model_dir, tmp
     engine = Engine(str(tiny_model_dir), {name: str(folder)})
     base = str(tiny_model_dir)
     try:
-        assert engine.virtual.length(name) == 4 and engine.decoder.one_adapter_per_batch
+        assert engine.virtual[name].length == 4 and engine.decoder.one_adapter_per_batch
         with running_server(create_app(engine, ServeSettings())) as url:
             together = asyncio.run(_ask_all(url, [name] * 3, QUESTIONS))  # one batch, left-padded after the prefix
             joining = asyncio.run(_ask_all(url, [name] * 3, QUESTIONS, stagger=0.05))  # rows join a running batch
             plain = asyncio.run(_ask_all(url, [base] * 3, QUESTIONS))
         engine.unload_adapter(name)
-        assert name not in engine.virtual.layers and not hasattr(engine.model, "peft_config")
+        assert name not in engine.virtual and not hasattr(engine.model, "peft_config")
     finally:
         engine.close()
     expected = _peft_answers(tiny_model_dir, folder, 12)
     assert together == expected and joining == expected
     assert plain == _peft_answers(tiny_model_dir, None, 12)
+
+
+@pytest.mark.parametrize("method", ["prefix", "prompt", "ptuning"])
+def test_rl_rollouts_sample_a_virtual_token_policy_as_peft_generates(tiny_model_dir, tmp_path, method):
+    """The RL stages sample from the policy with tunelab's decoding loop: a prompt-tuned policy's greedy samples are
+    PEFT's `generate` answers (the loop would otherwise add the virtual tokens at every step)."""
+    from transformers import AutoModelForCausalLM
+
+    from tunelab.model.decode import SamplingSettings, sample_completions
+    from tunelab.model.peft_methods import load_adapter
+
+    folder = _virtual_adapter(tmp_path / method, tiny_model_dir, method)
+    model = load_adapter(AutoModelForCausalLM.from_pretrained(tiny_model_dir), folder).eval()
+    prompts = [[5, 17, 42, 99, 7, 3], [11, 12], [40, 41, 42, 43]]
+    samples = sample_completions(model, prompts, SamplingSettings(max_new_tokens=6, temperature=0.0), set(), 0)
+    with torch.no_grad():
+        for prompt, sample in zip(prompts, samples, strict=True):
+            ids = torch.tensor([prompt])
+            out = model.generate(input_ids=ids, attention_mask=torch.ones_like(ids), max_new_tokens=6,
+                                 do_sample=False, pad_token_id=0, output_logits=True,
+                                 return_dict_in_generate=True)  # fmt: skip
+            assert sample.ids == out.sequences[0, len(prompt) :].tolist()
+            # the tiny model repeats tokens whatever comes first: its log-probabilities tell the decodings apart
+            steps = zip(out.logits, sample.ids, strict=True)
+            expected = [float(torch.log_softmax(step[0].float(), -1)[token]) for step, token in steps]
+            assert sample.logprobs == pytest.approx(expected, abs=1e-4)
 
 
 @pytest.mark.parametrize("method", ["prefix", "prompt", "ptuning"])
@@ -101,17 +127,16 @@ def test_the_prefix_cache_gives_the_logits_of_peft_forward(tiny_model_dir, tmp_p
     from transformers import AutoModelForCausalLM
 
     from tunelab.model.peft_methods import load_adapter
-    from tunelab.serve.virtual_prefix import VirtualPrefixes, prefill_inputs
+    from tunelab.model.virtual_prefix import VirtualPrefix, prefill_inputs
 
     folder = _virtual_adapter(tmp_path / method, tiny_model_dir, method)
     model = load_adapter(AutoModelForCausalLM.from_pretrained(tiny_model_dir), folder).eval()
     prompts = [[5, 17, 42, 99, 7, 3], [11, 12], [40, 41, 42, 43]]
-    prefixes = VirtualPrefixes()
-    prefixes.compute(model, "default")
-    ids, mask, positions = prefill_inputs(prompts, prefixes.length("default"), pad=0)
+    prefix = VirtualPrefix.of(model)
+    ids, mask, positions = prefill_inputs(prompts, prefix.length, pad=0)
     with torch.no_grad():
         served = model.get_base_model()(input_ids=ids, attention_mask=mask, position_ids=positions,
-                                        past_key_values=prefixes.seeded_cache("default", 3)).logits[:, -1]  # fmt: skip
+                                        past_key_values=prefix.seeded_cache(3)).logits[:, -1]  # fmt: skip
         alone = torch.cat([model(input_ids=torch.tensor([p])).logits[:, -1] for p in prompts])
         with model.disable_adapter():
             base = torch.cat([model(input_ids=torch.tensor([p])).logits[:, -1] for p in prompts])
@@ -120,7 +145,7 @@ def test_the_prefix_cache_gives_the_logits_of_peft_forward(tiny_model_dir, tmp_p
 
 
 def test_prefill_inputs_put_the_prompts_after_the_virtual_tokens():
-    from tunelab.serve.virtual_prefix import prefill_inputs
+    from tunelab.model.virtual_prefix import prefill_inputs
 
     ids, mask, positions = prefill_inputs([[7, 8, 9], [5]], virtual=4, pad=0)
     assert ids.tolist() == [[7, 8, 9], [0, 0, 5]]

@@ -50,7 +50,15 @@ def sample_completions(
     pad_id: int,
     generator: torch.Generator | None = None,
 ) -> list[Sample]:
-    """One Sample per prompt (repeat a prompt to sample it several times), in the order given."""
+    """One Sample per prompt (repeat a prompt to sample it several times), in the order given. A virtual-token
+    adapter's tokens are a prefix cache computed once, and the base model decodes after it (model/virtual_prefix.py)."""
+    from tunelab.model.generate import virtual_tokens
+
+    prefix = None
+    if virtual_tokens(model):
+        from tunelab.model.virtual_prefix import VirtualPrefix
+
+        prefix, model = VirtualPrefix.of(model), model.get_base_model()
     samples = [Sample(list(p)) for p in prompts]
     waiting = list(range(len(samples)))
     active: list[int] = []
@@ -59,7 +67,7 @@ def sample_completions(
         room = settings.max_rows - len(active)
         if waiting and room > 0 and (state is None or mergeable(state[0])):
             joining, waiting = waiting[:room], waiting[room:]
-            logits, new_state = _prefill(model, [samples[i].prompt for i in joining], pad_id)
+            logits, new_state = _prefill(model, [samples[i].prompt for i in joining], pad_id, prefix)
             joined, new_state = _advance(samples, joining, logits, new_state, settings, stop_ids, generator)
             active, state = _join(active, state, joined, new_state)
             continue
@@ -94,16 +102,16 @@ def row_logits(model, tokens: list[int], cache, keep: int = 1) -> torch.Tensor:
     return out.logits[0].float()
 
 
-def _prefill(model, prompts: list[list[int]], pad_id: int):
-    """Last-position logits and (cache, mask, positions) for the prompts, each distinct prompt computed once."""
+def _prefill(model, prompts: list[list[int]], pad_id: int, prefix=None):
+    """Last-position logits and (cache, mask, positions) for the prompts (after a virtual-token `prefix`), each
+    distinct prompt computed once."""
     from transformers import DynamicCache
 
+    from tunelab.model.virtual_prefix import prefill_inputs
+
     distinct = list(dict.fromkeys(tuple(p) for p in prompts))
-    width = max(len(p) for p in distinct)
-    ids = torch.tensor([[pad_id] * (width - len(p)) + list(p) for p in distinct])
-    mask = torch.tensor([[0] * (width - len(p)) + [1] * len(p) for p in distinct])
-    positions = (mask.cumsum(-1) - 1).clamp(min=0)  # as generate() computes them for left-padded prompts
-    cache = DynamicCache()
+    ids, mask, positions = prefill_inputs(distinct, prefix.length if prefix is not None else 0, pad_id)
+    cache = prefix.seeded_cache(len(distinct)) if prefix is not None else DynamicCache()
     logits = _forward(model, ids, mask, positions, cache)
     rows = torch.tensor([distinct.index(tuple(p)) for p in prompts])
     if len(rows) != len(distinct) or not torch.equal(rows, torch.arange(len(rows))):

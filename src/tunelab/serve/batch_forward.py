@@ -9,7 +9,7 @@
   groups requests by adapter), PEFT's own forward with that adapter active — PEFT's mixed batches (`adapter_names=`)
   refuse DoRA.
 - Virtual-token adapters (prefix, prompt, P-tuning): one adapter per batch too, the base model's forward on a cache
-  that starts with the adapter's prefix (serve/virtual_prefix.py); PEFT's forward would add the tokens again.
+  that starts with the adapter's prefix (model/virtual_prefix.py); PEFT's forward would add the tokens again.
 - One request at a time (`mixed_batches=False`, the benchmark's baseline): the active adapter is switched, as a
   simple server does.
 """
@@ -50,7 +50,7 @@ class BatchForward:
         self.fused = None  # fused_decoder.FusedDecoder where the architecture allows
         self.path = "transformers"
         self.one_adapter_per_batch = False  # true where a batch's rows must share their adapter
-        self.virtual: set[str] = set()  # adapters whose tokens are in the cache already (serve/virtual_prefix.py)
+        self.virtual: set[str] = set()  # adapters whose tokens are in the cache already (model/virtual_prefix.py)
 
     def prepack_base(self, model) -> None:
         """Pack the base model's layers where the fused decoder will not replace them (it applies to this
@@ -65,8 +65,8 @@ class BatchForward:
         from peft import PeftModel
 
         from tunelab.model import fast_linear, fused_decoder
+        from tunelab.model.virtual_prefix import virtual_adapters
         from tunelab.serve import multi_lora
-        from tunelab.serve.virtual_prefix import virtual_adapters
 
         self.virtual = virtual_adapters(model)
         if self.stacked is not None:

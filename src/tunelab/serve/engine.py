@@ -25,6 +25,7 @@ from typing import Any
 import torch
 
 from tunelab.model.kv_cache import merge_caches, mergeable, trim_padding
+from tunelab.model.virtual_prefix import VirtualPrefix, virtual_adapters
 from tunelab.serve.adapters import adapter_tokenizer, resolve_adapter
 from tunelab.serve.batch_forward import BASE_ADAPTER, BatchForward, outside_worker
 from tunelab.serve.errors import (
@@ -38,7 +39,6 @@ from tunelab.serve.errors import (
 from tunelab.serve.jobs import ErrorEvent, FinishEvent, Job, Row, TextEvent
 from tunelab.serve.prefixes import PrefixStore
 from tunelab.serve.sampling import sample_next, visible_text
-from tunelab.serve.virtual_prefix import VirtualPrefixes, virtual_adapters
 
 
 @dataclass
@@ -66,7 +66,7 @@ class Engine:
             self.decoder = BatchForward(self.settings.mixed_batches, self.settings.prepack_weights)
             self.decoder.prepack_base(self.model)  # before adapters: their own small layers stay as PEFT made them
         self.prefixes = PrefixStore()  # cached prompt beginnings per served model, dropped when adapters change
-        self.virtual = VirtualPrefixes()  # virtual-token adapters' prefixes (serve/virtual_prefix.py)
+        self.virtual: dict[str, VirtualPrefix] = {}  # virtual-token adapters' prefixes (model/virtual_prefix.py)
         ensure_chat_template(self.tokenizer)
         self.tokenizers: dict[str, Any] = {base: self.tokenizer}
         self.adapter_paths: dict[str, str] = {}
@@ -122,7 +122,7 @@ class Engine:
                 raise AdapterUnusable(f"{path}: {problem}") from None
             self.model.eval()
             if name in virtual_adapters(self.model):
-                self.virtual.compute(self.model, name)
+                self.virtual[name] = VirtualPrefix.of(self.model, name)
             self.tokenizers[name], self.system_prompts[name] = tokenizer, system  # before the name is served
             self.adapter_paths[name] = str(folder)
             self.prefixes.clear()
@@ -141,7 +141,7 @@ class Engine:
                     self.model.set_adapter(next(n for n in self.adapter_paths if n != name))
                 self.model.delete_adapter(name)
             del self.adapter_paths[name]
-            self.virtual.forget(name)
+            self.virtual.pop(name, None)
             self.prefixes.clear()
             self.decoder.rebuild(self.model, list(self.adapter_paths))
         del self.tokenizers[name], self.system_prompts[name]
@@ -252,9 +252,10 @@ class Engine:
     def _prefill(self, rows: list[Row]):
         """(last-position logits, cache, attention mask, last positions) for the rows' prompts: each alone (from a
         cached prefix where one is shared, prefixes.py) where one alone or any shares a prefix, else together."""
-        if self.virtual.length(rows[0].job.model):  # the rows of a batch share a virtual-token adapter
+        prefix = self.virtual.get(rows[0].job.model)  # the rows of a batch share a virtual-token adapter
+        if prefix is not None:
             forward = functools.partial(self._forward, rows=rows)
-            return self.virtual.prefill(rows[0].job.model, [row.prompt for row in rows], self.pad_id, forward)
+            return prefix.prefill([row.prompt for row in rows], self.pad_id, forward)
         mixed = self.settings.mixed_batches  # the one-at-a-time baseline prefills as a simple server does
         shared = [self.prefixes.shared(row.job.model, row.prompt) for row in rows] if mixed else []
         if not shared or (len(rows) > 1 and not any(shared)):

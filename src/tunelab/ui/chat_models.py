@@ -39,12 +39,11 @@ class Loaded:
     tokenizer: Any
     stops: set[int]
     context: int | None  # the most positions the model reads, when its config says
-    prefix: Any = None  # a virtual-token adapter's prefix (serve/virtual_prefix.py); `model` is then the base model
-    adapter: str = ""  # that adapter's name
+    prefix: Any = None  # a virtual-token adapter's prefix (model/virtual_prefix.py); `model` is then the base model
 
     @property
     def virtual_tokens(self) -> int:
-        return self.prefix.length(self.adapter) if self.prefix is not None else 0
+        return self.prefix.length if self.prefix is not None else 0
 
 
 @dataclass
@@ -108,19 +107,17 @@ def _load(target: Target) -> Loaded:
     from tunelab.model.targets import load_target
 
     model, tokenizer, _ = load_target(target)
-    prefix, adapter = None, ""
+    prefix = None
     if virtual_tokens(model):  # PEFT's forward would add them at every step: a prefix cache, then the base model
-        from tunelab.serve.virtual_prefix import VirtualPrefixes
+        from tunelab.model.virtual_prefix import VirtualPrefix
 
-        prefix, adapter = VirtualPrefixes(), model.active_adapter
-        prefix.compute(model, adapter)
-        model = model.get_base_model()
+        prefix, model = VirtualPrefix.of(model), model.get_base_model()
     hold_packed_weights(model)
     stops = set(stop_token_ids(model, tokenizer))
     if not stops:
         raise UIError(f"{target.name}: the tokenizer has no end-of-sequence token, so an answer could not end")
     context = getattr(model.config, "max_position_embeddings", None)
-    return Loaded(model, tokenizer, stops, context, prefix, adapter)
+    return Loaded(model, tokenizer, stops, context, prefix)
 
 
 def sampling_of(temperature: Any, top_p: Any, max_tokens: Any, seed: Any) -> Sampling:
@@ -195,7 +192,7 @@ def _first_token(loaded: Loaded, ids: list[int], sampling: Sampling):
         generator.seed()  # a fresh, non-deterministic seed
     else:
         generator.manual_seed(sampling.seed)
-    cache = loaded.prefix.seeded_cache(loaded.adapter, 1) if loaded.prefix is not None else None
+    cache = loaded.prefix.seeded_cache(1) if loaded.prefix is not None else None
     token, cache = _next_token(loaded.model, ids, cache, sampling, generator)
     return token, cache, generator
 
