@@ -18,6 +18,7 @@ from tunelab.train import method_training
 from tunelab.train.callbacks import GracefulStop, TimeBudget, standard_callbacks
 from tunelab.train.frozen_bf16 import frozen_weights_in_bf16, qualifies
 from tunelab.train.lean_activations import lean_activations
+from tunelab.train.neftune import PackedNeftune
 from tunelab.train.packing import restore_attention, use_packed_attention
 from tunelab.train.speed import apply_threads, plan_speed
 from tunelab.train.stage import Stage
@@ -61,6 +62,8 @@ def fit(stage: Stage, recipe: Recipe, run: RunDir, model, tokenizer, splits: Spl
         write_json(run.path / "training.json", described | tracking.describe())
         trainer = stage.build_trainer(recipe, run, model, tokenizer, splits, plan, callbacks)
         method_training.install(trainer, recipe.method)
+        if plan.padding_free and recipe.train.get("neftune_noise_alpha"):  # noise per packed sequence, not per row
+            PackedNeftune(float(recipe.train["neftune_noise_alpha"])).install(trainer)
         if getattr(trainer, "training_notes", None):  # what the stage did while building (rm: a fitted score head)
             described |= trainer.training_notes
             write_json(run.path / "training.json", described | tracking.describe())
