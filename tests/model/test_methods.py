@@ -78,8 +78,28 @@ def test_method_trains_only_what_it_should_and_saves_a_loadable_result(tmp_path,
 
 
 # one section per method type, trained for a few steps on the built-in model
-BUILTIN = {section["type"]: section for section in SECTIONS.values()} | {"lora": SECTIONS["lora-pissa"]}
+BUILTIN = {
+    name: SECTIONS[name]
+    for name in (
+        "lora-pissa",
+        "qlora-loftq",
+        "freeze-progressive",
+        "vera",
+        "loha",
+        "lokr",
+        "ia3",
+        "prefix",
+        "prompt",
+        "ptuning",
+        "llama_adapter",
+        "bottleneck",
+    )
+}
 BUILTIN["full"] = {"type": "full", "layer_lr_decay": 0.9, "l2sp": 0.01}  # 0.5 over 30 layers: the bottom ones stay put
+
+
+def test_the_builtin_model_test_covers_every_method_type():
+    assert {section["type"] for section in BUILTIN.values()} == set(METHODS)
 
 
 @pytest.mark.slow

@@ -18,6 +18,8 @@ import torch
 import torch.nn.functional as F
 from torch.utils.checkpoint import checkpoint
 
+from tunelab.model.generate import virtual_tokens
+
 IGNORE_INDEX = -100
 # Rows of fp32 logits per chunk: 256 × a 49k vocabulary is 50 MB per buffer. Measured with bench/train_throughput.py
 # (LoRA, checkpointing, AVX512-BF16): 1024-row chunks 290–303 real tok/s at 3.3–3.5 GiB peak, 256 rows 303–331 at
@@ -142,8 +144,7 @@ def split_head(model):
     distributed wrapper must see the forward)."""
     if torch.distributed.is_available() and torch.distributed.is_initialized():
         return None
-    peft_config = getattr(model, "active_peft_config", None)
-    if peft_config is not None and peft_config.is_prompt_learning:
+    if virtual_tokens(model):
         return None
     causal_lm = model.get_base_model() if hasattr(model, "get_base_model") else model
     decoder = getattr(causal_lm, "base_model", causal_lm)

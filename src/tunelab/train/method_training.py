@@ -139,13 +139,13 @@ class L2SP(TrainerCallback):
                 _lora_pull(module, adapter, self.strength)
 
 
-def lora_modules(model) -> list[tuple[Any, str]]:
-    """(PEFT LoRA layer, adapter name) for every trained LoRA pair in the model."""
+def lora_modules(model, trained_only: bool = True) -> list[tuple[Any, str]]:
+    """(PEFT LoRA layer, adapter name) for every LoRA pair in the model (that trains, unless `trained_only=False`)."""
     found = []
     for module in model.modules():
         lora_a = getattr(module, "lora_A", None)
         if isinstance(lora_a, torch.nn.ModuleDict):
-            found += [(module, name) for name in lora_a if lora_a[name].weight.requires_grad]
+            found += [(module, n) for n in lora_a if lora_a[n].weight.requires_grad or not trained_only]
     return found
 
 
@@ -161,7 +161,7 @@ def _lora_pull(module, adapter: str, strength: float) -> None:
 
 def lora_update_norm(model) -> float | None:
     """‖ΔW‖ over all LoRA pairs (Frobenius, s·B·A), or None for a model without them."""
-    pairs = lora_modules(model) or [(m, n) for m in model.modules() for n in getattr(m, "lora_A", {}) or {}]
+    pairs = lora_modules(model) or lora_modules(model, trained_only=False)  # after training: frozen for evaluation
     if not pairs:
         return None
     with torch.no_grad():
