@@ -163,6 +163,9 @@ def table_rows(summary: dict[str, Any]) -> list[list[str]]:
     return rows
 
 
+MARKERS = ("o", "s", "^", "D", "v", "P", "X", "*", "<", ">")
+
+
 def plot(summary: dict[str, Any], out: Path) -> dict[str, Path]:
     """Quality against trainable parameters (log scale), peak memory and training time; one point per method."""
     import matplotlib
@@ -177,11 +180,10 @@ def plot(summary: dict[str, Any], out: Path) -> dict[str, Path]:
     written = {}
     for name, (key, label, scale, log_x) in axes_of.items():
         points = [(r[key] / scale, 100 * r["quality"], r["method"]) for r in rows if r.get(key)]
-        figure, axis = plt.subplots(figsize=(6, 4))
-        for index, (x, y, method) in enumerate(points):
-            axis.scatter(x, y)
-            nudge = 4 if index % 2 == 0 else -11  # neighbours (lora, dora) alternate above and below their point
-            axis.annotate(method, (x, y), textcoords="offset points", xytext=(4, nudge), fontsize=8)
+        figure, axis = plt.subplots(figsize=(7.5, 4))
+        for index, (x, y, method) in enumerate(points):  # a legend, not labels: LoRA-like methods sit on each other
+            axis.scatter(x, y, marker=MARKERS[index % len(MARKERS)], s=50, label=method, alpha=0.85)
+        axis.legend(loc="center left", bbox_to_anchor=(1.01, 0.5), fontsize=8, frameon=False)
         axis.set_xscale("log" if log_x else "linear")
         axis.set_xlabel(label)
         axis.set_ylabel(f"{summary['metric']} (%)")
