@@ -52,12 +52,10 @@ def sample_completions(
 ) -> list[Sample]:
     """One Sample per prompt (repeat a prompt to sample it several times), in the order given. A virtual-token
     adapter's tokens are a prefix cache computed once, and the base model decodes after it (model/virtual_prefix.py)."""
-    from tunelab.model.generate import virtual_tokens
+    from tunelab.model.virtual_prefix import VirtualPrefix, virtual_tokens
 
     prefix = None
     if virtual_tokens(model):
-        from tunelab.model.virtual_prefix import VirtualPrefix
-
         prefix, model = VirtualPrefix.of(model), model.get_base_model()
     samples = [Sample(list(p)) for p in prompts]
     waiting = list(range(len(samples)))

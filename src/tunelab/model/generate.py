@@ -14,6 +14,8 @@ from typing import Any
 import torch
 from transformers import GenerationConfig
 
+from tunelab.model.virtual_prefix import virtual_tokens
+
 # End-of-turn markers of common chat templates; generation stops at any that the tokenizer knows as one token.
 END_OF_TURN_TOKENS = ("<|im_end|>", "<|eot_id|>", "<end_of_turn>", "<|end|>", "<|endoftext|>")
 
@@ -98,14 +100,6 @@ def _decoding(model):
     from tunelab.model.decode import packed_weights
 
     return _decode_one_batch, packed_weights(model)
-
-
-def virtual_tokens(model) -> bool:
-    """A prompt-learning adapter (prefix, prompt, P-tuning): PEFT puts its virtual tokens (or prefix keys and values)
-    in front at the first step of its own `generate` only; a decoding loop that calls the forward itself would add
-    them at every step, or not at all."""
-    config = getattr(model, "active_peft_config", None)
-    return bool(config is not None and config.is_prompt_learning)
 
 
 def greedy_config(model, tokenizer, max_new_tokens: int) -> GenerationConfig:

@@ -18,6 +18,14 @@ import torch
 VIRTUAL_TOKEN_TYPES = ("PROMPT_TUNING", "PREFIX_TUNING", "P_TUNING")
 
 
+def virtual_tokens(model) -> bool:
+    """A prompt-learning adapter (prefix, prompt, P-tuning): PEFT puts its virtual tokens (or prefix keys and values)
+    in front at the first step of its own `generate` only; a decoding loop that calls the forward itself would add
+    them at every step, or not at all."""
+    config = getattr(model, "active_peft_config", None)
+    return bool(config is not None and config.is_prompt_learning)
+
+
 def virtual_adapters(model) -> set[str]:
     """Names of the model's virtual-token adapters (none for a plain model)."""
     types = {name: getattr(config, "peft_type", None) for name, config in getattr(model, "peft_config", {}).items()}

@@ -18,7 +18,7 @@ import torch
 import torch.nn.functional as F
 from torch.utils.checkpoint import checkpoint
 
-from tunelab.model.generate import virtual_tokens
+from tunelab.model.virtual_prefix import virtual_tokens
 
 IGNORE_INDEX = -100
 # Rows of fp32 logits per chunk: 256 × a 49k vocabulary is 50 MB per buffer. Measured with bench/train_throughput.py

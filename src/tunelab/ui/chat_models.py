@@ -103,14 +103,13 @@ def load(target: Target) -> Loaded:
 
 def _load(target: Target) -> Loaded:
     from tunelab.model.decode import hold_packed_weights
-    from tunelab.model.generate import stop_token_ids, virtual_tokens
+    from tunelab.model.generate import stop_token_ids
     from tunelab.model.targets import load_target
+    from tunelab.model.virtual_prefix import VirtualPrefix, virtual_tokens
 
     model, tokenizer, _ = load_target(target)
     prefix = None
     if virtual_tokens(model):  # PEFT's forward would add them at every step: a prefix cache, then the base model
-        from tunelab.model.virtual_prefix import VirtualPrefix
-
         prefix, model = VirtualPrefix.of(model), model.get_base_model()
     hold_packed_weights(model)
     stops = set(stop_token_ids(model, tokenizer))
