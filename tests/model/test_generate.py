@@ -204,8 +204,9 @@ def test_empty_test_set_and_bad_records_are_user_errors(model_and_tokenizer, tmp
 
 @pytest.mark.parametrize("method", ["prompt", "prefix"])
 def test_virtual_token_adapters_generate_through_peft(tiny_model_dir, method):
-    """Prefix and prompt tuning put their virtual tokens in front at PEFT's first generation step: generate_batch
-    leaves them to PEFT's generate, and the answers are what PEFT gives token by token (the loop would not)."""
+    """Prefix and prompt tuning put their virtual tokens in front: generate_batch decodes a batch of prompts from the
+    adapter's prefix cache (model/virtual_prefix.py), and each answer is what PEFT's generate gives that prompt alone
+    (PEFT's own batched generate drops the position ids, so left padding would shift a shorter prompt's positions)."""
     from peft import PrefixTuningConfig, PromptTuningConfig, get_peft_model
 
     from tunelab.model import generate as generation
@@ -220,7 +221,7 @@ def test_virtual_token_adapters_generate_through_peft(tiny_model_dir, method):
             if parameter.requires_grad:
                 parameter.normal_(0, 2.0)  # virtual tokens that change the answers
     prompts = _prompts(tokenizer)[:3]
-    assert generation._decoding(model)[0] is generation._generate_one_batch
+    assert generation._decoding(model)[0] is generation._decode_one_batch  # the loop, from the prefix cache
     answers = generate_batch(model, tokenizer, prompts, max_new_tokens=8, batch_size=3)
     with torch.inference_mode():
         for prompt, answer in zip(prompts, answers, strict=True):

@@ -79,7 +79,7 @@ def _decode_one_batch(model, tokenizer, prompts, config: GenerationConfig, stops
     from tunelab.model.decode import SamplingSettings, sample_completions
 
     temperature = config.temperature if config.do_sample else 0.0
-    if temperature == 0 and len(prompts) == 1:  # one greedy answer: several tokens per pass where drafts are right
+    if temperature == 0 and len(prompts) == 1 and not virtual_tokens(model):  # one greedy answer: drafts checked
         from tunelab.model.lookahead import greedy_lookahead
 
         sample = greedy_lookahead(model, prompts[0], config.max_new_tokens, stops)
@@ -95,8 +95,8 @@ def _decoding(model):
     elsewhere transformers' `generate`."""
     from contextlib import nullcontext
 
-    if model.device.type != "cpu" or virtual_tokens(model):
-        return _generate_one_batch, nullcontext()
+    if model.device.type != "cpu":  # virtual tokens too: the loop puts them in front once, at explicit positions
+        return _generate_one_batch, nullcontext()  # (PEFT's forward drops position ids: left padding would shift them)
     from tunelab.model.decode import packed_weights
 
     return _decode_one_batch, packed_weights(model)
