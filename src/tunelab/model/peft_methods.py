@@ -103,9 +103,8 @@ def peft_config(method, model, task_type: str = "CAUSAL_LM"):
     """The PEFT config for a recipe's method section on this model."""
     import peft
 
-    from tunelab.model import bottleneck
+    from tunelab.model import bottleneck  # its config registers the method with PEFT when made
 
-    bottleneck.register()
     class_name, arguments = PEFT_CONFIGS[method.type](method, model)
     config_class = getattr(peft, class_name, None) or getattr(bottleneck, class_name)
     return config_class(task_type=task_type, **arguments)

@@ -25,7 +25,7 @@ from typing import Any
 import torch
 
 from tunelab.model.kv_cache import merge_caches, mergeable, trim_padding
-from tunelab.model.virtual_prefix import VirtualPrefix, virtual_adapters
+from tunelab.model.virtual_prefix import VirtualPrefix, prefill_inputs, virtual_adapters
 from tunelab.serve.adapters import adapter_tokenizer, resolve_adapter
 from tunelab.serve.batch_forward import BASE_ADAPTER, BatchForward, outside_worker
 from tunelab.serve.errors import (
@@ -283,10 +283,7 @@ class Engine:
         """Left-padded prompts in one forward pass."""
         from transformers import DynamicCache
 
-        width = max(len(r.prompt) for r in rows)
-        ids = torch.tensor([[self.pad_id] * (width - len(r.prompt)) + r.prompt for r in rows])
-        mask = torch.tensor([[0] * (width - len(r.prompt)) + [1] * len(r.prompt) for r in rows])
-        positions = (mask.cumsum(-1) - 1).clamp(min=0)  # as generate() computes them for left-padded prompts
+        ids, mask, positions = prefill_inputs([row.prompt for row in rows], 0, self.pad_id)
         cache = DynamicCache()
         logits = self._forward(ids, mask, positions, cache, rows)
         return logits, cache, mask, positions[:, -1:]
