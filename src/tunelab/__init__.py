@@ -1,6 +1,7 @@
 """tunelab: turn a pretrained language model plus your data into a measured, exported, served specialist."""
 
 import logging as _logging
+import warnings as _warnings
 
 __version__ = "0.1.0"
 
@@ -9,3 +10,8 @@ __version__ = "0.1.0"
 # `kernels` not installed); it then uses the kernels it ships, which is what tunelab wants. Silenced here, before any
 # import of peft, so that no command prints it.
 _logging.getLogger("bitsandbytes.backends.cpu.ops").setLevel(_logging.ERROR)
+
+# An int8 (LLM.int8) model computes its quantised layers in float16; bitsandbytes warns once per layer and call that it
+# casts the bfloat16 activations. That is how the scheme works (tunelab's int8 export states its compute dtype), not
+# something a user can act on.
+_warnings.filterwarnings("ignore", message="MatMul8bitLt: inputs will be cast from")

@@ -233,10 +233,14 @@ def judge_command(args: argparse.Namespace) -> int:
 def export_command(args: argparse.Namespace) -> int:
     from tunelab.export.export import export_run
 
-    result = export_run(args.run, merged=args.merged, dtype=args.dtype, out=args.out, overwrite=args.overwrite)
+    result = export_run(args.run, merged=args.merged, dtype=args.dtype, out=args.out, overwrite=args.overwrite,
+                        gguf=args.gguf, quantize=args.quantize)  # fmt: skip
     print(f"{result['kind']} export of {args.run}: {result['folder']}")
     check = result.get("verification")
-    if check:
+    if check and "summary" in check:
+        print(f"read back with transformers: {check['summary']}")
+        print("files: " + ", ".join(result["files"].values()))
+    elif check:
         verdict = "identical greedy outputs" if check["identical_outputs"] else f"{check['mismatches']} outputs DIFFER"
         print(f"merged vs adapter model ({check['dtype']}): {verdict}, max |Δlogit| {check['max_abs_logit_diff']:.1e}")
     return 0

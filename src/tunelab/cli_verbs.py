@@ -149,12 +149,14 @@ VERBS: dict[str, Verb] = {
         arg("--out", help="output folder (default: <run A>/eval/judge/<B>, or judge/<A>-vs-<B>)"),
     ),
     "export": verb(
-        "a run's adapter (PEFT/vLLM layout) or merged model folder, verified",
+        "a run's adapter (PEFT/vLLM layout), merged, quantised or GGUF model, verified",
         RUN,
         flag("--merged", "merge the adapter into the base model"),
         arg("--dtype", choices=literal_choices(ExportSection, "dtype"), help="dtype of a merged export"),
-        arg("--out", help="output folder (default: <run>/export/adapter or <run>/export/merged)"),
-        flag("--overwrite", "replace a non-empty output folder"),
+        arg("--gguf", choices=["f16", "q8_0", "q4_0"], help="the merged model as one GGUF file (llama.cpp, Ollama)"),
+        arg("--quantize", choices=["int8", "int4"], help="the merged model weight-only quantised (transformers, vLLM)"),
+        arg("--out", help="output folder (default: <run>/export/adapter|merged); with --gguf a .gguf path or folder"),
+        flag("--overwrite", "replace a non-empty output folder (or existing GGUF files)"),
     ),
     "serve": verb(
         "an OpenAI-compatible server: one base model, many adapters, batched",

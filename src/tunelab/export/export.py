@@ -130,10 +130,23 @@ def export_merged(run: RunDir, out: Path, dtype: str | None = None, overwrite: b
 
 
 def export_run(run_path: str, merged: bool = False, dtype: str | None = None, out: str | None = None,
-               overwrite: bool = False) -> dict[str, Any]:  # fmt: skip
+               overwrite: bool = False, gguf: str | None = None, quantize: str | None = None,
+               log=print) -> dict[str, Any]:  # fmt: skip
     if out is not None and not out.strip():
         raise RunError("--out is empty; give the folder to export into, or leave --out out for <run>/export/")
+    formats = [flag for flag, value in (("--gguf", gguf), ("--quantize", quantize)) if value is not None]
+    if formats and (merged or dtype is not None or len(formats) > 1):
+        raise RunError(f"{' and '.join(formats)}: one export format at a time, each writes the merged model in its own "
+                       "format: leave out --merged and --dtype")  # fmt: skip
     run = RunDir.open(run_path)
+    if gguf is not None:
+        from tunelab.export.gguf import export_gguf
+
+        return export_gguf(run, gguf, out, overwrite, log)
+    if quantize is not None:
+        from tunelab.export.quantized import export_quantized
+
+        return export_quantized(run, quantize, out, overwrite, log)
     target = Path(out) if out else run.path / "export" / ("merged" if merged else "adapter")
     if merged:
         return export_merged(run, target, dtype, overwrite)
