@@ -33,6 +33,7 @@ LAYER_TABLE: tuple[tuple[str, ...], ...] = (
         "shared_baseline",
         "compare_methods",
         "compare_methods_report",
+        "distributed_run",
     ),  # fmt: skip
     ("ui", "cli", "cli_verbs", "cli_support"),  # entry points
 )

@@ -17,7 +17,13 @@ import warnings
 from collections.abc import Callable
 from pathlib import Path
 
-from tunelab.cli_support import INTERNAL_ERROR, internal_error, quiet_bars_when_piped  # noqa: F401 (INTERNAL_ERROR)
+from tunelab.cli_support import (  # noqa: F401 (INTERNAL_ERROR)
+    INTERNAL_ERROR,
+    adapter_names,
+    internal_error,
+    key_from_env,
+    quiet_bars_when_piped,
+)
 from tunelab.cli_verbs import GROUPS, VERBS
 
 
@@ -40,12 +46,23 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def run_command(args: argparse.Namespace) -> int:
+    from tunelab.errors import TunelabError
     from tunelab.recipe import load_recipe
     from tunelab.report import print_outcome
     from tunelab.workflow import run_recipe
 
     recipe = load_recipe(args.recipe, args.overrides)
+    if args.nproc is not None and args.nproc < 1:
+        raise TunelabError(f"--nproc {args.nproc}: give the number of processes to train in, 1 or more")
+    if (args.nproc or 1) > 1 and int(os.environ.get("WORLD_SIZE", "1")) == 1:  # the ranks see WORLD_SIZE=N
+        from tunelab.distributed_run import launch, rank_command_line
+
+        launch(args.nproc, rank_command_line(args), recipe)
+        print(f"run finished in {args.nproc} processes: tunelab status {Path(recipe.output_dir) / recipe.name}")
+        return 0
     outcome = run_recipe(recipe, resume=args.resume, overwrite=args.overwrite, base_from=args.base_from)
+    if outcome.state == "worker":  # a rank other than 0 of a distributed run: rank 0 reports
+        return 0
     print_outcome(outcome)
     return 0 if outcome.state == "completed" else 130
 
@@ -246,41 +263,16 @@ def export_command(args: argparse.Namespace) -> int:
     return 0
 
 
-def _adapters(items: list[str]) -> dict[str, str]:
-    from tunelab.errors import TunelabError
-
-    adapters = {}
-    for item in items:
-        name, sep, path = item.partition("=")
-        if not sep or not name or not path:
-            raise TunelabError(f"--adapter {item!r}: write NAME=PATH, e.g. --adapter orders=runs/orders")
-        if name in adapters:
-            raise TunelabError(f"--adapter {name!r} is given twice; each adapter needs its own name")
-        adapters[name] = path
-    return adapters
-
-
-def _key_from_env(variable: str | None, flag: str) -> str | None:
-    from tunelab.errors import TunelabError
-
-    if variable is None:
-        return None
-    key = os.environ.get(variable, "")
-    if not key:
-        raise TunelabError(f"{flag} {variable}: that environment variable is empty; export a key in it first")
-    return key
-
-
 def serve_command(args: argparse.Namespace) -> int:
     import uvicorn
 
     from tunelab.serve.app import ServeSettings, create_app
     from tunelab.serve.engine import Engine, EngineSettings
 
-    adapters = _adapters(args.adapter)
+    adapters = adapter_names(args.adapter)
     settings = ServeSettings(
-        api_key=_key_from_env(args.api_key_env, "--api-key-env"),
-        admin_key=_key_from_env(args.admin_key_env, "--admin-key-env"),
+        api_key=key_from_env(args.api_key_env, "--api-key-env"),
+        admin_key=key_from_env(args.admin_key_env, "--admin-key-env"),
         max_tokens=args.max_tokens, max_prompt_tokens=args.max_prompt_tokens,
         default_system=not args.no_default_system,
     )  # fmt: skip

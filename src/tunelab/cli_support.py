@@ -31,3 +31,28 @@ def quiet_bars_when_piped() -> None:
         os.environ.setdefault("HF_HUB_DISABLE_PROGRESS_BARS", "1")  # also transformers' bars
         os.environ.setdefault("HF_DATASETS_DISABLE_PROGRESS_BARS", "1")
         os.environ.setdefault("TQDM_DISABLE", "1")  # plain tqdm bars, e.g. transformers' GGUF conversion
+
+
+def adapter_names(items: list[str]) -> dict[str, str]:
+    from tunelab.errors import TunelabError
+
+    adapters = {}
+    for item in items:
+        name, sep, path = item.partition("=")
+        if not sep or not name or not path:
+            raise TunelabError(f"--adapter {item!r}: write NAME=PATH, e.g. --adapter orders=runs/orders")
+        if name in adapters:
+            raise TunelabError(f"--adapter {name!r} is given twice; each adapter needs its own name")
+        adapters[name] = path
+    return adapters
+
+
+def key_from_env(variable: str | None, flag: str) -> str | None:
+    from tunelab.errors import TunelabError
+
+    if variable is None:
+        return None
+    key = os.environ.get(variable, "")
+    if not key:
+        raise TunelabError(f"{flag} {variable}: that environment variable is empty; export a key in it first")
+    return key

@@ -75,6 +75,7 @@ VERBS: dict[str, Verb] = {
         *RECIPE,
         flag("--resume", "continue the run from its last checkpoint"),
         flag("--overwrite", "delete an existing run of the same name first"),
+        arg("--nproc", type=int, help="train in N processes on this machine (DDP; gloo on CPUs, NCCL on GPUs)"),
         arg(
             "--base-from",
             metavar="RUN",

@@ -50,7 +50,39 @@ def saved_recipe(recipe: Recipe) -> dict[str, Any]:
 def run_recipe(recipe: Recipe, resume: bool = False, overwrite: bool = False, log=print,
                base_from: str | None = None) -> RunOutcome:  # fmt: skip
     """Run the whole workflow; any TunelabError is recorded in status.json and re-raised. `base_from`: a run whose
-    evaluation of the same base model is taken instead of repeating it (shared_baseline.py)."""
+    evaluation of the same base model is taken instead of repeating it (shared_baseline.py). In a distributed run
+    (started by torchrun or `--nproc`) rank 0 does all of it and the other ranks only train (train_as_worker)."""
+    from tunelab.train.distributed import Handoff, single_process_world, start
+
+    if recipe.train.get("deepspeed"):
+        single_process_world()
+    if not start(recipe.train.get("ddp_timeout")).main:
+        return train_as_worker(recipe, resume)
+    handoff = Handoff()
+    try:
+        return _run_as_main(recipe, resume, overwrite, log, base_from, handoff)
+    except BaseException as error:
+        handoff.fail(f"{type(error).__name__}: {error}")  # the other ranks stop too, instead of waiting
+        raise
+
+
+def train_as_worker(recipe: Recipe, resume: bool) -> RunOutcome:
+    """A rank other than 0: wait for rank 0's tokenised datasets, load the model, train its shard of each batch."""
+    from tunelab.train.distributed import share_from_rank0, world
+    from tunelab.train.fit import fit
+
+    message = share_from_rank0()
+    run = RunDir(Path(recipe.output_dir) / recipe.name)
+    if message["state"] == "failed":
+        raise TunelabError(f"rank {world().rank}: nothing to train, rank 0 stopped first ({message['message']})")
+    if message["state"] == "done":
+        return RunOutcome(run, "worker")
+    model, tokenizer, _ = _load_model(recipe, lambda line: None)
+    trained = fit(get_stage(recipe.stage), recipe, run, model, tokenizer, message["splits"], resume=resume)
+    return RunOutcome(run, "worker", global_step=trained.global_step)
+
+
+def _run_as_main(recipe: Recipe, resume: bool, overwrite: bool, log, base_from, handoff) -> RunOutcome:
     from tunelab.shared_baseline import check_source
 
     check_source(base_from)
@@ -64,7 +96,7 @@ def run_recipe(recipe: Recipe, resume: bool = False, overwrite: bool = False, lo
         write_audit(audit.report, run.data_dir / "audit")
     run.set_status("preparing", fresh=True, phase="loading the model")
     try:
-        outcome = _run_stages(recipe, run, resume, log, recipe_data, audit, base_from)
+        outcome = _run_stages(recipe, run, resume, log, recipe_data, audit, base_from, handoff)
     except KeyboardInterrupt:
         run.set_status("interrupted")
         raise
@@ -142,7 +174,7 @@ def _write_refused_audit(recipe: Recipe, report: dict[str, Any]) -> Path:
     return target / "report.md"
 
 
-def _run_stages(recipe: Recipe, run: RunDir, resume: bool, log, recipe_data, audit, base_from=None) -> RunOutcome:
+def _run_stages(recipe: Recipe, run: RunDir, resume: bool, log, recipe_data, audit, base_from, handoff) -> RunOutcome:
     from tunelab.data.pipeline import train_clusters
 
     stage = get_stage(recipe.stage)
@@ -164,7 +196,7 @@ def _run_stages(recipe: Recipe, run: RunDir, resume: bool, log, recipe_data, aud
         write_json(run.eval_dir / "metrics.json", results)
     if _checks_forgetting(recipe, stage):
         _general_ability(model, tokenizer, recipe, run, "base", results, log)
-    trained = _train(stage, recipe, run, model, tokenizer, splits, resume, log)
+    trained = _train(stage, recipe, run, model, tokenizer, splits, resume, log, handoff)
     if trained.interrupted:
         run.set_status("interrupted", step=trained.global_step)
         log(f"[tunelab] stopped at step {trained.global_step}; continue with: tunelab run <recipe> --resume")
@@ -225,16 +257,33 @@ def _load_model(recipe: Recipe, log):
     return model, tokenizer, model_dir
 
 
-def _train(stage: Stage, recipe: Recipe, run: RunDir, model, tokenizer, splits, resume: bool, log):
+def _train(stage: Stage, recipe: Recipe, run: RunDir, model, tokenizer, splits, resume: bool, log, handoff):
     """Train, or on --resume after training had finished (killed while evaluating or merging), load its result."""
+    from dataclasses import replace
+
+    from tunelab.train.distributed import sharding_notes
     from tunelab.train.fit import finished_training, fit, load_trained
 
     finished = finished_training(run, recipe) if resume else None
+    # the other ranks of a distributed run train on these datasets (the test records stay here) or have nothing to do
+    handoff.send(
+        {"state": "train", "splits": replace(splits, test_records=[])} if finished is None else {"state": "done"}
+    )
     if finished is not None:
         log(f"[tunelab] training had finished at step {finished.get('global_step')}; using the saved model")
         return load_trained(run, recipe, stage.prepare_model(model), finished)
     _phase(run, "training", log, f"({stage.name}, {recipe.method.type}) → {run.path}")
-    return fit(stage, recipe, run, model, tokenizer, splits, resume=resume)
+    for note in sharding_notes(recipe.train):
+        log(f"[tunelab] warning: {note}")
+    trained = fit(stage, recipe, run, model, tokenizer, splits, resume=resume)
+    if trained.model is None:  # sharded across the ranks (ZeRO-3, FSDP): read back what they gathered and saved
+        from tunelab.model.adapters import count_parameters
+        from tunelab.model.methods import method_spec
+
+        fresh, _, _ = _load_model(recipe, log)
+        trained.model = method_spec(recipe.method).load_saved(run, stage.prepare_model(fresh), recipe.method).eval()
+        trained.parameters = count_parameters(trained.model)
+    return trained
 
 
 def _verification_records(test_records: list[dict], recipe_data) -> list[dict]:

@@ -1,5 +1,5 @@
-"""`tunelab export <run> --quantize int8|int4`: a bitsandbytes folder that plain `from_pretrained` loads, checked
-against the merged model on the held-out set, smaller on disk; wrong requests are refused and write nothing."""
+"""`tunelab export <run> --quantize int8|int4`: a torchao / bitsandbytes folder that plain `from_pretrained` loads,
+checked against the merged model on the held-out set, smaller on disk; wrong requests are refused and write nothing."""
 
 from __future__ import annotations
 
@@ -23,20 +23,22 @@ def run_dir(tmp_path_factory, tiny_model_dir):
     return folder / "runs" / "q"
 
 
-@pytest.mark.parametrize("kind, layer", [("int8", "Linear8bitLt"), ("int4", "Linear4bit")])
-def test_quantized_folder_loads_with_transformers_and_is_checked(run_dir, tmp_path, capsys, kind, layer):
+@pytest.mark.parametrize(
+    "kind, library, weight", [("int8", "torchao", "Int8Tensor"), ("int4", "bitsandbytes", "Params4bit")]
+)
+def test_quantized_folder_loads_with_transformers_and_is_checked(run_dir, tmp_path, capsys, kind, library, weight):
     from transformers import AutoModelForCausalLM
 
     out = tmp_path / kind
     result = cli(["export", str(run_dir), "--quantize", kind, "--out", str(out)], capsys)
     assert result.exit_code == 0, result.err
     model = AutoModelForCausalLM.from_pretrained(out)
-    assert type(model.model.layers[0].mlp.up_proj).__name__ == layer
-    assert json.loads((out / "config.json").read_text())["quantization_config"]["quant_method"] == "bitsandbytes"
+    assert type(model.model.layers[0].mlp.up_proj.weight).__name__ == weight
+    assert json.loads((out / "config.json").read_text())["quantization_config"]["quant_method"] == library
     check = json.loads((out / "verification.json").read_text())
     assert check["quantization"] == kind and check["tokenizer"]["identical_ids"]
     assert check["held_out"]["records"] == 6 and "field_accuracy" in check["held_out"]["change"]
-    assert (out / "verification" / f"{kind}.jsonl").is_file() and "--quantization bitsandbytes" in (
+    assert (out / "verification" / f"{kind}.jsonl").is_file() and f"--quantization {library}" in (
         out / "README.md"
     ).read_text()
     assert "identical greedy answers" in result.out

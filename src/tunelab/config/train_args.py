@@ -88,6 +88,10 @@ def check_train_section(train: dict[str, Any], config_class: type) -> list[tuple
             from tunelab.config.trackers import check_report_to
 
             problems += check_report_to(value)
+        elif key == "deepspeed" and value is not None:  # checked before TRL's config would import DeepSpeed
+            from tunelab.config.deepspeed import check_deepspeed
+
+            problems += check_deepspeed(value)
         elif key in RESERVED:
             problems.append((f"train.{key}", RESERVED[key]))
         elif key not in fields:

@@ -93,9 +93,13 @@ def _merged_lora_forward(self, x: torch.Tensor, *args, **kwargs) -> torch.Tensor
     return packed_linear(x, self.merged_weight, self.packed_weight, self.base_layer.bias)
 
 
+def plain_float_weight(weight) -> bool:
+    """A dense fp32 tensor on the CPU: not a quantised tensor subclass (torchao's int8 weights report fp32 too)."""
+    return type(weight.data) is torch.Tensor and weight.dtype == torch.float32 and weight.device.type == "cpu"
+
+
 def _plain_float_linear(module) -> bool:
-    weight = getattr(module, "weight", None)
-    return type(module) is torch.nn.Linear and weight.dtype == torch.float32 and weight.device.type == "cpu"
+    return type(module) is torch.nn.Linear and plain_float_weight(module.weight)
 
 
 def _mergeable_lora(module) -> bool:

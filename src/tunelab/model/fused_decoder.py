@@ -22,7 +22,7 @@ from dataclasses import dataclass
 
 import torch
 
-from tunelab.model.fast_linear import available, pack
+from tunelab.model.fast_linear import available, pack, plain_float_weight
 
 NORMS = {"LlamaRMSNorm", "MistralRMSNorm", "Qwen2RMSNorm"}  # weight * (x·rsqrt(mean(x²) + eps)) in float32
 MODEL_TYPES = {"llama", "mistral", "qwen2"}
@@ -74,9 +74,7 @@ def _plain_layer(layer) -> bool:
             if hasattr(module, "base_layer") and not hasattr(module, "lora_A"):
                 return False  # a PEFT layer of another kind (IA³, LoHa, …): its own forward must run
             linear = _base_linear(module)
-            if type(linear) is not torch.nn.Linear or linear.weight.dtype != torch.float32:
-                return False
-            if linear.weight.device.type != "cpu":
+            if type(linear) is not torch.nn.Linear or not plain_float_weight(linear.weight):
                 return False
     return True
 

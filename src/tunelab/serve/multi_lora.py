@@ -129,9 +129,9 @@ class StackedLora:
 def packed_product(weight: torch.Tensor):
     """x ↦ x @ weight.T, on a copy of the weight packed for oneDNN where that applies (float32 rows on a CPU outside
     autocast; one row where that is faster, fast_linear.single_row_packed), else the plain product."""
-    from tunelab.model.fast_linear import available, pack, packed_linear
+    from tunelab.model.fast_linear import available, pack, packed_linear, plain_float_weight
 
-    if not (available() and weight.dtype == torch.float32 and weight.device.type == "cpu"):
+    if not (available() and plain_float_weight(weight)):
         return lambda x: torch.nn.functional.linear(x, weight)
     packed = pack(weight)
     return lambda x: packed_linear(x, weight, packed)

@@ -3,6 +3,7 @@ the stage's TRL config class (`trl.SFTConfig` for sft)."""
 
 from __future__ import annotations
 
+from pathlib import Path
 from typing import Any
 
 from tunelab.config.trackers import selected
@@ -30,6 +31,10 @@ def build_training_args(
             values["padding_free"] = False
     values |= {"output_dir": output_dir, "report_to": selected(train.get("report_to")) or "none"}
     values["seed"] = values.get("seed", seed)
+    if values.get("deepspeed"):  # a shorthand becomes <run>/deepspeed.json
+        from tunelab.config.deepspeed import deepspeed_config
+
+        values["deepspeed"] = deepspeed_config(values["deepspeed"], Path(output_dir).parent)
     values |= _evaluation_settings(values, train, has_validation)
     values |= forced
     try:

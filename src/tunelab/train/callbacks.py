@@ -173,8 +173,11 @@ class TimeBudget(TrainerCallback):
         return control
 
 
-def standard_callbacks(run: RunDir, train: dict[str, Any]) -> list[TrainerCallback]:
-    callbacks: list[TrainerCallback] = [RunDirCallback(run), GracefulStop(run)]
+def standard_callbacks(run: RunDir, train: dict[str, Any], writes: bool = True) -> list[TrainerCallback]:
+    """What every stage's trainer gets; `writes` false on the ranks other than 0 of a distributed run (they stop
+    when asked, but keep no metrics or status)."""
+    callbacks: list[TrainerCallback] = [RunDirCallback(run)] if writes else []
+    callbacks.append(GracefulStop(run))
     if train.get("max_seconds") is not None:
         callbacks.append(TimeBudget(float(train["max_seconds"])))
     patience = train.get("early_stopping_patience")

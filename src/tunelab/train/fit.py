@@ -16,6 +16,7 @@ from tunelab.model.quantized_base import weight_bytes
 from tunelab.runs import RunDir, read_json, save_folder_atomic, write_json
 from tunelab.train import method_training
 from tunelab.train.callbacks import GracefulStop, TimeBudget, standard_callbacks
+from tunelab.train.distributed import StopTogether, own_folder, world
 from tunelab.train.frozen_bf16 import frozen_weights_in_bf16, qualifies
 from tunelab.train.lean_activations import lean_activations
 from tunelab.train.neftune import PackedNeftune
@@ -40,44 +41,69 @@ def fit(stage: Stage, recipe: Recipe, run: RunDir, model, tokenizer, splits: Spl
     """Train `model` with the stage's trainer under tunelab's bookkeeping; save what it trained into the run."""
     from transformers import set_seed
 
-    set_seed(recipe.seed)  # adapter initialisation is random too
-    plan = plan_speed(recipe.train, model.config, recipe.data.max_length)
-    apply_threads(plan)
+    set_seed(recipe.seed)  # adapter initialisation is random too (the same on every rank: DDP starts them equal)
+    place = world()
     spec = method_spec(recipe.method)
-    plan.padding_free = plan.padding_free and stage.packs_sequences and not spec.virtual_tokens
-    plan.label_only_loss = plan.label_only_loss and not spec.virtual_tokens  # PEFT shifts the labels past its tokens
-    if plan.padding_free and use_packed_attention(model):
-        plan.attention = model.config._attn_implementation
+    plan = _speed_plan(stage, recipe, model, spec)
     model = apply_method(stage.prepare_model(model), recipe.method)
     plan.frozen_bf16 = plan.frozen_bf16 and qualifies(stage, recipe.method, plan)
-    tracking = Tracking(recipe.train.get("report_to"), run.path, recipe.name)
-    described = {"stage": stage.name, "method": recipe.method.type} | stage.describe(recipe, model) | plan.as_dict()
-    callbacks = standard_callbacks(run, recipe.train) + tracking.callbacks()
+    tracking = Tracking(recipe.train.get("report_to") if place.main else "none", run.path, recipe.name)
+    described = {"stage": stage.name, "method": recipe.method.type, "processes": place.size}
+    described |= stage.describe(recipe, model) | plan.as_dict()
+    callbacks = _callbacks(run, recipe, tracking, place)
     stopper = next(c for c in callbacks if isinstance(c, GracefulStop))
     lean = lean_activations(model) if plan.lean_activations else nullcontext(False)
-    frozen = frozen_weights_in_bf16(model, run.path, spec.low_precision_base) if plan.frozen_bf16 else nullcontext()
+    frozen = _frozen_bf16(model, run, spec, place) if plan.frozen_bf16 else nullcontext()
+    record = (lambda data: write_json(run.path / "training.json", data)) if place.main else (lambda data: None)
     with tracking, lean as leaned, frozen:  # the trackers' integrations read their settings when the trainer is built
         described["lean_activations"] = plan.lean_activations = leaned
         described["weight_bytes"] = weight_bytes(model)  # as held while training (frozen bf16, quantised)
-        write_json(run.path / "training.json", described | tracking.describe())
+        record(described | tracking.describe())
         trainer = stage.build_trainer(recipe, run, model, tokenizer, splits, plan, callbacks)
         method_training.install(trainer, recipe.method)
         if plan.padding_free and recipe.train.get("neftune_noise_alpha"):  # noise per packed sequence, not per row
             PackedNeftune(float(recipe.train["neftune_noise_alpha"])).install(trainer)
         if getattr(trainer, "training_notes", None):  # what the stage did while building (rm: a fitted score head)
             described |= trainer.training_notes
-            write_json(run.path / "training.json", described | tracking.describe())
+            record(described | tracking.describe())
         tracking.attach(trainer)
         output = run_trainer(trainer, run, stopper, resume)
-    model = trained_model(trainer)
+    sharded = sharded_parameters(trainer)
+    model = None if sharded else trained_model(trainer)  # sharded: rank 0 reads the gathered weights back (workflow)
     figures = training_figures(trainer, output, model, callbacks)
-    write_json(run.path / "training.json", described | tracking.describe() | figures)
-    save_trained(model, tokenizer, run, recipe)
+    record(described | tracking.describe() | figures)
     result = TrainResult(model, stopper.requested, trainer.state.global_step, trainer.state.best_model_checkpoint,
                          count_parameters(trainer.model), figures["train_seconds"], figures["tokens_seen"])  # fmt: skip
-    if not result.interrupted:  # a resumed run that was killed after this point does not train again
+    if sharded:
+        save_gathered(trainer, tokenizer, run, recipe)  # every rank takes part in gathering the shards
+    elif place.main:  # the other ranks hold the same weights (DDP keeps them equal); rank 0 saves them
+        save_trained(model, tokenizer, run, recipe)
+    if place.main and not result.interrupted:  # a resumed run that was killed after this point does not train again
         _mark_completed(run, recipe, result)
     return result
+
+
+def _speed_plan(stage: Stage, recipe: Recipe, model, spec):
+    """train/speed.py's plan, narrowed to what the stage and the method allow; threads set."""
+    plan = plan_speed(recipe.train, model.config, recipe.data.max_length)
+    apply_threads(plan)
+    plan.padding_free = plan.padding_free and stage.packs_sequences and not spec.virtual_tokens
+    plan.label_only_loss = plan.label_only_loss and not spec.virtual_tokens  # PEFT shifts the labels past its tokens
+    if plan.padding_free and use_packed_attention(model):
+        plan.attention = model.config._attn_implementation
+    return plan
+
+
+def _callbacks(run: RunDir, recipe: Recipe, tracking: Tracking, place) -> list:
+    """Rank 0 (or the only process) keeps the run's metrics and status; a distributed run's ranks stop together."""
+    callbacks = standard_callbacks(run, recipe.train, writes=place.main) + tracking.callbacks()
+    return callbacks + ([StopTogether()] if place.distributed else [])  # last: after every callback that may stop
+
+
+def _frozen_bf16(model, run: RunDir, spec, place):
+    """The frozen weights held in bf16 while training, their fp32 values parked in the run (per rank)."""
+    park = run.path if place.main else own_folder(run.path, place)
+    return frozen_weights_in_bf16(model, park, spec.low_precision_base)
 
 
 def training_figures(trainer, output, model, callbacks) -> dict[str, Any]:
@@ -90,7 +116,7 @@ def training_figures(trainer, output, model, callbacks) -> dict[str, Any]:
         "real_tokens_per_second": tokens / seconds if seconds else None,
         "peak_rss_bytes": peak_rss_bytes(),  # the process so far: loading, base evaluation, training
     } | _rollout_time(trainer, seconds)
-    distance = method_training.distance_from_pretrained(trainer, model)
+    distance = method_training.distance_from_pretrained(trainer, model) if model is not None else None
     figures |= {"distance_from_pretrained": distance} if distance is not None else {}
     budget = next((c for c in callbacks if isinstance(c, TimeBudget)), None)
     return figures | ({"stopped_by_time_budget_at_step": budget.stopped_at} if budget and budget.stopped_at else {})
@@ -162,6 +188,37 @@ def save_trained(model, tokenizer, run: RunDir, recipe: Recipe) -> None:
 
     save_folder_atomic(spec.saved_folder(run), write)
     forget_initial_adapter(model)
+
+
+def sharded_parameters(trainer) -> bool:
+    """True when the ranks each hold only a shard of the weights (DeepSpeed ZeRO-3, FSDP): saving them gathers the
+    shards from every rank, and rank 0 cannot run the model alone afterwards."""
+    if getattr(trainer, "is_fsdp_enabled", False):
+        return True
+    plugin = getattr(trainer.accelerator.state, "deepspeed_plugin", None) if trainer.is_deepspeed_enabled else None
+    return plugin is not None and plugin.zero_stage == 3
+
+
+def save_gathered(trainer, tokenizer, run: RunDir, recipe: Recipe) -> None:
+    """The Trainer gathers the shards (every rank calls this) and rank 0 writes them, as save_trained would."""
+    import shutil
+
+    import torch.distributed as dist
+
+    gathered = run.path / ".gathered"
+    trainer.save_model(str(gathered))
+    dist.barrier()
+    if world().main:
+
+        def write(folder) -> None:
+            shutil.copytree(gathered, folder)
+            tokenizer.save_pretrained(folder)
+
+        save_folder_atomic(method_spec(recipe.method).saved_folder(run), write)
+        shutil.rmtree(gathered, ignore_errors=True)
+    from transformers.integrations.deepspeed import unset_hf_deepspeed_config
+
+    unset_hf_deepspeed_config()  # else from_pretrained would keep partitioning every model loaded afterwards (ZeRO-3)
 
 
 def finished_training(run: RunDir, recipe: Recipe) -> dict[str, Any] | None:

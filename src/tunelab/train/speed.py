@@ -49,7 +49,9 @@ def plan_speed(train: dict[str, Any], model_config, max_length: int) -> SpeedPla
     bf16 = train.get("bf16")
     if bf16 is None:
         bf16 = bf16_is_fast()
-    threads = int(train.get("torch_threads") or physical_cores())
+    from tunelab.train.distributed import threads_per_process
+
+    threads = int(train.get("torch_threads") or threads_per_process(physical_cores()))  # cores shared by ranks
     plan = SpeedPlan(
         padding_free=bool(train.get("padding_free", True)),
         label_only_loss=bool(train.get("label_only_loss", True)),
