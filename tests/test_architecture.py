@@ -35,7 +35,7 @@ LAYER_TABLE: tuple[tuple[str, ...], ...] = (
         "compare_methods_report",
         "distributed_run",
     ),  # fmt: skip
-    ("ui", "cli", "cli_verbs", "cli_support"),  # entry points
+    ("ui", "cli", "cli_verbs", "cli_support", "__main__"),  # entry points
 )
 LAYERS = {name: number for number, names in enumerate(LAYER_TABLE) for name in names}
 

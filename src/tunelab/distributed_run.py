@@ -15,7 +15,7 @@ from tunelab.runs import RunDir
 
 
 def launch(nproc: int, argv: list[str], recipe: Recipe) -> None:
-    """Run `python -m tunelab.cli <argv>` in `nproc` processes on this machine; a failed rank ends the run with the
+    """Run `python -m tunelab <argv>` in `nproc` processes on this machine; a failed rank ends the run with the
     rank, its exit code or signal, and how to resume."""
     from torch.distributed.elastic.multiprocessing.errors import ChildFailedError
     from torch.distributed.launcher.api import LaunchConfig, elastic_launch
@@ -27,7 +27,7 @@ def launch(nproc: int, argv: list[str], recipe: Recipe) -> None:
                           rdzv_backend="c10d", rdzv_endpoint="127.0.0.1:0", max_restarts=0, monitor_interval=0.5,
                           start_method="spawn")  # fmt: skip
     try:
-        elastic_launch(config, sys.executable)("-m", "tunelab.cli", *argv)
+        elastic_launch(config, sys.executable)("-m", "tunelab", *argv)
     except ChildFailedError as error:
         rank, failure = root_failure(error.failures)
         how = (
