@@ -40,7 +40,7 @@ def patch_training() -> None:
             mark(f"step-{state.global_step}", "step")
 
     original = fit.standard_callbacks
-    fit.standard_callbacks = lambda run, train: [*original(run, train), Marker()]
+    fit.standard_callbacks = lambda run, train, **options: [*original(run, train, **options), Marker()]
 
 
 def patch_evaluation() -> None:

@@ -98,7 +98,7 @@ def test_preference_stage_resumes_after_a_stop(tmp_path, tiny_model_dir, capsys,
                 (run / "STOP").touch()
 
     original = callbacks.standard_callbacks
-    fit.standard_callbacks, saved = (lambda r, t: [StopAtThree(), *original(r, t)]), fit.standard_callbacks
+    fit.standard_callbacks, saved = (lambda r, t, **o: [StopAtThree(), *original(r, t, **o)]), fit.standard_callbacks
     try:
         assert cli(["run", recipe], capsys).exit_code == 130
     finally:

@@ -122,7 +122,7 @@ def test_an_rl_stage_resumes_after_a_stop(tmp_path, tiny_model_dir, capsys, stag
                 (run / "STOP").touch()
 
     original = callbacks.standard_callbacks
-    fit.standard_callbacks, saved = (lambda r, t: [StopAtTwo(), *original(r, t)]), fit.standard_callbacks
+    fit.standard_callbacks, saved = (lambda r, t, **o: [StopAtTwo(), *original(r, t, **o)]), fit.standard_callbacks
     try:
         assert cli(["run", recipe], capsys).exit_code == 130
     finally:

@@ -148,7 +148,7 @@ def test_stop_file_leaves_a_resumable_checkpoint(tmp_path, tiny_model_dir, capsy
                 (run / "STOP").touch()
 
     original = callbacks.standard_callbacks
-    callbacks_list = lambda run_dir, train: [StopAtThree(), *original(run_dir, train)]  # noqa: E731
+    callbacks_list = lambda run_dir, train, **options: [StopAtThree(), *original(run_dir, train, **options)]  # noqa: E731
     import tunelab.train.fit as fit
 
     fit.standard_callbacks, saved = callbacks_list, fit.standard_callbacks
