@@ -161,3 +161,20 @@ def test_deepspeed_that_cannot_start_is_refused_with_the_reason(recipe, capsys, 
     monkeypatch.setattr(deepspeed.importlib.util, "find_spec", lambda name: None)
     result = cli(["validate", str(recipe), "train.deepspeed=zero2"], capsys)
     assert result.exit_code != 0 and "DeepSpeed is not installed" in result.err and "--nproc" in result.err
+
+
+def test_dpo_in_two_processes_follows_one(tmp_path, tiny_model_dir):
+    from e2e.test_preference_runs import preference_recipe
+
+    recipe = preference_recipe(tmp_path, tiny_model_dir, "dpo", train={"max_steps": 3})
+
+    def run(*args):
+        return subprocess.run([*TUNELAB, "run", str(recipe), "eval.base=false", *args], capture_output=True, text=True,
+                              timeout=300)  # fmt: skip
+
+    one = run("name=one", "train.per_device_train_batch_size=4")
+    two = run("--nproc", "2", "name=two", "train.per_device_train_batch_size=2")
+    assert one.returncode == 0 and two.returncode == 0, (one.stderr + two.stderr)[-3000:]
+    single, double = _losses(recipe.parent / "runs" / "one"), _losses(recipe.parent / "runs" / "two")
+    assert len(single) == len(double) == 3
+    assert all(abs(a - b) <= 1e-3 * abs(a) for (_, a), (_, b) in zip(single, double, strict=True))
