@@ -3,7 +3,8 @@ saving, and recognising a training that had already finished. A stage only build
 
 from __future__ import annotations
 
-from contextlib import nullcontext
+import shutil
+from contextlib import contextmanager, nullcontext
 from dataclasses import dataclass
 from typing import Any
 
@@ -100,10 +101,15 @@ def _callbacks(run: RunDir, recipe: Recipe, tracking: Tracking, place) -> list:
     return callbacks + ([StopTogether()] if place.distributed else [])  # last: after every callback that may stop
 
 
+@contextmanager
 def _frozen_bf16(model, run: RunDir, spec, place):
-    """The frozen weights held in bf16 while training, their fp32 values parked in the run (per rank)."""
+    """The frozen weights held in bf16 while training, their fp32 values parked in the run (per rank; the other
+    ranks' folders go once the weights are back)."""
     park = run.path if place.main else own_folder(run.path, place)
-    return frozen_weights_in_bf16(model, park, spec.low_precision_base)
+    with frozen_weights_in_bf16(model, park, spec.low_precision_base) as converted:
+        yield converted
+    if park != run.path:
+        shutil.rmtree(park, ignore_errors=True)
 
 
 def training_figures(trainer, output, model, callbacks) -> dict[str, Any]:
@@ -201,8 +207,6 @@ def sharded_parameters(trainer) -> bool:
 
 def save_gathered(trainer, tokenizer, run: RunDir, recipe: Recipe) -> None:
     """The Trainer gathers the shards (every rank calls this) and rank 0 writes them, as save_trained would."""
-    import shutil
-
     import torch.distributed as dist
 
     gathered = run.path / ".gathered"
