@@ -81,7 +81,7 @@ def test_a_failed_check_writes_nothing(run_dir, tmp_path, capsys, monkeypatch):
     monkeypatch.setattr(gguf_export, "verify_gguf", broken)
     exports = tmp_path / "exports"
     exports.mkdir()
-    result = cli(["export", str(run_dir), "--gguf", "f16", "--out", str(exports / "x.gguf")], capsys)
+    result = cli(["export", str(run_dir), "--gguf", "f16", "--out", str(exports / "new" / "x.gguf")], capsys)
     assert result.exit_code != 0 and "cannot be read back" in result.err
     assert list(exports.iterdir()) == []
 

@@ -48,6 +48,7 @@ def export_gguf(run: RunDir, qtype: str, out: str | None = None, overwrite: bool
         raise RunError(f"{', '.join(existing)} already exist(s); choose another --out or pass --overwrite")
     folder = Path(run_model_folder(run.path))  # the merged model (made once for an adapter run)
     check_writable(folder)
+    created = not paths["gguf"].parent.exists()
     paths["gguf"].parent.mkdir(parents=True, exist_ok=True)
     partial = {kind: path.with_name(f".{path.name}.partial") for kind, path in paths.items()}
     try:
@@ -60,6 +61,8 @@ def export_gguf(run: RunDir, qtype: str, out: str | None = None, overwrite: bool
     except BaseException:
         for path in partial.values():
             path.unlink(missing_ok=True)
+        if created and not any(paths["gguf"].parent.iterdir()):
+            paths["gguf"].parent.rmdir()  # nothing left behind, not even the folder --out named
         raise
     for kind, path in partial.items():
         if path.exists():
@@ -70,7 +73,7 @@ def export_gguf(run: RunDir, qtype: str, out: str | None = None, overwrite: bool
 
 def _tokenizer_pre(run: RunDir) -> str:
     """llama.cpp picks its pre-tokenizer (how text is split before BPE) by this name. A base model that came as a
-    GGUF file carries it; for other models tunelab writes 'default' (the verification notes it), since llama.cpp
+    GGUF file carries it; for other models tunelab writes 'default' (verification.json: tokenizer_pre), since llama.cpp
     identifies the right one by hashing tokenizer outputs against a table in its converter."""
     from tunelab.model.load import resolve_model
 
