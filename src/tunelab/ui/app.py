@@ -95,10 +95,22 @@ def _loopback(host: str) -> bool:
         return False
 
 
+def import_config_classes() -> None:
+    """Import every stage's TRL config class once, before the handlers run. They check recipes against these classes
+    on up to 4 threads; a first import of trl (which pulls in transformers' integrations, torchao among them) from two
+    threads at once can meet Python's import-deadlock avoidance, which hands one thread a half-initialised module:
+    "cannot import name 'SFTConfig' from 'trl'" (seen once in the train-tab browser test)."""
+    from tunelab.train.stages import STAGES, get_stage
+
+    for name in STAGES:
+        get_stage(name).config_class()
+
+
 def serve_ui(workspace: str | Path = ".", host: str = "127.0.0.1", port: int = 7860, auth_env: str | None = None,
              language: str = "en", max_upload_bytes: int = MAX_UPLOAD_BYTES) -> None:  # fmt: skip
     password = check_binding(host, auth_env)
     space = Workspace.open(workspace, max_upload_bytes)
+    import_config_classes()
     app = build_app(space, language)
     auth = (lambda _user, given: hmac.compare_digest(given.encode(), password.encode())) if password else None
     where = f"http://{host}:{port}"
