@@ -97,20 +97,24 @@ def test_unsupported_architecture_is_refused_with_what_it_can_write(tiny_model_d
         check_writable(folder)
 
 
+def _edited_copy(run_dir, folder, file: str, edit):
+    """A copy of the finished run (without its exports) whose `file` is rewritten by `edit(text)`."""
+    shutil.copytree(run_dir, folder, ignore=shutil.ignore_patterns("export"))
+    (folder / file).write_text(edit((folder / file).read_text()))
+    return folder
+
+
 def test_an_unfinished_run_is_refused(run_dir, tmp_path, capsys):
-    copy = tmp_path / "unfinished"
-    shutil.copytree(run_dir, copy, ignore=shutil.ignore_patterns("export"))
-    status = json.loads((copy / "status.json").read_text())
-    (copy / "status.json").write_text(json.dumps(status | {"state": "interrupted"}))
+    interrupted = lambda text: json.dumps(json.loads(text) | {"state": "interrupted"})  # noqa: E731
+    copy = _edited_copy(run_dir, tmp_path / "unfinished", "status.json", interrupted)
     result = cli(["export", str(copy), "--gguf", "q8_0"], capsys)
     assert result.exit_code != 0 and "not completed" in result.err and not (copy / "export").exists()
 
 
 def test_a_virtual_token_run_is_refused_with_the_reason(run_dir, tmp_path, capsys):
-    copy = tmp_path / "prompt-run"
-    shutil.copytree(run_dir, copy, ignore=shutil.ignore_patterns("export"))
-    recipe = (copy / "recipe.yaml").read_text().replace("type: lora", "type: prompt")
-    (copy / "recipe.yaml").write_text(recipe)
+    copy = _edited_copy(
+        run_dir, tmp_path / "prompt-run", "recipe.yaml", lambda t: t.replace("type: lora", "type: prompt")
+    )
     result = cli(["export", str(copy), "--gguf", "q8_0"], capsys)
     assert result.exit_code != 0 and "cannot be exported as GGUF" in result.err and "export the adapter" in result.err
 
@@ -137,9 +141,6 @@ def test_unknown_gguf_type_and_not_a_run(tmp_path, capsys):
 
 
 def test_a_reward_model_is_refused(run_dir, tmp_path, capsys):
-    copy = tmp_path / "rm-run"
-    shutil.copytree(run_dir, copy, ignore=shutil.ignore_patterns("export"))
-    recipe = (copy / "recipe.yaml").read_text().replace("stage: sft", "stage: rm")
-    (copy / "recipe.yaml").write_text(recipe)
+    copy = _edited_copy(run_dir, tmp_path / "rm-run", "recipe.yaml", lambda t: t.replace("stage: sft", "stage: rm"))
     result = cli(["export", str(copy), "--gguf", "q8_0"], capsys)
     assert result.exit_code != 0 and "reward model" in result.err and not (copy / "export").exists()
