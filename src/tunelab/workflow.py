@@ -185,15 +185,7 @@ def _run_stages(recipe: Recipe, run: RunDir, resume: bool, log, recipe_data, aud
     for warning in stage.test_warnings(splits.test_records, tokenizer, recipe):
         log(f"[tunelab] warning: {warning}")  # before any evaluation, so a user can stop and fix the recipe
     results: dict[str, Any] = read_json(run.eval_dir / "metrics.json", {}) if resume else {}
-    if base_from and splits.test_records and recipe.eval.base and "base" not in results:
-        from tunelab.shared_baseline import adopt_base_evaluation
-
-        adopted = adopt_base_evaluation(run, base_from, log)
-        results |= {"base": adopted} if adopted is not None else {}
-    if splits.test_records and recipe.eval.base and "base" not in results:
-        _phase(run, "evaluating the base model", log, f"on {len(splits.test_records)} test records")
-        results["base"] = stage.evaluate(model, tokenizer, splits.test_records, recipe, run.eval_dir, "base")
-        write_json(run.eval_dir / "metrics.json", results)
+    _evaluate_baselines(stage, recipe, run, model, tokenizer, splits, recipe_data, results, base_from, log)
     if _checks_forgetting(recipe, stage):
         _general_ability(model, tokenizer, recipe, run, "base", results, log)
     trained = _train(stage, recipe, run, model, tokenizer, splits, resume, log, handoff)
@@ -218,6 +210,27 @@ def _run_stages(recipe: Recipe, run: RunDir, resume: bool, log, recipe_data, aud
     return RunOutcome(run, "completed", results, trained.global_step, check)
 
 
+def _evaluate_baselines(stage, recipe, run, model, tokenizer, splits, recipe_data, results, base_from, log) -> None:
+    """The untouched model on the test set: as the records ask (base), then prompted (eval/prompted.py)."""
+    wants_base = recipe.eval.base and "base" in recipe.eval.baselines
+    if base_from and splits.test_records and wants_base and "base" not in results:
+        from tunelab.shared_baseline import adopt_base_evaluation
+
+        adopted = adopt_base_evaluation(run, base_from, log)
+        results |= {"base": adopted} if adopted is not None else {}
+    if splits.test_records and wants_base and "base" not in results:
+        _phase(run, "evaluating the base model", log, f"on {len(splits.test_records)} test records")
+        results["base"] = stage.evaluate(model, tokenizer, splits.test_records, recipe, run.eval_dir, "base")
+        write_json(run.eval_dir / "metrics.json", results)
+    if splits.test_records and stage.prompted_baselines:
+        from tunelab.eval.prompted import evaluate_prompted
+
+        trained_ids = set(splits.summary["ids"]["train"])  # shots come from the training split only
+        shots = [r for r in recipe_data.train if r.get("id") in trained_ids]
+        announce = lambda text: _phase(run, text, log)  # noqa: E731
+        evaluate_prompted(stage, model, tokenizer, splits.test_records, shots, recipe, run.eval_dir, results, announce)
+
+
 def _checks_forgetting(recipe: Recipe, stage: Stage) -> bool:
     """The general-ability check generates answers: it applies to a stage that produces a policy."""
     return recipe.eval.forgetting.enabled and stage.produces == "policy"
@@ -227,9 +240,10 @@ def _compare_base_and_tuned(run: RunDir, log) -> None:
     """Paired-bootstrap intervals for every held-out metric's change (eval/comparison.json)."""
     from tunelab.eval.comparison import describe, write_comparison
 
-    comparison = write_comparison(run.eval_dir)  # None without base predictions (eval.base: false)
-    if comparison is not None:
-        log(f"[tunelab] {describe(comparison)}")
+    for baseline in ("base", "zero_shot", "k_shot"):
+        comparison = write_comparison(run.eval_dir, baseline)  # None without that baseline's predictions
+        if comparison is not None:
+            log(f"[tunelab] {describe(comparison)}")
 
 
 def _phase(run: RunDir, phase: str, log=None, detail: str = "") -> None:

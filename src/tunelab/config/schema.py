@@ -211,6 +211,12 @@ class ForgettingSection(Strict):
 
 class EvalSection(Strict):
     base: bool = Field(True, description="evaluate the untouched model on the test set before training")
+    baselines: list[Literal["base", "zero_shot", "k_shot"]] = Field(
+        default_factory=lambda: ["base", "zero_shot", "k_shot"],
+        description="what the tuned model is compared with: the base model as the test set asks it, prompted with "
+        "the task's instructions (zero_shot), and with eval.k_shot similar training examples in the prompt (k_shot)",
+    )
+    k_shot: Annotated[int, Field(ge=1, le=32)] = Field(4, description="training examples in each k_shot prompt")
     metrics: list[MetricName] = Field(default_factory=lambda: ["exact_match"])
     json_schema: str | None = Field(None, description="a JSON Schema file for the json_schema metric")
     max_new_tokens: PositiveInt = 256

@@ -20,7 +20,12 @@ from tunelab.eval.metrics import SCORED_METRICS, UNCATEGORIZED, format_change, i
 from tunelab.eval.text_metrics import corpus_bleu_many
 
 COMPARISON_FILE = "comparison.json"
-LABELS = ("base", "tuned")
+BASELINE_NAMES = {"base": "base", "zero_shot": "prompted base (zero-shot)", "k_shot": "prompted base (k-shot)"}
+
+
+def comparison_file(baseline: str = "base") -> str:
+    """comparison.json against the base model; comparison_<label>.json against a prompted baseline."""
+    return COMPARISON_FILE if baseline == "base" else f"comparison_{baseline}.json"
 
 
 def _terms(scores: dict[str, Any], name: str) -> list[float] | None:
@@ -91,52 +96,54 @@ def _digest(path: Path) -> str:
     return hashlib.sha256(path.read_bytes()).hexdigest()
 
 
-def _prediction_files(eval_dir: Path) -> dict[str, Path] | None:
-    files = {label: Path(eval_dir) / f"predictions_{label}.jsonl" for label in LABELS}
+def _prediction_files(eval_dir: Path, baseline: str) -> dict[str, Path] | None:
+    files = {label: Path(eval_dir) / f"predictions_{label}.jsonl" for label in (baseline, "tuned")}
     return files if all(path.is_file() for path in files.values()) else None
 
 
-def compute_comparison(eval_dir: Path) -> dict[str, Any] | None:
-    """The comparison for a run's eval folder, or None without both prediction files (or without a common id)."""
+def compute_comparison(eval_dir: Path, baseline: str = "base") -> dict[str, Any] | None:
+    """The tuned model against `baseline` (base, zero_shot, k_shot) in a run's eval folder, or None without both
+    prediction files (or without a common id). The baseline's side is called "base" in the result."""
     from tunelab.eval.heldout import read_predictions
 
-    files = _prediction_files(eval_dir)
+    files = _prediction_files(eval_dir, baseline)
     if files is None:
         return None
     rows = {label: read_predictions(path) for label, path in files.items()}
-    comparison = compare_predictions(rows["base"], rows["tuned"])
+    comparison = compare_predictions(rows[baseline], rows["tuned"])
     if not comparison["count"]:
         return None
+    comparison["baseline"] = baseline
     comparison["sha256"] = {label: _digest(path) for label, path in files.items()}
     return comparison
 
 
-def write_comparison(eval_dir: Path) -> dict[str, Any] | None:
-    """Compute the base-vs-tuned comparison and write it to `<eval_dir>/comparison.json`; None (and nothing
-    written) when the folder lacks either prediction file."""
+def write_comparison(eval_dir: Path, baseline: str = "base") -> dict[str, Any] | None:
+    """Compute the tuned-vs-`baseline` comparison and write it (`comparison_file`); None (and nothing written) when
+    the folder lacks either prediction file."""
     from tunelab.runs import write_json
 
-    comparison = compute_comparison(eval_dir)
+    comparison = compute_comparison(eval_dir, baseline)
     if comparison is not None:
-        write_json(Path(eval_dir) / COMPARISON_FILE, comparison)
+        write_json(Path(eval_dir) / comparison_file(baseline), comparison)
     return comparison
 
 
-def load_comparison(eval_dir: Path) -> dict[str, Any] | None:
-    """comparison.json when it matches the current prediction files, else computed again (and saved when the folder
-    is writable): reports work for runs written before comparison.json existed and after `tunelab eval` reran."""
+def load_comparison(eval_dir: Path, baseline: str = "base") -> dict[str, Any] | None:
+    """The saved comparison when it matches the current prediction files, else computed again (and saved when the
+    folder is writable): reports work for runs written before it existed and after `tunelab eval` reran."""
     from tunelab.runs import read_json
 
-    files = _prediction_files(eval_dir)
+    files = _prediction_files(eval_dir, baseline)
     if files is None:
         return None
-    saved = read_json(Path(eval_dir) / COMPARISON_FILE)
+    saved = read_json(Path(eval_dir) / comparison_file(baseline))
     if isinstance(saved, dict) and saved.get("sha256") == {label: _digest(p) for label, p in files.items()}:
         return saved
     try:
-        return write_comparison(eval_dir)
+        return write_comparison(eval_dir, baseline)
     except OSError:
-        return compute_comparison(eval_dir)
+        return compute_comparison(eval_dir, baseline)
 
 
 def format_interval(ci95: list[float] | None, name: str = "") -> str:
@@ -155,4 +162,5 @@ def describe(comparison: dict[str, Any]) -> str:
         f"{m['verdict']}"
         for name, m in comparison["metrics"].items()
     ]
-    return f"held-out test set, tuned vs base on {comparison['count']} records: " + "; ".join(parts)
+    baseline = BASELINE_NAMES.get(comparison.get("baseline", "base"), "base")
+    return f"held-out test set, tuned vs {baseline} on {comparison['count']} records: " + "; ".join(parts)

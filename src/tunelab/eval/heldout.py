@@ -10,6 +10,7 @@ from __future__ import annotations
 import functools
 import json
 import os
+import time
 from collections.abc import Callable, Iterable, Sequence
 from pathlib import Path
 from typing import Any
@@ -85,7 +86,7 @@ def _write_lines_atomic(path: Path, rows: Iterable[dict[str, Any]]) -> None:
     os.replace(temporary, path)
 
 
-def _prediction_row(item: dict, result: dict, label: str, score: Scorer) -> dict[str, Any]:
+def _prediction_row(item: dict, result: dict, label: str, score: Scorer, prompt_tokens: int) -> dict[str, Any]:
     return {
         "id": item["id"],
         "category": item["category"],
@@ -95,6 +96,7 @@ def _prediction_row(item: dict, result: dict, label: str, score: Scorer) -> dict
         "prediction": result["text"],
         "finish_reason": result["finish_reason"],
         "completion_tokens": result["completion_tokens"],
+        "prompt_tokens": prompt_tokens,
         "scores": score(result["text"], item["reference"]),
     }
 
@@ -114,7 +116,7 @@ def _generate_missing(model, tokenizer, pending, out_path, label, score: Scorer,
 
         def save_batch(indices: list[int], results: list[dict]) -> None:
             for index, result in zip(indices, results, strict=True):
-                row = _prediction_row(pending[index], result, label, score)
+                row = _prediction_row(pending[index], result, label, score, len(prompts[index]))
                 rows[row["id"]] = row
                 handle.write(json.dumps(row, ensure_ascii=False) + "\n")
             handle.flush()
@@ -158,15 +160,27 @@ def evaluate_model(
     reused = len(rows)
     _write_lines_atomic(out_path, (rows[item["id"]] for item in prepared if item["id"] in rows))
     pending = [item for item in prepared if item["id"] not in rows]
+    started = time.monotonic()
     if pending:
         rows.update(_generate_missing(model, tokenizer, pending, out_path, label, score, max_new_tokens, batch_size))
+    seconds = time.monotonic() - started
     ordered = [rows[item["id"]] for item in prepared]
     if extra_scores is not None:
         for row, extra in zip(ordered, extra_scores(ordered), strict=True):
             row["scores"] |= extra
     _write_lines_atomic(out_path, ordered)  # final file in the test set's order, easier to read and diff
     lengths = reference_token_lengths([item["reference"] for item in prepared], tokenizer)
-    return _summary(ordered, label, generated=len(pending), reused=reused) | length_summary(lengths, max_new_tokens)
+    summary = _summary(ordered, label, generated=len(pending), reused=reused) | length_summary(lengths, max_new_tokens)
+    return summary | {"generation_seconds": round(seconds, 3)} | token_cost(ordered)
+
+
+def token_cost(rows: list[dict[str, Any]]) -> dict[str, Any]:
+    """Mean prompt and completion tokens per request (what each answer cost), from the rows that recorded them."""
+    cost = {}
+    for name in ("prompt_tokens", "completion_tokens"):
+        values = [row[name] for row in rows if isinstance(row.get(name), int)]
+        cost[f"mean_{name}"] = round(sum(values) / len(values), 2) if values else None
+    return cost
 
 
 def _summary(rows: list[dict[str, Any]], label: str, generated: int, reused: int) -> dict[str, Any]:

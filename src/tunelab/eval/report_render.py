@@ -6,6 +6,7 @@ import html
 import re
 from typing import Any
 
+from tunelab.eval.baseline_report import CHANGE_HEAD, COST_HEAD, baseline_note, change_rows, cost_rows, score_rows
 from tunelab.eval.lengths import truncation_rows, truncation_sentences
 from tunelab.eval.report_rows import (
     SAMPLE_HEAD,
@@ -63,6 +64,21 @@ def _md_forgetting(report: dict[str, Any]) -> list[str]:
     return ["## Forgetting check", "", verdict, ""] + _md_table(FORGETTING_HEAD, forgetting_rows(report)) + [""]
 
 
+BASELINES_TITLE = "Fine-tuning vs prompting the base model"
+
+
+def _md_baselines(section: dict[str, Any]) -> list[str]:
+    lines = [f"## {BASELINES_TITLE}", "", baseline_note(section), ""]
+    lines += _md_table(*score_rows(section)) + [""] + _md_table(CHANGE_HEAD, change_rows(section)) + [""]
+    return lines + ["### Cost per request", ""] + _md_table(COST_HEAD, cost_rows(section)) + [""]
+
+
+def _html_baselines(section: dict[str, Any]) -> list[str]:
+    return [f"<h2>{BASELINES_TITLE}</h2>", f'<p class="note">{escape(baseline_note(section))}</p>',
+            _html_table(*score_rows(section)), _html_table(CHANGE_HEAD, change_rows(section)),
+            "<h3>Cost per request</h3>", _html_table(COST_HEAD, cost_rows(section))]  # fmt: skip
+
+
 def render_markdown(data: dict[str, Any]) -> str:
     lines = [f"# Run report: {data['name']}", ""]
     lines += _md_table(("run", data["name"]), summary_rows(data)) + [""]
@@ -75,6 +91,8 @@ def render_markdown(data: dict[str, Any]) -> str:
     lines += _md_rl(data)
     if data["metrics"]:
         lines += _md_held_out(data)
+    if data.get("baselines"):
+        lines += _md_baselines(data["baselines"])
     if data.get("forgetting"):
         lines += _md_forgetting(data["forgetting"])
     if data["judge"]:
@@ -170,6 +188,8 @@ def render_html(data: dict[str, Any], loss_png_base64: str | None, rl_png_base64
     parts += _html_rl(data, rl_png_base64)
     if data["metrics"]:
         parts += _html_held_out(data)
+    if data.get("baselines"):
+        parts += _html_baselines(data["baselines"])
     if data.get("forgetting"):
         report = data["forgetting"]
         css = forgetting_style(report)

@@ -15,6 +15,7 @@ from pathlib import Path
 from typing import Any
 
 from tunelab.errors import RunError
+from tunelab.eval.baseline_report import read_baselines
 from tunelab.eval.comparison import load_comparison
 from tunelab.eval.forgetting import with_verdicts
 from tunelab.eval.lengths import truncation_counts, truncation_section
@@ -117,6 +118,7 @@ def collect(run: RunDir) -> dict[str, Any]:
     losses = [r["loss"] for r in rows if "loss" in r]
     evals = [r["eval_loss"] for r in rows if "eval_loss" in r]
     judge_dir = run.eval_dir / "judge"
+    metrics = read_metrics_file(run.eval_dir / "metrics.json")
     return {
         "name": run.name,
         "status": run.status(),
@@ -130,7 +132,8 @@ def collect(run: RunDir) -> dict[str, Any]:
         "loss_plot": run.plots / "loss.png",
         "rl_plot": run.plots / "rl.png",
         "samples": latest_samples(run),
-        "metrics": read_metrics_file(run.eval_dir / "metrics.json"),
+        "metrics": {label: values for label, values in metrics.items() if label in ("base", "tuned")},
+        "baselines": read_baselines(run, recipe, metrics),
         "by_category": {label: (read_json(run.eval_dir / f"report_{label}.json") or {}).get("by_category", {})
                         for label in ("base", "tuned")},
         "comparison": load_comparison(run.eval_dir),

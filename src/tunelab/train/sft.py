@@ -95,4 +95,5 @@ SFT = Stage(
     evaluate=evaluate,
     test_warnings=test_warnings,
     packs_sequences=True,
+    prompted_baselines=True,
 )

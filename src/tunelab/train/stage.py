@@ -19,6 +19,7 @@ class Stage:
     build_trainer: Callable[..., Any]  # (recipe, run, model, tokenizer, splits, plan, callbacks) → a Trainer
     evaluate: Callable[..., dict[str, float]]  # (model, tokenizer, records, recipe, eval_dir, label) → metrics
     test_warnings: Callable[..., list[str]]  # (test records, tokenizer, recipe) → what to say before evaluating
+    prompted_baselines: bool = False  # its evaluation generates answers to conversations (eval/prompted.py applies)
     packs_sequences: bool = False  # its trainer takes tunelab's padding-free packed batches (per-sequence attention)
     prepare_model: Callable[[Any], Any] = lambda model: model  # the loaded causal LM → the model this stage trains
     describe: Callable[[Any, Any], dict[str, Any]] = lambda recipe, model: {}  # (recipe, model) → for training.json
