@@ -34,6 +34,8 @@ LAYER_TABLE: tuple[tuple[str, ...], ...] = (
         "compare_methods",
         "compare_methods_report",
         "distributed_run",
+        "continual",
+        "estimate",
     ),  # fmt: skip
     ("ui", "cli", "cli_verbs", "cli_support", "__main__"),  # entry points
 )

@@ -58,12 +58,14 @@ def audit_recipe(
     recipe_path: str | Path, against: list[str | Path] = (), threshold: float | None = None
 ) -> AuditResult:
     """Audit what a recipe trains and evaluates on (training sources, validation and test files), as `run` would."""
+    from tunelab.data.generations import with_previous_generation
     from tunelab.data.pipeline import load_recipe_sets
     from tunelab.recipe import load_recipe
 
     recipe = load_recipe(recipe_path)
     data = recipe.data
     loaded = load_recipe_sets(data, recipe.seed, recipe.stage)
+    with_previous_generation(recipe, loaded)  # continue_from: both generations, as `run` audits them
     benchmarks = [*data.contamination_against, *against]
     tokenizer = _tokenizer(recipe.model.name)
     near = threshold if threshold is not None else data.near_threshold

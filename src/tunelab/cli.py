@@ -51,7 +51,8 @@ def run_command(args: argparse.Namespace) -> int:
     from tunelab.report import print_outcome
     from tunelab.workflow import run_recipe
 
-    recipe = load_recipe(args.recipe, args.overrides)
+    overrides = [*args.overrides, *([f"continue_from={args.continue_from}"] if args.continue_from else [])]
+    recipe = load_recipe(args.recipe, overrides)
     if args.nproc is not None and args.nproc < 1:
         raise TunelabError(f"--nproc {args.nproc}: give the number of processes to train in, 1 or more")
     if (args.nproc or 1) > 1 and int(os.environ.get("WORLD_SIZE", "1")) == 1:  # the ranks see WORLD_SIZE=N
@@ -65,6 +66,17 @@ def run_command(args: argparse.Namespace) -> int:
         return 0
     print_outcome(outcome)
     return 0 if outcome.state == "completed" else 130
+
+
+def estimate_command(args: argparse.Namespace) -> int:
+    from tunelab.estimate import describe, estimate, estimate_path
+    from tunelab.recipe import load_recipe
+
+    recipe = load_recipe(args.recipe, args.overrides)
+    gpus = [name.strip() for value in args.gpu or [] for name in value.split(",") if name.strip()]
+    result = estimate(recipe, gpus or None, args.prices, args.mfu, None if args.no_calibrate else args.steps)
+    print("\n".join(describe(result)) + f"\nwritten to {estimate_path(recipe)}")
+    return 0
 
 
 def compare_methods_command(args: argparse.Namespace) -> int:

@@ -82,6 +82,21 @@ VERBS: dict[str, Verb] = {
             help="take the base model's evaluation from this run when it is the same "
             "(model, test records, eval settings) instead of repeating it",
         ),
+        arg(
+            "--continue-from",
+            metavar="RUN",
+            help="continual training: start from this finished run's model; data.replay mixes in its data; "
+            "forgetting is measured on its test set too (the recipe's continue_from)",
+        ),
+    ),
+    "estimate": verb(
+        "memory, time and cost of a recipe's training: calibrated on this machine, and on GPUs of a dated table",
+        *RECIPE,
+        arg("--gpu", action="append", metavar="NAME", help="a GPU of the table (repeatable; default: all of them)"),
+        arg("--prices", metavar="FILE", help="a YAML file of GPU prices (and new GPUs) to use instead of the table's"),
+        arg("--mfu", type=float, help="the GPU utilisation to assume instead of the method's default"),
+        arg("--steps", type=int, default=8, help="training steps of the calibration run here (default 8)"),
+        flag("--no-calibrate", "skip the calibration run: GPU figures only"),
     ),
     "compare-methods": verb(
         "train every method on the same recipe, data, seed and steps: quality, parameters, memory, time, forgetting",

@@ -68,4 +68,5 @@ def rank_command_line(args) -> list[str]:
     line = ["run", args.recipe, *args.overrides]
     line += ["--resume"] if args.resume else []
     line += ["--overwrite"] if args.overwrite else []
+    line += ["--continue-from", args.continue_from] if getattr(args, "continue_from", None) else []
     return line + (["--base-from", args.base_from] if args.base_from else [])

@@ -23,6 +23,16 @@ def cpu_has_bf16() -> bool:
     return "avx512_bf16" in flags or "amx_bf16" in flags
 
 
+def cpu_class() -> str:
+    """This CPU as the benches name it: its bf16 instructions (amx_bf16, avx512_bf16) or none, and its cores."""
+    try:
+        flags = set(Path("/proc/cpuinfo").read_text().split())
+    except OSError:
+        flags = set()
+    found = [name for name in ("amx_bf16", "avx512_bf16") if name in flags] or ["no bf16 instructions"]
+    return f"{physical_cores()} cores, {', '.join(found)}"
+
+
 def bf16_is_fast() -> bool:
     if has_cuda():
         return torch.cuda.is_bf16_supported()

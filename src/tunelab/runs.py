@@ -55,6 +55,12 @@ def read_json(path: Path, default: Any = None) -> Any:
         return default
 
 
+def estimate_beside(run_path: str | Path) -> Path:
+    """Where `tunelab estimate` leaves its estimate for a run: beside the run directory (the run copies it in)."""
+    path = Path(run_path)
+    return path.with_name(f"{path.name}.estimate.json")
+
+
 def this_process() -> dict[str, Any]:
     """What identifies the current process for a later reader: pid, host and start time (pids get reused)."""
     import psutil
@@ -211,6 +217,12 @@ class RunDir:
     @staticmethod
     def is_run(path: str | Path) -> bool:
         return (Path(path) / "recipe.yaml").is_file()
+
+    def adopt_estimate(self, fingerprint: str) -> None:
+        """Copy `tunelab estimate`'s estimate (estimate_beside) into the run when it was made for these settings."""
+        estimate = read_json(estimate_beside(self.path))
+        if isinstance(estimate, dict) and estimate.get("fingerprint") == fingerprint:
+            write_json(self.path / "estimate.json", estimate)
 
     def write_recipe(self, recipe: dict[str, Any], versions: dict[str, str]) -> None:
         # config.load's BOOKKEEPING_KEYS: a saved recipe loads again without them

@@ -84,12 +84,14 @@ def train_as_worker(recipe: Recipe, resume: bool) -> RunOutcome:
 
 def _run_as_main(recipe: Recipe, resume: bool, overwrite: bool, log, base_from, handoff) -> RunOutcome:
     from tunelab.shared_baseline import check_source
+    from tunelab.train.fit import training_fingerprint
 
     check_source(base_from)
     # Read and audit every data file before touching the run directory: bad data must not cost an earlier run.
     recipe_data, audit = _audit_first(recipe, log)
     run = RunDir.prepare(Path(recipe.output_dir) / recipe.name, resume=resume, overwrite=overwrite)
     run.write_recipe(saved_recipe(recipe), library_versions())
+    run.adopt_estimate(training_fingerprint(recipe))  # `tunelab estimate`'s, for the report to set beside the actuals
     if audit is not None:
         from tunelab.data.audit_report import write_audit
 
@@ -130,9 +132,11 @@ def preflight_warnings(recipe: Recipe) -> list[str]:
 
 def _audit_first(recipe: Recipe, log):
     """Load the recipe's data and audit it; refuse leaking or invalid data before anything is written."""
+    from tunelab.data.generations import with_previous_generation
     from tunelab.data.pipeline import check_audit, drop_leaked, load_recipe_sets
 
     recipe_data = load_recipe_sets(recipe.data, recipe.seed, recipe.stage)
+    with_previous_generation(recipe, recipe_data)  # continue_from: the previous generation's data too
     if not recipe.data.audit:
         return recipe_data, None
     from tunelab.data.audit import audit_sets
@@ -201,6 +205,11 @@ def _run_stages(recipe: Recipe, run: RunDir, resume: bool, log, recipe_data, aud
     if _checks_forgetting(recipe, stage):
         _general_ability(trained.model, tokenizer, recipe, run, "tuned", results, log)
         _forgetting_verdict(recipe, run, log)
+    if recipe_data.previous is not None:
+        from tunelab.continual import against_previous_generation
+
+        _phase(run, "evaluating on the previous run's test set", log)
+        against_previous_generation(stage, trained.model, tokenizer, recipe_data, run, log)
     records = _verification_records(splits.test_records, recipe_data)
     check = _export(stage, recipe, run, model_dir, trained.model, tokenizer, records, log)
     run.set_status("completed", step=trained.global_step, parameters=trained.parameters)

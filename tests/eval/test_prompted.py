@@ -53,8 +53,10 @@ def test_k_shot_never_draws_from_the_test_records():
 
 
 def test_a_run_scores_both_prompted_baselines_and_reports_them(tmp_path, tiny_model_dir, capsys):
-    recipe = tiny_recipe(tmp_path, tiny_model_dir, eval={"k_shot": 2, "forgetting": {"enabled": False}},
-                         export={"merge": False})  # fmt: skip
+    schema = tmp_path / "schema.json"
+    schema.write_text(json.dumps({"type": "object", "required": ["customer"]}))
+    recipe = tiny_recipe(tmp_path, tiny_model_dir, export={"merge": False},
+                         eval={"k_shot": 2, "forgetting": {"enabled": False}, "json_schema": str(schema)})  # fmt: skip
     result = cli(["run", recipe], capsys)
     assert result.exit_code == 0, result.err
     eval_dir = tmp_path / "runs" / "tiny" / "eval"
@@ -64,6 +66,8 @@ def test_a_run_scores_both_prompted_baselines_and_reports_them(tmp_path, tiny_mo
     base = [json.loads(line) for line in (eval_dir / "predictions_base.jsonl").read_text().splitlines()]
     assert len(k_shot) == len(base) == 6
     assert all(k["prompt_tokens"] > b["prompt_tokens"] for k, b in zip(k_shot, base, strict=True))
+    zero_shot = [json.loads(line) for line in (eval_dir / "predictions_zero_shot.jsonl").read_text().splitlines()]
+    assert all(z["prompt_tokens"] > b["prompt_tokens"] for z, b in zip(zero_shot, base, strict=True))  # the schema
     for label in ("zero_shot", "k_shot"):
         comparison = read_json(eval_dir / f"comparison_{label}.json")
         assert comparison["baseline"] == label and comparison["count"] == 6

@@ -137,7 +137,7 @@ def validate_recipe(raw: dict[str, Any], source: str, base_dir: Path, checks: Ch
         problems = [_describe(e, Recipe) for e in error.errors()]
         raise RecipeError(source, problems + checks.raw(raw) + _raw_file_problems(raw, base_dir)) from None
     _resolve_paths(recipe, base_dir)
-    problems = check_files(recipe) + check_combinations(recipe) + checks.recipe(recipe)
+    problems = check_files(recipe) + check_combinations(recipe) + continual_problems(recipe) + checks.recipe(recipe)
     if problems:
         raise RecipeError(source, problems)
     problems = checks.final(recipe)
@@ -235,6 +235,9 @@ def _resolve_paths(recipe: Recipe, base_dir: Path) -> None:
     if isinstance(recipe.data.validation, str):
         recipe.data.validation = resolve(recipe.data.validation)
     recipe.eval.json_schema = resolve(recipe.eval.json_schema)
+    if recipe.continue_from:  # a run folder: as the command line names it (from here), else beside the recipe
+        named = Path(recipe.continue_from).expanduser()
+        recipe.continue_from = str(named.resolve() if named.exists() or named.is_absolute() else resolve(str(named)))
     for reward in recipe.reward:
         _resolve_reward_paths(reward, resolve)
     recipe.eval.forgetting.data = resolve(recipe.eval.forgetting.data)
@@ -271,6 +274,33 @@ def check_files(recipe: Recipe) -> list[Problem]:
         if value is not None and not Path(value).is_file():
             problems.append((where, f"file not found: {value}"))
     return problems
+
+
+def continual_problems(recipe: Recipe) -> list[Problem]:
+    """`continue_from`: a finished SFT run, trained from the recipe's model; it becomes the model the run starts
+    from (model.name is set to it). `data.replay` needs it."""
+    if not recipe.continue_from:
+        return [("data.replay", "replays the previous run's data: set continue_from (or --continue-from runs/<run>)")
+                ] if recipe.data.replay else []  # fmt: skip
+    from tunelab.runs import RunDir, read_json
+
+    run = Path(recipe.continue_from)
+    if not RunDir.is_run(run):
+        return [("continue_from", f"{run} is not a tunelab run directory (it has no recipe.yaml)")]
+    previous = RunDir(run).read_recipe()
+    state = (read_json(run / "status.json") or {}).get("state")
+    if state != "completed":
+        return [("continue_from", f"{run} is {state or 'not started'}, not completed: finish it first "
+                 f"(tunelab run {run / 'recipe.yaml'} --resume)")]  # fmt: skip
+    if recipe.stage != "sft" or previous.get("stage", "sft") != "sft":
+        return [("continue_from", "continual training continues an sft run with an sft run")]
+    start = str(previous.get("model", {}).get("name"))
+    named = recipe.model.name if "name" in recipe.model.model_fields_set else None
+    if named not in (None, start, str(run)) and Path(named).resolve() != run:
+        return [("model.name", f"{run} was trained from {start}, not {named}: leave model.name out (the run "
+                 "starts from the previous run's trained model)")]  # fmt: skip
+    recipe.model.name = str(run)
+    return []
 
 
 # reward type → its key naming a file it reads (a schema; a Python module, before ":function"), checked like data files

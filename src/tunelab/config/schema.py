@@ -71,6 +71,9 @@ class DataSection(Strict):
     near_threshold: Annotated[float, Field(gt=0, le=1)] = Field(0.8, description="near-duplicate Jaccard threshold")
     contamination_against: list[str] = Field(default_factory=list, description="benchmark files or folders")
     mix_total: PositiveInt | None = Field(None, description="size of the mixed training set (default: no copies)")
+    replay: Annotated[float, Field(ge=0, lt=1)] = Field(
+        0.0, description="with continue_from: the share of the training set replayed from the previous run's data"
+    )
 
     @field_validator("validation", mode="before")
     @classmethod
@@ -241,6 +244,9 @@ class Recipe(Strict):
         "(preference pairs; kto also unpaired feedback); grpo, rloo, ppo (online RL on prompts, scored by `reward:`)",
     )
     model: ModelSection = Field(default_factory=ModelSection)
+    continue_from: str | None = Field(
+        None, description="a finished run to continue: its trained model is the start, its data can be replayed"
+    )
     data: DataSection
     method: Method = Field(default_factory=lambda: LoraMethod(type="lora"))
     train: dict[str, Any] = Field(default_factory=dict)

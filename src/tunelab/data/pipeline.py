@@ -32,6 +32,8 @@ class RecipeData:
     mix_report: list[dict] | None = None
     dropped_leaked: list[dict] = field(default_factory=list)  # evaluation records left out (`data.leakage: drop`)
     kind: str = "messages"  # what every record is: "messages", "preference" or "unpaired" (`kinds.py`)
+    previous: Any = None  # continual training: the previous generation (`generations.py`)
+    continual: dict[str, Any] | None = None  # what was replayed from it, for data/summary.json
 
     @property
     def train(self) -> list[dict]:
@@ -193,6 +195,8 @@ def build_splits(recipe_data: RecipeData, data: DataSection, tokenizer, seed: in
     summary: dict[str, Any] = {"train": train_stats, "system_prompt": shared_system_prompt(train_records)}
     if recipe_data.mix_report is not None:
         summary["mix"] = recipe_data.mix_report
+    if recipe_data.continual is not None:
+        summary["continual"] = recipe_data.continual
     validation = None
     if validation_records:
         rows, summary["validation"] = tokenize_examples(validation_records, tokenizer, data.max_length)

@@ -16,6 +16,7 @@ import json
 import math
 from collections import Counter
 from collections.abc import Sequence
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -123,14 +124,16 @@ def evaluate_prompted(stage, model, tokenizer, test_records, train_records, reci
     """Score the base model on each prompted baseline not yet in `results` (a resumed run keeps what it has);
     `announce(text)` says which one is being evaluated."""
     from tunelab.eval.metrics import load_json_schema
-    from tunelab.runs import read_json, write_json
+    from tunelab.runs import write_json
 
-    schema = read_json(recipe.eval.json_schema) if recipe.eval.json_schema else None
+    pending = [label for label in wanted_baselines(recipe) if label not in results]
+    if not pending:
+        return
+    schema = None
     if recipe.eval.json_schema:
-        load_json_schema(recipe.eval.json_schema)  # the same check the metric makes: a bad schema is named
-    for label in wanted_baselines(recipe):
-        if label in results:
-            continue
+        load_json_schema(recipe.eval.json_schema)  # the metric's own check: a bad schema is named, not a traceback
+        schema = json.loads(Path(recipe.eval.json_schema).read_text(encoding="utf-8"))
+    for label in pending:
         records = baseline_records(label, test_records, train_records, recipe.eval.k_shot, schema)
         shots = f" with {recipe.eval.k_shot} similar training examples in each prompt" if label == "k_shot" else ""
         announce(f"evaluating the base model prompted {label.replace('_', '-')}{shots}")

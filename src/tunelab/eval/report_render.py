@@ -7,6 +7,8 @@ import re
 from typing import Any
 
 from tunelab.eval.baseline_report import CHANGE_HEAD, COST_HEAD, baseline_note, change_rows, cost_rows, score_rows
+from tunelab.eval.continual_report import HEAD as CONTINUAL_HEAD
+from tunelab.eval.continual_report import continual_rows, continual_sentences
 from tunelab.eval.lengths import truncation_rows, truncation_sentences
 from tunelab.eval.report_rows import (
     SAMPLE_HEAD,
@@ -21,6 +23,14 @@ from tunelab.eval.report_rows import (
     metric_rows,
     sample_rows,
     summary_rows,
+)
+from tunelab.eval.roi_report import (
+    ESTIMATE_HEAD,
+    INFERENCE_HEAD,
+    cost_sentences,
+    estimate_rows,
+    gain_sentence,
+    inference_rows,
 )
 
 FORGETTING_HEAD = ("category", "items", "base", "tuned", "change (pts)", "95% CI (pts)", "verdict")
@@ -65,6 +75,50 @@ def _md_forgetting(report: dict[str, Any]) -> list[str]:
 
 
 BASELINES_TITLE = "Fine-tuning vs prompting the base model"
+CONTINUAL_TITLE = "Continual training: the previous generation's test set"
+
+
+ROI_TITLE = "Cost and return"
+
+
+def _roi_parts(section: dict[str, Any]) -> tuple[list[str], list[tuple[tuple, list]]]:
+    """The section's sentences and its (head, rows) tables, the empty ones left out."""
+    sentences = [s for s in (gain_sentence(section), *cost_sentences(section)) if s]
+    tables = [(ESTIMATE_HEAD, estimate_rows(section)), (INFERENCE_HEAD, inference_rows(section))]
+    return sentences, [(head, rows) for head, rows in tables if rows]
+
+
+def _md_baselines_and_forgetting(data: dict[str, Any]) -> list[str]:
+    lines = _md_baselines(data["baselines"]) if data.get("baselines") else []
+    if data.get("roi"):
+        sentences, tables = _roi_parts(data["roi"])
+        lines += [f"## {ROI_TITLE}", "", *sentences, ""]
+        for head, rows in tables:
+            lines += _md_table(head, rows) + [""]
+    if data.get("forgetting"):
+        lines += _md_forgetting(data["forgetting"])
+    if data.get("continual"):
+        lines += [f"## {CONTINUAL_TITLE}", "", *continual_sentences(data["continual"]), ""]
+        lines += _md_table(CONTINUAL_HEAD, continual_rows(data["continual"])) + [""]
+    return lines
+
+
+def _html_baselines_and_forgetting(data: dict[str, Any]) -> list[str]:
+    parts = _html_baselines(data["baselines"]) if data.get("baselines") else []
+    if data.get("roi"):
+        sentences, tables = _roi_parts(data["roi"])
+        parts += [f"<h2>{ROI_TITLE}</h2>", *(f'<p class="note">{escape(s)}</p>' for s in sentences)]
+        parts += [_html_table(head, rows) for head, rows in tables]
+    if data.get("forgetting"):
+        report = data["forgetting"]
+        css = forgetting_style(report)
+        parts += ["<h2>Forgetting check</h2>", f'<p class="{css}">{escape(forgetting_verdict(report))}</p>',
+                  _html_table(FORGETTING_HEAD, forgetting_rows(report))]  # fmt: skip
+    if data.get("continual"):
+        sentences = "".join(f'<p class="note">{escape(line)}</p>' for line in continual_sentences(data["continual"]))
+        parts += [f"<h2>{CONTINUAL_TITLE}</h2>", sentences,
+                  _html_table(CONTINUAL_HEAD, continual_rows(data["continual"]))]  # fmt: skip
+    return parts
 
 
 def _md_baselines(section: dict[str, Any]) -> list[str]:
@@ -91,10 +145,7 @@ def render_markdown(data: dict[str, Any]) -> str:
     lines += _md_rl(data)
     if data["metrics"]:
         lines += _md_held_out(data)
-    if data.get("baselines"):
-        lines += _md_baselines(data["baselines"])
-    if data.get("forgetting"):
-        lines += _md_forgetting(data["forgetting"])
+    lines += _md_baselines_and_forgetting(data)
     if data["judge"]:
         lines += ["## Pairwise A/B (judged in both orders)", ""] + _md_table(JUDGE_HEAD, judge_rows(data["judge"]))
         lines += [""]
@@ -188,13 +239,7 @@ def render_html(data: dict[str, Any], loss_png_base64: str | None, rl_png_base64
     parts += _html_rl(data, rl_png_base64)
     if data["metrics"]:
         parts += _html_held_out(data)
-    if data.get("baselines"):
-        parts += _html_baselines(data["baselines"])
-    if data.get("forgetting"):
-        report = data["forgetting"]
-        css = forgetting_style(report)
-        parts += ["<h2>Forgetting check</h2>", f'<p class="{css}">{escape(forgetting_verdict(report))}</p>',
-                  _html_table(FORGETTING_HEAD, forgetting_rows(report))]  # fmt: skip
+    parts += _html_baselines_and_forgetting(data)
     if data["judge"]:
         parts += ["<h2>Pairwise A/B (judged in both orders)</h2>", _html_table(JUDGE_HEAD, judge_rows(data["judge"]))]
     for kind, title in (("best", "Best tuned answers"), ("worst", "Worst tuned answers")):

@@ -17,9 +17,11 @@ from typing import Any
 from tunelab.errors import RunError
 from tunelab.eval.baseline_report import read_baselines
 from tunelab.eval.comparison import load_comparison
+from tunelab.eval.continual_report import read_continual
 from tunelab.eval.forgetting import with_verdicts
 from tunelab.eval.lengths import truncation_counts, truncation_section
 from tunelab.eval.report_render import render_html, render_markdown
+from tunelab.eval.roi_report import read_roi
 from tunelab.jsonl import read_jsonl, skip
 from tunelab.runs import RunDir, read_json, write_atomic
 
@@ -119,13 +121,15 @@ def collect(run: RunDir) -> dict[str, Any]:
     evals = [r["eval_loss"] for r in rows if "eval_loss" in r]
     judge_dir = run.eval_dir / "judge"
     metrics = read_metrics_file(run.eval_dir / "metrics.json")
+    training = read_json(run.path / "training.json")
+    baselines = read_baselines(run, recipe, metrics)
     return {
         "name": run.name,
         "status": run.status(),
         "recipe": recipe,
         "data": read_json(run.data_dir / "summary.json"),
         "audit": (read_json(run.data_dir / "audit" / "report.json") or {}).get("summary"),
-        "training": read_json(run.path / "training.json"),
+        "training": training,
         "loss": {"first": losses[0] if losses else None, "last": losses[-1] if losses else None,
                  "best_eval": min(evals) if evals else None, "steps": rows[-1]["step"] if rows else 0},
         "log_probs": log_prob_trend(rows),
@@ -133,7 +137,9 @@ def collect(run: RunDir) -> dict[str, Any]:
         "rl_plot": run.plots / "rl.png",
         "samples": latest_samples(run),
         "metrics": {label: values for label, values in metrics.items() if label in ("base", "tuned")},
-        "baselines": read_baselines(run, recipe, metrics),
+        "baselines": baselines,
+        "roi": read_roi(run, training, baselines, recipe.get("eval", {}).get("metrics", [])),
+        "continual": read_continual(run, read_json(run.data_dir / "summary.json")),
         "by_category": {label: (read_json(run.eval_dir / f"report_{label}.json") or {}).get("by_category", {})
                         for label in ("base", "tuned")},
         "comparison": load_comparison(run.eval_dir),
