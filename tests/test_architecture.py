@@ -36,8 +36,10 @@ LAYER_TABLE: tuple[tuple[str, ...], ...] = (
         "distributed_run",
         "continual",
         "estimate",
+        "advise",
+        "advice_text",
     ),  # fmt: skip
-    ("ui", "cli", "cli_verbs", "cli_support", "__main__"),  # entry points
+    ("ui", "cli", "cli_verbs", "cli_support", "cli_plan", "__main__"),  # entry points
 )
 LAYERS = {name: number for number, names in enumerate(LAYER_TABLE) for name in names}
 

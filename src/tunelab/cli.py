@@ -17,6 +17,7 @@ import warnings
 from collections.abc import Callable
 from pathlib import Path
 
+from tunelab.cli_plan import advise_command, estimate_command  # noqa: F401 (dispatched by name)
 from tunelab.cli_support import (  # noqa: F401 (INTERNAL_ERROR)
     INTERNAL_ERROR,
     adapter_names,
@@ -66,17 +67,6 @@ def run_command(args: argparse.Namespace) -> int:
         return 0
     print_outcome(outcome)
     return 0 if outcome.state == "completed" else 130
-
-
-def estimate_command(args: argparse.Namespace) -> int:
-    from tunelab.estimate import describe, estimate, estimate_path
-    from tunelab.recipe import load_recipe
-
-    recipe = load_recipe(args.recipe, args.overrides)
-    gpus = [name.strip() for value in args.gpu or [] for name in value.split(",") if name.strip()]
-    result = estimate(recipe, gpus or None, args.prices, args.mfu, None if args.no_calibrate else args.steps)
-    print("\n".join(describe(result)) + f"\nwritten to {estimate_path(recipe)}")
-    return 0
 
 
 def compare_methods_command(args: argparse.Namespace) -> int:

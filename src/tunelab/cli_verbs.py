@@ -98,6 +98,17 @@ VERBS: dict[str, Verb] = {
         arg("--steps", type=int, default=8, help="training steps of the calibration run here (default 8)"),
         flag("--no-calibrate", "skip the calibration run: GPU figures only"),
     ),
+    "advise": verb(
+        "prompting, retrieval or fine-tuning? measured on your data: where answers come from, retrieval, the base "
+        "model prompted zero- and k-shot, the cost of LoRA",
+        arg("data", help="a data file (JSONL, JSON, CSV, Parquet; conversations with answers)"),
+        arg("--model", default="smollm2-135m-instruct", help="the base model to measure prompting with"),
+        arg("--goal", help="what you need, in words (kept with the advice)"),
+        arg("--target", type=float, default=0.9, help="the score a prompt must reach to be enough (default 0.9)"),
+        arg("--sample", type=int, default=40, help="questions held out to measure on (default 40)"),
+        arg("--k", type=int, default=4, help="examples in the k-shot prompt and records retrieved (default 4)"),
+        arg("--json", metavar="FILE", help="also write the figures and the advice here"),
+    ),
     "compare-methods": verb(
         "train every method on the same recipe, data, seed and steps: quality, parameters, memory, time, forgetting",
         *RECIPE,

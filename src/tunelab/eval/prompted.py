@@ -3,8 +3,8 @@
 - zero_shot: the test conversation with the task's instructions as its system prompt — the system prompt the
   training records share (or `data.system`), plus the answer format when the recipe names a JSON Schema.
 - k_shot: the same, with the k training conversations most like the test prompt placed before it as earlier turns
-  (chosen from the training split only, never validation or test, by TF-IDF cosine over character n-grams, which
-  works for Chinese text as well as English).
+  (chosen from the training split only, never validation or test, by TF-IDF cosine over words, and characters and
+  character pairs of Chinese, Japanese and Korean text).
 
 Each is scored like the base and tuned models (predictions_<label>.jsonl, report_<label>.json) and compared with the
 tuned model by the same paired bootstrap (comparison_<label>.json).
@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import json
 import math
+import re
 from collections import Counter
 from collections.abc import Sequence
 from pathlib import Path
@@ -23,7 +24,6 @@ import numpy as np
 
 BASELINES = ("base", "zero_shot", "k_shot")
 PROMPTED = ("zero_shot", "k_shot")
-NGRAMS = (2, 3)
 
 
 def _user_text(record: dict[str, Any]) -> str:
@@ -57,13 +57,25 @@ def prompted_record(record: dict[str, Any], instructions: str | None, shots: Seq
     return {**record, "messages": [*system, *examples, *_turns(record)]}
 
 
+WORDS = re.compile(r"[^\W_]+(?:[-./][^\W_]+)*")
+CJK_RUN = re.compile(r"[\u3040-\u30ff\u3400-\u4dbf\u4e00-\u9fff\uac00-\ud7af]+")
+
+
 def _ngrams(text: str) -> Counter:
-    text = " ".join(text.lower().split())
-    return Counter(text[i : i + n] for n in NGRAMS for i in range(len(text) - n + 1))
+    """Words, and for Chinese, Japanese and Korean text (no spaces between words) its characters and character pairs.
+    Whole words keep a rare identifier (a product code, a name) from being outweighed by the common phrasing around
+    it, which character n-grams of the whole text let happen."""
+    text = text.lower()
+    features: Counter = Counter()
+    for run in CJK_RUN.findall(text):
+        features.update(run)
+        features.update(run[i : i + 2] for i in range(len(run) - 1))
+    features.update(WORDS.findall(CJK_RUN.sub(" ", text)))
+    return features
 
 
 class ShotIndex:
-    """Training conversations indexed by their user turns' character n-grams (TF-IDF, L2-normalised rows).
+    """Training conversations indexed by their user turns' words (TF-IDF, L2-normalised rows; `_ngrams`).
 
     Written here rather than with scikit-learn's TfidfVectorizer, which tunelab does not otherwise need; scipy's
     sparse matrices (a dependency of datasketch) keep it linear in the data's size.
