@@ -28,8 +28,8 @@ def _evaluation_settings(recipe: dict[str, Any]) -> dict[str, Any]:
 
 
 def adopt_base_evaluation(run: RunDir, source_path: str | Path, log) -> dict[str, Any] | None:
-    """Copy the base model's evaluation from `source_path` into `run`; its base metrics, or None (and a log line
-    saying why) when that run's evaluation is not the same one."""
+    """Copy the base model's evaluation (and its prompted baselines') from `source_path` into `run`; their metrics by
+    label, or None (and a log line saying why) when that run's evaluation is not the same one."""
     source = RunDir.open(source_path)
     ours, theirs = run.read_recipe(), source.read_recipe()
     metrics = read_json(source.eval_dir / "metrics.json", {}).get("base")
@@ -47,12 +47,26 @@ def adopt_base_evaluation(run: RunDir, source_path: str | Path, log) -> dict[str
         return None
     for name in BASE_FILES:
         shutil.copy2(source.eval_dir / name, run.eval_dir / name)
+    adopted = {"base": metrics} | _adopt_prompted(source, run)
     probe = source.eval_dir / "forgetting" / "base"
     if probe.is_dir():
         shutil.copytree(probe, run.eval_dir / "forgetting" / "base", dirs_exist_ok=True)
     write_json(run.eval_dir / "base_from.json", {"run": str(source.path)})
     log(f"[tunelab] base model's evaluation taken from {source.path} (same model, test records and settings)")
-    return metrics
+    return adopted
+
+
+def _adopt_prompted(source: RunDir, run: RunDir) -> dict[str, Any]:
+    """The prompted baselines the source evaluated (the same settings give the same prompts and shots)."""
+    found = read_json(source.eval_dir / "metrics.json", {})
+    adopted = {}
+    for label in ("zero_shot", "k_shot"):
+        names = (f"predictions_{label}.jsonl", f"report_{label}.json")
+        if label in found and all((source.eval_dir / name).is_file() for name in names):
+            for name in names:
+                shutil.copy2(source.eval_dir / name, run.eval_dir / name)
+            adopted[label] = found[label]
+    return adopted
 
 
 def check_source(path: str | Path | None) -> None:

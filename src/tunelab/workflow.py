@@ -226,7 +226,7 @@ def _evaluate_baselines(stage, recipe, run, model, tokenizer, splits, recipe_dat
         from tunelab.shared_baseline import adopt_base_evaluation
 
         adopted = adopt_base_evaluation(run, base_from, log)
-        results |= {"base": adopted} if adopted is not None else {}
+        results |= adopted or {}
     if splits.test_records and wants_base and "base" not in results:
         _phase(run, "evaluating the base model", log, f"on {len(splits.test_records)} test records")
         results["base"] = stage.evaluate(model, tokenizer, splits.test_records, recipe, run.eval_dir, "base")

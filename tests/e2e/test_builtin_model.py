@@ -23,7 +23,11 @@ def test_quickstart_recipe_on_the_builtin_model(tmp_path, capsys):
     rows = [json.loads(line) for line in (run / "metrics.jsonl").read_text().splitlines()]
     assert [r["step"] for r in rows if "loss" in r] == [3] or len(rows) >= 1
     metrics = json.loads((run / "eval" / "metrics.json").read_text())
-    assert set(metrics) == {"base", "tuned"}
+    assert set(metrics) == {"base", "zero_shot", "k_shot", "tuned"}
+    report = (run / "eval" / "report.md").read_text()
+    assert "| metric | base | zero-shot | 4-shot | tuned |" in report  # base / prompted / tuned, side by side
+    assert "| 4-shot | field_accuracy |" in report and "| zero-shot | field_accuracy |" in report  # with intervals
+    assert "## Cost and return" in report and "Gain over the best prompt" in report
     predictions = (run / "eval" / "predictions_tuned.jsonl").read_text().splitlines()
     assert len(predictions) == 4 and all(json.loads(p)["prediction"] for p in predictions)
     check = json.loads((run / "merged" / "verification.json").read_text())

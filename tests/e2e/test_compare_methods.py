@@ -30,6 +30,9 @@ def test_compare_methods_writes_runs_table_plots_and_recommendation(tmp_path, ti
     # the base model was evaluated once: the later runs took it from the first
     assert not (out / "tiny-lora" / "eval" / "base_from.json").exists()
     assert json.loads((out / "tiny-prompt" / "eval" / "base_from.json").read_text())["run"] == str(out / "tiny-lora")
+    for label in ("zero_shot", "k_shot"):  # the prompted baselines too
+        first, later = (out / f"tiny-{m}" / "eval" / f"predictions_{label}.jsonl" for m in ("lora", "prompt"))
+        assert later.read_bytes() == first.read_bytes()
     table = (out / "methods.md").read_text()
     assert table.count("\n| ") == 4 and "Recommendation" in table and summary["recommendation"] in table
     assert summary["best"] in summary["recommendation"]

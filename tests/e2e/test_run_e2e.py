@@ -61,7 +61,7 @@ def test_lora_run_end_to_end(tmp_path, tiny_model_dir, capsys):
     check = json.loads((run / "merged" / "verification.json").read_text())
     assert check["identical_outputs"] and check["max_abs_logit_diff"] < 1e-3
     results = json.loads((run / "eval" / "metrics.json").read_text())
-    assert set(results) == {"base", "tuned"}
+    assert set(results) == {"base", "zero_shot", "k_shot", "tuned"}
     assert set(results["tuned"]) >= {"json_validity", "field_accuracy", "exact_match"}
     assert "_versions" in (run / "recipe.yaml").read_text() and "seed: 42" in (run / "recipe.yaml").read_text()
     assert "base" in result.out and "tuned" in result.out and str(run) in result.out.replace("\n", "")

@@ -73,10 +73,11 @@ def test_a_new_stage_needs_only_a_registry_entry(tmp_path, tiny_model_dir, monke
     outcome = run_recipe(recipe.model_copy(update={"stage": "toy"}), log=lambda line: None)
 
     assert outcome.state == "completed"
-    assert sorted(calls) == sorted(["build_datasets", "test_warnings", "evaluate", "build_trainer", "evaluate"])
+    evaluations = ["evaluate"] * 4  # base, zero-shot and k-shot (sft's prompted baselines), tuned
+    assert sorted(calls) == sorted(["build_datasets", "test_warnings", "build_trainer", *evaluations])
     training = json.loads((outcome.run.path / "training.json").read_text())
     assert training["stage"] == "toy" and training["completed"] and training["global_step"] == 2
-    assert set(outcome.metrics) == {"base", "tuned"}
+    assert set(outcome.metrics) == {"base", "zero_shot", "k_shot", "tuned"}
     assert outcome.merge_check is not None and outcome.merge_check["identical_outputs"]
 
 

@@ -56,7 +56,7 @@ def continual_sentences(section: dict[str, Any]) -> list[str]:
     if probe and probe.get("comparable"):
         o = probe  # forgetting_report: the overall comparison at the top level
         low, high = o["ci95"]
-        lines.append(f"Probe ({probe.get('task')}) against the base model {previous} started from: "
+        lines.append(f"Forgetting probe ({probe.get('task')}) against the base model {previous} started from: "
                      f"{percent(o['base'])} → {percent(o['tuned'])}, {100 * o['difference']:+.1f} points (95% CI "
                      f"{100 * low:+.1f} to {100 * high:+.1f}): {VERDICT_LABELS[o['verdict']]}. Against this run's "
                      "start (the previous run's model) see the forgetting check.")  # fmt: skip
