@@ -86,7 +86,62 @@ def parameter_counts(recipe: Recipe) -> tuple[Any, dict[str, int] | None]:
     return config, {"total": int(counts["total"]), "trainable": int(counts["trainable"])}
 
 
+def evaluation_batches(recipe: Recipe) -> list[tuple[str, list[dict], Any]]:
+    """What the run evaluates before training, one batch each, of the test records with the longest prompts:
+    (label, records as asked, the recipe with that evaluation's batch size). The batch with the most tokens decides
+    the memory an evaluation takes."""
+    from tunelab.data.load import load_source
+    from tunelab.data.pipeline import load_recipe_sets
+    from tunelab.data.quality import prompt_text
+    from tunelab.eval.prompted import baseline_records, same_memory_batches, wanted_baselines
+    from tunelab.train.stages import get_stage
+
+    if not recipe.data.test:
+        return []
+    records = [r for r in load_source(recipe.data.test, invalid=[]) if r.get("messages")]
+    longest = sorted(records, key=lambda r: len(prompt_text(r)), reverse=True)[: recipe.eval.batch_size]
+    batches = [("base", longest, recipe)] if recipe.eval.base and "base" in recipe.eval.baselines else []
+    if get_stage(recipe.stage).prompted_baselines and wanted_baselines(recipe):
+        train = load_recipe_sets(recipe.data, recipe.seed, recipe.stage).train
+        for label in wanted_baselines(recipe):
+            asked = baseline_records(label, longest, train, recipe.eval.k_shot, None)
+            scaled = same_memory_batches(recipe, longest, asked)
+            batches.append((label, asked[: scaled.eval.batch_size], scaled))
+    return batches
+
+
+def calibration_child(original: str, calibration: str) -> None:
+    """The calibration process: the model loaded once, as `run` loads it; one batch of each evaluation the run makes
+    before training (and the forgetting probe), in the same order; then the calibration recipe's training steps."""
+    from tunelab.data.pipeline import load_recipe_sets
+    from tunelab.recipe import load_recipe
+    from tunelab.runs import RunDir
+    from tunelab.train.fit import fit
+    from tunelab.train.stages import get_stage
+    from tunelab.workflow import _checks_forgetting, _general_ability, _load_model
+
+    recipe, short = load_recipe(original), load_recipe(calibration)
+    stage = get_stage(recipe.stage)
+    model, tokenizer, _ = _load_model(short, lambda line: None)
+    run = RunDir.prepare(Path(short.output_dir) / short.name)
+    run.write_recipe(saved_recipe_of(short), {})
+    for label, records, asked in evaluation_batches(recipe):
+        stage.evaluate(model, tokenizer, records, asked, run.eval_dir, label)
+    if _checks_forgetting(recipe, stage):
+        _general_ability(model, tokenizer, recipe, run, "base", {}, lambda line: None)
+    splits = stage.build_datasets(load_recipe_sets(short.data, short.seed, short.stage), short, tokenizer, [])
+    fit(stage, short, run, model, tokenizer, splits)
+
+
+def saved_recipe_of(recipe: Recipe) -> dict[str, Any]:
+    from tunelab.workflow import saved_recipe
+
+    return saved_recipe(recipe)
+
+
 def calibration_recipe(recipe: Recipe, folder: Path, steps: int) -> Path:
+    import yaml
+
     """The recipe, trained for `steps` steps in `folder`: no audit, evaluation, checkpoints or export; one validation
     pass at the last step (to time it) when the recipe validates."""
     from tunelab.workflow import saved_recipe
@@ -94,7 +149,7 @@ def calibration_recipe(recipe: Recipe, folder: Path, steps: int) -> Path:
     document = saved_recipe(recipe)
     document |= {"name": "calibration", "output_dir": str(folder), "continue_from": None}
     document["model"]["name"] = recipe.model.name
-    document["data"] |= {"test": None, "audit": False, "replay": 0.0}
+    document["data"] |= {"test": None, "audit": False, "replay": 0.0}  # calibration_child evaluates, then trains
     document["eval"] |= {"base": False, "baselines": [], "forgetting": {"enabled": False}}
     document["export"]["merge"] = False
     validates = document["data"].get("validation") is not None
@@ -104,20 +159,30 @@ def calibration_recipe(recipe: Recipe, folder: Path, steps: int) -> Path:
     }  # fmt: skip
     document["train"] = {k: v for k, v in document["train"].items() if v is not None}
     path = folder / "calibration.yaml"
-    import yaml
-
     path.write_text(yaml.safe_dump(document, allow_unicode=True, sort_keys=False), encoding="utf-8")
     return path
 
 
 def calibrate(recipe: Recipe, steps: int, log) -> dict[str, Any]:
-    """Train `steps` real steps in a child process (its peak memory is the run's alone); returns its timings."""
+    """Evaluate and train as the run does, briefly, in a child process (its peak memory is the run's alone: see
+    calibration_child); returns its timings."""
+    import yaml
+
     with tempfile.TemporaryDirectory(prefix="tunelab-calibration-") as scratch:
         folder = Path(scratch)
         path = calibration_recipe(recipe, folder, steps)
-        log(f"[tunelab] calibrating: {steps} training steps of {recipe.name} on this machine")
+        log(
+            f"[tunelab] calibrating: one batch of each evaluation before training, then {steps} training steps of "
+            f"{recipe.name}, on this machine"
+        )
         started = time.monotonic()
-        done = subprocess.run([sys.executable, "-m", "tunelab", "run", str(path)], capture_output=True, text=True)
+        original = folder / "recipe.yaml"
+        original.write_text(yaml.safe_dump(saved_recipe_of(recipe), allow_unicode=True), encoding="utf-8")
+        child = (
+            "from tunelab.allocator import prepare_process; prepare_process()\n"  # first, as the CLI does
+            f"from tunelab.estimate import calibration_child; calibration_child({str(original)!r}, {str(path)!r})"
+        )
+        done = subprocess.run([sys.executable, "-c", child], capture_output=True, text=True)
         if done.returncode != 0:
             tail = "\n".join((done.stdout + done.stderr).strip().splitlines()[-8:])
             raise TunelabError(f"the calibration run failed (exit {done.returncode}); what it said last:\n{tail}")
@@ -223,6 +288,8 @@ def describe(result: dict[str, Any]) -> list[str]:
 
 
 def _duration(seconds: float) -> str:
+    if seconds < 10:
+        return f"{seconds:.1f} s"
     if seconds < 120:
         return f"{seconds:.0f} s"
     if seconds < 7200:

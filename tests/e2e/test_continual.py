@@ -108,3 +108,17 @@ def test_an_unfinished_previous_run_is_refused(generations, capsys):
     (v1 / "status.json").write_text(json.dumps(status | {"state": "interrupted"}))
     result = cli(["run", v2, "--continue-from", v1], capsys)
     assert result.exit_code == 2 and "interrupted, not completed" in result.err
+
+
+def test_the_continual_example_data_is_what_its_generator_writes(tmp_path):
+    import subprocess
+    import sys
+
+    from helpers import QUICKSTART
+
+    example = QUICKSTART.parent / "continual"
+    subprocess.run([sys.executable, str(example / "generate.py"), "--out-dir", str(tmp_path)], check=True)
+    for name in ("v1/train.jsonl", "v1/test.jsonl", "v2/train.jsonl", "v2/test.jsonl", "schema.json"):
+        assert (tmp_path / name).read_bytes() == (example / name).read_bytes(), name
+    v2 = [json.loads(line) for line in (example / "v2" / "train.jsonl").read_text().splitlines()]
+    assert sum(r["category"] == "zh" for r in v2) == 280  # 70% Chinese; v1 is all English

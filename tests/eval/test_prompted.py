@@ -92,3 +92,15 @@ def test_an_unknown_baseline_is_named_with_the_choices(tmp_path, tiny_model_dir,
     result = cli(["validate", recipe], capsys)
     assert result.exit_code != 0
     assert "eval.baselines" in result.err and "k_shot" in result.err
+
+
+def test_longer_prompts_are_evaluated_in_smaller_batches(tmp_path, tiny_model_dir):
+    from tunelab.eval.prompted import same_memory_batches
+    from tunelab.recipe import load_recipe
+
+    recipe = load_recipe(tiny_recipe(tmp_path, tiny_model_dir, eval={"batch_size": 60}))
+    test, train = quickstart_records("test", 10), quickstart_records("train", 40)
+    k_shot = baseline_records("k_shot", test, train, 4, None)
+    scaled = same_memory_batches(recipe, test, k_shot)
+    assert 5 <= scaled.eval.batch_size <= 20 and recipe.eval.batch_size == 60  # the recipe itself is unchanged
+    assert same_memory_batches(recipe, test, test) is recipe

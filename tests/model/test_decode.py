@@ -57,6 +57,20 @@ def test_greedy_rows_do_not_depend_on_their_batch(loaded):
     assert len({len(s.ids) for s in together}) > 1
 
 
+def test_a_prefill_token_budget_joins_rows_in_groups_with_the_same_answers(loaded, monkeypatch):
+    from tunelab.model import decode as decoding
+
+    model, tokenizer, prompts = loaded
+    together = decode(model, tokenizer, prompts)
+    monkeypatch.setattr(decoding, "PREFILL_TOKENS", 2 * max(len(p) for p in prompts))  # two rows a prefill
+    groups = []
+    real = decoding._prefill_group
+    monkeypatch.setattr(decoding, "_prefill_group", lambda *a: groups.append(real(*a)[0]) or real(*a))
+    grouped = decode(model, tokenizer, prompts)
+    assert [one.ids for one in grouped] == [one.ids for one in together]
+    assert max(len(group) for group in groups) <= 2 and sum(len(group) for group in groups) == len(prompts)
+
+
 def test_log_probabilities_are_the_policys(loaded):
     """Each token's log-probability equals the one a full forward pass over prompt + completion gives it."""
     model, tokenizer, prompts = loaded

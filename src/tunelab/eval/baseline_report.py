@@ -37,7 +37,8 @@ def read_baselines(run: RunDir, recipe: dict[str, Any], metrics: dict[str, dict]
 def score_rows(section: dict[str, Any]) -> tuple[tuple[str, ...], list[tuple[str, ...]]]:
     """metric | one column per model (base, zero-shot, k-shot, tuned)."""
     labels, metrics = section["labels"], section["metrics"]
-    names = sorted({name for label in labels for name in metrics[label]})
+    prompted = [label for label in labels if label in ("zero_shot", "k_shot")]
+    names = sorted({name for label in prompted for name in metrics[label]})  # not the forgetting probe's accuracy
     head = ("metric", *(label_name(label, section["k"]) for label in labels))
     return head, [(name, *(format_value(name, metrics[label].get(name)) for label in labels)) for name in names]
 

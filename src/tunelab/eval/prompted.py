@@ -149,5 +149,22 @@ def evaluate_prompted(stage, model, tokenizer, test_records, train_records, reci
         records = baseline_records(label, test_records, train_records, recipe.eval.k_shot, schema)
         shots = f" with {recipe.eval.k_shot} similar training examples in each prompt" if label == "k_shot" else ""
         announce(f"evaluating the base model prompted {label.replace('_', '-')}{shots}")
-        results[label] = stage.evaluate(model, tokenizer, records, recipe, eval_dir, label)
+        asked = same_memory_batches(recipe, test_records, records)
+        results[label] = stage.evaluate(model, tokenizer, records, asked, eval_dir, label)
         write_json(eval_dir / "metrics.json", results)
+
+
+def _length(records: Sequence[dict]) -> int:
+    return sum(len(m.get("content") or "") for r in records for m in r.get("messages", []))
+
+
+def same_memory_batches(recipe, test_records: Sequence[dict], asked: Sequence[dict]):
+    """The recipe with eval.batch_size scaled down by how much longer the prompted records are than the test
+    records, so that a batch of k-shot prompts holds about as many tokens as a batch of the test set's own.
+    Measured on the built-in model (quickstart, 4-shot prompts of 530 tokens against 93): a batch of 60 took the
+    process to 11.1 GiB, batches of 12 to 2.4 GiB, at the same 2.6 s per answer on 2 cores."""
+    ratio = _length(asked) / max(1, _length(test_records))
+    if ratio <= 1.25:
+        return recipe
+    batch = max(1, round(recipe.eval.batch_size / ratio))
+    return recipe.model_copy(update={"eval": recipe.eval.model_copy(update={"batch_size": batch})})

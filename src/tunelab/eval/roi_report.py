@@ -105,7 +105,7 @@ def cost_sentences(section: dict[str, Any]) -> list[str]:
     if fitting:
         cheapest = min(fitting, key=lambda r: r["cost_usd"])
         lines.append(f"Cheapest GPU of the estimate that fits: {cheapest['gpu']}, ≈ ${cheapest['cost_usd']:.4f} "
-                     f"({cheapest['seconds']:.0f} s at ${cheapest['hourly_usd']}/h, MFU {estimate['gpu']['mfu']:.0%} "
+                     f"({cheapest['seconds']:.1f} s at ${cheapest['hourly_usd']}/h, MFU {estimate['gpu']['mfu']:.0%} "
                      "assumed).")  # fmt: skip
     reports = (section["baselines"] or {}).get("reports", {})
     if measured and "k_shot" in reports and "tuned" in reports:

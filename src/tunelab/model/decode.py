@@ -23,6 +23,8 @@ import torch
 
 from tunelab.model.kv_cache import merge_caches, mergeable, trim_padding
 
+PREFILL_TOKENS = 8192  # padded prompt tokens prefilled in one forward (`_prefill_group`)
+
 
 @dataclass(frozen=True)
 class SamplingSettings:
@@ -64,7 +66,7 @@ def sample_completions(
     while waiting or active:
         room = settings.max_rows - len(active)
         if waiting and room > 0 and (state is None or mergeable(state[0])):
-            joining, waiting = waiting[:room], waiting[room:]
+            joining, waiting = _prefill_group(waiting, room, samples)
             logits, new_state = _prefill(model, [samples[i].prompt for i in joining], pad_id, prefix)
             joined, new_state = _advance(samples, joining, logits, new_state, settings, stop_ids, generator)
             active, state = _join(active, state, joined, new_state)
@@ -76,6 +78,19 @@ def sample_completions(
         logits = _forward(model, ids, mask, positions, cache)
         active, state = _advance(samples, active, logits, (cache, mask, positions), settings, stop_ids, generator)
     return samples
+
+
+def _prefill_group(waiting: list[int], room: int, samples: list[Sample]) -> tuple[list[int], list[int]]:
+    """The rows that join next: up to `room`, while the padded prefill stays within PREFILL_TOKENS (one row at least).
+    A prefill's attention holds rows × heads × length² scores at once: 60 few-shot prompts of 900 tokens took 10 GB
+    in one forward; the rest join at the next step boundary."""
+    count, longest = 0, 0
+    for index in waiting[:room]:
+        longest = max(longest, len(samples[index].prompt))
+        if count and (count + 1) * longest > PREFILL_TOKENS:
+            break
+        count += 1
+    return waiting[:count], waiting[count:]
 
 
 def _forward(model, ids, mask, positions, cache) -> torch.Tensor:
