@@ -65,16 +65,15 @@ def recommend(figures: dict[str, Any], target: float, goal: str | None) -> dict[
         choice = "fine-tuning (LoRA)"
         cost = figures["fine_tune"]
         cheapest = cost.get("cheapest")
-        price = (
-            (
-                f"≈ ${cheapest['cost_usd']:.2f} on one {cheapest['gpu']} ({cheapest['seconds'] / 60:.1f} min at "
-                f"${cheapest['hourly_usd']}/h, MFU {cost['mfu']:.0%} assumed)"
-            )
-            if cheapest
-            else "no GPU of the table fits"
-        )  # noqa: E501
+        price = "no GPU of the table fits"
+        if cheapest:
+            price = (f"≈ ${cheapest['cost_usd']:.4f} on one {cheapest['gpu']} ({cheapest['seconds']:.1f} s at "
+                     f"${cheapest['hourly_usd']}/h, MFU {cost['mfu']:.0%} assumed)")  # fmt: skip
+        source = f"retrieving similar records finds the answer for only {_pct(hit_rate)} of questions"
+        if (in_question or 0) >= IN_QUESTION:
+            source = "the answers come from the input, so retrieval has nothing to add"
         why = [f"Prompting falls short: the best prompt reaches {_pct(shot['value'])} {key}, below the target of "
-               f"{_pct(target)}, and the answers come from the input, so retrieval adds little.",
+               f"{_pct(target)}; {source}.",
                f"LoRA (r 16, every linear layer; {cost['parameters']['trainable']:,} trained parameters) for "
                f"{cost['epochs']} epochs over {cost['tokens_per_epoch']:,} tokens: {price}. `tunelab estimate` "
                "measures this machine's time once you have a recipe.",
@@ -85,7 +84,7 @@ def recommend(figures: dict[str, Any], target: float, goal: str | None) -> dict[
 
 def describe(result: dict[str, Any]) -> list[str]:
     advice = result["advice"]
-    lines = [f"Advice for {result['data']} ({result['model']}): {advice['choice'].upper()}"]
+    lines = [f"Advice for {result['file']} ({result['model']}): {advice['choice'].upper()}"]
     if advice.get("goal"):
         lines.append(f"goal: {advice['goal']}")
     lines += ["", "Why:", *(f"- {line}" for line in advice["reasons"])]

@@ -33,10 +33,12 @@ def _words(text: str) -> list[str]:
 
 
 def answer_in_question(record: dict) -> float | None:
-    """The share of the answer's distinct words that occur in the record's own user turns."""
-    from tunelab.data.quality import answer_text, prompt_text
+    """The share of the answer's distinct words that occur in the record's own user turns (of a JSON answer, its
+    values' words: the keys are the format, not content)."""
+    from tunelab.data.quality import answer_text, json_values, prompt_text
 
-    answer, question = set(_words(answer_text(record))), set(_words(prompt_text(record)))
+    text = answer_text(record)
+    answer, question = set(_words(json_values(text) or text)), set(_words(prompt_text(record)))
     return len(answer & question) / len(answer) if answer else None
 
 
@@ -122,7 +124,8 @@ def fine_tune_cost(model_name: str, records: list[dict], tokenizer) -> dict[str,
     recipe = Recipe.model_validate({"name": "advise", "model": {"name": model_name}, "data": {"sources": []},
                                     "method": {"type": "lora", "r": 16, "target_modules": "all-linear"}})  # fmt: skip
     config, counts = parameter_counts(recipe)
-    lengths = [len(tokenizer.apply_chat_template(r["messages"], tokenize=True)) for r in records]
+    texts = [tokenizer.apply_chat_template(r["messages"], tokenize=False) for r in records]
+    lengths = [len(ids) for ids in tokenizer(texts, add_special_tokens=False)["input_ids"]]
     work = {"tokens": sum(lengths), "sequences": len(lengths), "micro_batch": 8, "max_length": max(lengths),
             "trained_tokens": 3 * sum(lengths)}  # fmt: skip
     table = gpu_table()
@@ -167,7 +170,7 @@ def advise(path: str, model_name: str, goal: str | None = None, sample: int = 40
         figures["prompting"] = prompted_scores(model, tokenizer, held, pool, k, metrics, Path(scratch))
     figures["fine_tune"] = fine_tune_cost(model_name, pool, tokenizer)
     return (
-        {"data": str(path), "model": model_name, "goal": goal, "target": target}
+        {"file": str(path), "model": model_name, "goal": goal, "target": target}
         | figures
         | {"advice": recommend(figures, target, goal)}
     )

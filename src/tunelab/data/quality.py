@@ -105,7 +105,7 @@ def _extracted(raw_answer: str, answer: str, squashed: str, prompt: str, prompt_
     of its values; keys, booleans and nulls are structure). Set operations and C-level splits, no character loops."""
     if squashed in prompt_squashed:
         return True
-    values = _json_values(raw_answer)
+    values = json_values(raw_answer)
     if values is None and not all(word in prompt_squashed for word in NOT_ALNUM.split(answer, QUICK_WORDS)[:-1]):
         return False  # a text answer must use only the prompt's words: most fail on their first few (cheap)
     words = set(NOT_ALNUM.split(_fold(values) if values is not None else answer))
@@ -123,7 +123,7 @@ def _extracted(raw_answer: str, answer: str, squashed: str, prompt: str, prompt_
     return sum(1 for word in missing if not CJK.search(word) or word not in prompt_squashed) <= allowed
 
 
-def _json_values(text: str) -> str | None:
+def json_values(text: str) -> str | None:
     """The strings and numbers of a JSON object or array answer (code fences allowed), joined; None if not JSON."""
     text = FENCE.sub("", text.strip())
     if not text.startswith(("{", "[")):
