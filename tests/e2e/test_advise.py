@@ -17,7 +17,7 @@ def _chat(question: str, answer: str) -> dict:
 
 
 def test_answer_words_in_the_question():
-    assert answer_in_question(_chat("Ship 3 red caps to Lyon", '{"city": "Lyon", "n": 3}')) == 2 / 4
+    assert answer_in_question(_chat("Ship 3 red caps to Lyon", '{"city": "Lyon", "n": 3, "to": "Rome"}')) == 2 / 3
     assert answer_in_question(_chat("订三顶帽子", "三顶")) == 1.0
     assert answer_in_question(_chat("Price of NW-1?", "€12.00")) == 0.0
 
