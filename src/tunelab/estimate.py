@@ -2,9 +2,10 @@
 
 - The workload is counted, not guessed: the recipe's data is loaded and tokenised as `run` does it (sequences, tokens,
   steps, validation passes).
-- This machine: a calibration run of a few real training steps (the recipe itself, in a scratch folder, without
-  evaluation or export) gives seconds per trained token, the first step's extra cost, one validation pass and the
-  process's peak memory; they are extrapolated to the whole run. `tunelab run` copies the estimate into the run and
+- This machine: a calibration in a child process does what the run does, briefly (`calibration_child`): one batch of
+  each evaluation before training, the longest prompts first, then a few real training steps. It gives seconds per
+  trained token, the first step's extra cost, one validation pass and the process's peak memory to the end of
+  training; they are extrapolated to the whole run. `tunelab run` copies the estimate into the run and
   the report puts it beside what the run measured.
 - GPUs: FLOPs over an assumed utilisation, and a memory model per method (train/costs.py), with the bundled, dated
   price table (train/gpus.py) or the user's.
@@ -103,8 +104,10 @@ def evaluation_batches(recipe: Recipe) -> list[tuple[str, list[dict], Any]]:
     batches = [("base", longest, recipe)] if recipe.eval.base and "base" in recipe.eval.baselines else []
     if get_stage(recipe.stage).prompted_baselines and wanted_baselines(recipe):
         train = load_recipe_sets(recipe.data, recipe.seed, recipe.stage).train
+        schema_file = recipe.eval.json_schema
+        schema = json.loads(Path(schema_file).read_text(encoding="utf-8")) if schema_file else None
         for label in wanted_baselines(recipe):
-            asked = baseline_records(label, longest, train, recipe.eval.k_shot, None)
+            asked = baseline_records(label, longest, train, recipe.eval.k_shot, schema)
             scaled = same_memory_batches(recipe, longest, asked)
             batches.append((label, asked[: scaled.eval.batch_size], scaled))
     return batches
