@@ -57,9 +57,9 @@ def retrieval_hits(held: list[dict], pool: list[dict], k: int) -> list[bool]:
 def score_interval(rows: list[dict], name: str) -> dict[str, Any]:
     """A metric over prediction rows with its 95% bootstrap interval (resampling records)."""
     from tunelab.eval.bootstrap import paired_difference, ratio_of_sums
-    from tunelab.eval.comparison import _terms
+    from tunelab.eval.comparison import metric_terms
 
-    terms = [_terms(row["scores"], name) for row in rows]
+    terms = [metric_terms(row["scores"], name) for row in rows]
     kept = np.array([t for t in terms if t is not None], dtype=float)
     if not len(kept):
         return {"value": None, "ci95": None, "count": 0}
@@ -86,14 +86,14 @@ def data_figures(records: list[dict], tokenizer) -> dict[str, Any]:
         "json_answers": sum(isinstance(parse_json_answer(a), dict) for a in answers) / len(answers),
         "distinct_answers": len(set(answers)) / len(answers),
         "answer_words_in_question": round(float(np.mean(shares)), 4) if shares else None,
-        "answer_tokens": audit.get("lengths", {}).get("answer_tokens") or audit.get("lengths"),
+        "token_lengths": audit.get("lengths", {}).get("per_set", {}).get("train"),
     }
 
 
 def prompted_scores(model, tokenizer, held, pool, k: int, metrics: list[str], folder: Path) -> dict[str, Any]:
     """Zero-shot and k-shot on the held-out questions: each metric with its interval, k-shot vs zero-shot paired."""
     from tunelab.eval.comparison import compare_predictions
-    from tunelab.eval.heldout import evaluate_model
+    from tunelab.eval.heldout import evaluate_model, read_predictions
     from tunelab.eval.lengths import reference_token_lengths
     from tunelab.eval.prompted import baseline_records
 
@@ -104,8 +104,6 @@ def prompted_scores(model, tokenizer, held, pool, k: int, metrics: list[str], fo
         out = folder / f"predictions_{label}.jsonl"
         reports[label] = evaluate_model(model, tokenizer, asked, out, metrics, max_new_tokens=int(longest) + 8,
                                         batch_size=16, label=label)  # fmt: skip
-        from tunelab.eval.heldout import read_predictions
-
         rows[label] = read_predictions(out)
     scores = {label: {name: score_interval(rows[label], name) for name in metrics} for label in rows}
     return {"scores": scores, "k_vs_zero": compare_predictions(rows["zero_shot"], rows["k_shot"])["metrics"],
@@ -114,8 +112,6 @@ def prompted_scores(model, tokenizer, held, pool, k: int, metrics: list[str], fo
 
 def fine_tune_cost(model_name: str, records: list[dict], tokenizer) -> dict[str, Any]:
     """LoRA (r 16, every linear layer) for 3 epochs of the data on the table's GPUs, and the cheapest that fits."""
-    from types import SimpleNamespace
-
     from tunelab.config.schema import Recipe
     from tunelab.estimate import parameter_counts
     from tunelab.train.costs import gpu_rows
@@ -129,7 +125,7 @@ def fine_tune_cost(model_name: str, records: list[dict], tokenizer) -> dict[str,
     work = {"tokens": sum(lengths), "sequences": len(lengths), "micro_batch": 8, "max_length": max(lengths),
             "trained_tokens": 3 * sum(lengths)}  # fmt: skip
     table = gpu_table()
-    rows = gpu_rows(SimpleNamespace(**config.to_dict()), counts, "lora", work, table, list(table))
+    rows = gpu_rows(config, counts, "lora", work, table, list(table))
     fitting = [row for row in rows["rows"] if row["fits"] == "yes"]
     cheapest = min(fitting, key=lambda row: row["cost_usd"]) if fitting else None
     return {"epochs": 3, "tokens_per_epoch": work["tokens"], "parameters": counts, "mfu": rows["mfu"],
@@ -151,16 +147,16 @@ def advise(path: str, model_name: str, goal: str | None = None, sample: int = 40
     """Measure, then recommend (see the module docstring); returns the figures and the advice."""
     from tunelab.advice_text import recommend
     from tunelab.data.load import load_source
+    from tunelab.data.tokenize import ensure_chat_template
     from tunelab.eval.evaluate import guess_metrics
     from tunelab.model.load import load_model
-    from tunelab.workflow import _chat_ready
 
     invalid: list = []
     records = [r for r in load_source(path, invalid=invalid) if r.get("messages")]
     held, pool = split_for_advice(records, sample, seed)
     log(f"[tunelab] advise: {len(records)} records; {len(held)} held out to measure prompting and retrieval")
     model, tokenizer, _ = load_model(model_name)
-    tokenizer = _chat_ready(tokenizer)
+    ensure_chat_template(tokenizer)
     metrics = [m for m in guess_metrics(records) if m != "bleu"]  # the others resample as shares: score_interval
     figures: dict[str, Any] = {"data": data_figures(records, tokenizer) | {"invalid": len(invalid)}, "metrics": metrics}
     hits = retrieval_hits(held, pool, k)

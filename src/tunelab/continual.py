@@ -15,7 +15,7 @@ from tunelab.data.generations import PREVIOUS_TEST
 from tunelab.eval.comparison import compare_predictions
 from tunelab.eval.heldout import read_predictions
 from tunelab.eval.metrics import aggregate
-from tunelab.jsonl import read_jsonl
+from tunelab.jsonl import read_jsonl, write_jsonl
 from tunelab.runs import RunDir, write_json
 
 SIDES = {"base": "predictions_base.jsonl", "previous": "predictions_tuned.jsonl"}  # label here → file in that run
@@ -45,20 +45,12 @@ def _test_set_comparisons(previous_eval: Path, folder: Path, ids: set[str]) -> d
     for label, name in SIDES.items():
         found = [row for row in read_predictions(previous_eval / name) if str(row.get("id")) in ids]
         if found:
-            _write_rows(folder / f"predictions_{label}.jsonl", found)
+            write_jsonl(folder / f"predictions_{label}.jsonl", found)
             rows[label] = found
     return {
         "metrics": {label: aggregate([row["scores"] for row in found]) for label, found in rows.items()},
         "vs": {label: compare_predictions(rows[label], rows["tuned"]) for label in SIDES if label in rows},
     }
-
-
-def _write_rows(path: Path, rows: list[dict]) -> None:
-    import json
-
-    from tunelab.runs import write_atomic
-
-    write_atomic(path, "".join(json.dumps(row, ensure_ascii=False) + "\n" for row in rows))
 
 
 def _probe_against_first_base(previous, run: RunDir) -> dict[str, Any] | None:
@@ -114,6 +106,6 @@ def compare_continued(with_replay: Path, without_replay: Path) -> dict[str, Any]
     if len({s["run"] for s in summaries.values()}) != 1:
         raise RunError("the two runs continued different runs; compare runs that continued the same one")
     rows = [read_predictions(Path(p) / "eval" / "previous" / "predictions_tuned.jsonl") for p in summaries]
-    drops = {p: {name: m for name, m in s["vs"]["previous"]["metrics"].items()} for p, s in summaries.items()}
+    drops = {p: s["vs"]["previous"]["metrics"] for p, s in summaries.items()}
     return {"previous": next(iter(summaries.values()))["run"], "drops": drops,
             "difference": compare_predictions(rows[1], rows[0])}  # fmt: skip

@@ -13,7 +13,6 @@
 
 from __future__ import annotations
 
-import json
 import subprocess
 import sys
 import tempfile
@@ -23,7 +22,7 @@ from typing import Any
 
 from tunelab.config.schema import Recipe
 from tunelab.errors import TunelabError
-from tunelab.runs import estimate_beside, read_json, write_json
+from tunelab.runs import RunDir, estimate_beside, read_json, write_json
 
 CALIBRATION_STEPS = 8
 
@@ -37,14 +36,15 @@ def workload(recipe: Recipe) -> dict[str, Any]:
     """Sequences, tokens and steps of the run, from the recipe's data tokenised as `run` tokenises it."""
     from tunelab.data.generations import with_previous_generation
     from tunelab.data.pipeline import load_recipe_sets
+    from tunelab.data.tokenize import ensure_chat_template
     from tunelab.model.load import load_tokenizer
     from tunelab.train.costs import steps_for
     from tunelab.train.stages import get_stage
-    from tunelab.workflow import _chat_ready
 
     recipe_data = load_recipe_sets(recipe.data, recipe.seed, recipe.stage)
     with_previous_generation(recipe, recipe_data)
-    tokenizer = _chat_ready(load_tokenizer(recipe.model.name, trust_remote_code=recipe.model.trust_remote_code))
+    tokenizer = load_tokenizer(recipe.model.name, trust_remote_code=recipe.model.trust_remote_code)
+    ensure_chat_template(tokenizer)
     splits = get_stage(recipe.stage).build_datasets(recipe_data, recipe, tokenizer, [])
     lengths = [len(ids) for ids in splits.train["input_ids"]] if "input_ids" in splits.train.column_names else []
     train = recipe.train
@@ -94,6 +94,7 @@ def evaluation_batches(recipe: Recipe) -> list[tuple[str, list[dict], Any]]:
     from tunelab.data.load import load_source
     from tunelab.data.pipeline import load_recipe_sets
     from tunelab.data.quality import prompt_text
+    from tunelab.eval.metrics import load_json_schema
     from tunelab.eval.prompted import baseline_records, same_memory_batches, wanted_baselines
     from tunelab.train.stages import get_stage
 
@@ -104,8 +105,7 @@ def evaluation_batches(recipe: Recipe) -> list[tuple[str, list[dict], Any]]:
     batches = [("base", longest, recipe)] if recipe.eval.base and "base" in recipe.eval.baselines else []
     if get_stage(recipe.stage).prompted_baselines and wanted_baselines(recipe):
         train = load_recipe_sets(recipe.data, recipe.seed, recipe.stage).train
-        schema_file = recipe.eval.json_schema
-        schema = json.loads(Path(schema_file).read_text(encoding="utf-8")) if schema_file else None
+        schema = load_json_schema(recipe.eval.json_schema).schema if recipe.eval.json_schema else None
         for label in wanted_baselines(recipe):
             asked = baseline_records(label, longest, train, recipe.eval.k_shot, schema)
             scaled = same_memory_batches(recipe, longest, asked)
@@ -118,7 +118,6 @@ def calibration_child(original: str, calibration: str) -> None:
     before training (and the forgetting probe), in the same order; then the calibration recipe's training steps."""
     from tunelab.data.pipeline import load_recipe_sets
     from tunelab.recipe import load_recipe
-    from tunelab.runs import RunDir
     from tunelab.train.fit import fit
     from tunelab.train.stages import get_stage
     from tunelab.workflow import _checks_forgetting, _general_ability, _load_model
@@ -189,10 +188,9 @@ def calibrate(recipe: Recipe, steps: int, log) -> dict[str, Any]:
         if done.returncode != 0:
             tail = "\n".join((done.stdout + done.stderr).strip().splitlines()[-8:])
             raise TunelabError(f"the calibration run failed (exit {done.returncode}); what it said last:\n{tail}")
-        run = folder / "calibration"
-        training = read_json(run / "training.json") or {}
-        rows = [json.loads(line) for line in (run / "metrics.jsonl").read_text().splitlines() if line.strip()]
-        return {"steps": steps, "wall_seconds": round(time.monotonic() - started, 1)} | timings(training, rows)
+        run = RunDir(folder / "calibration")
+        training = read_json(run.path / "training.json") or {}
+        return {"steps": steps, "wall_seconds": round(time.monotonic() - started, 1)} | timings(training, run.metrics())
 
 
 def timings(training: dict[str, Any], rows: list[dict]) -> dict[str, Any]:

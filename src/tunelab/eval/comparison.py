@@ -28,7 +28,7 @@ def comparison_file(baseline: str = "base") -> str:
     return COMPARISON_FILE if baseline == "base" else f"comparison_{baseline}.json"
 
 
-def _terms(scores: dict[str, Any], name: str) -> list[float] | None:
+def metric_terms(scores: dict[str, Any], name: str) -> list[float] | None:
     """One record's contribution to a metric: [numerator, denominator], or BLEU's 10 statistics; None if absent."""
     value = scores.get(name)
     if value is None:
@@ -43,7 +43,7 @@ def _terms(scores: dict[str, Any], name: str) -> list[float] | None:
 def compare_metric(pairs: list[tuple[dict, dict]], name: str, samples: int = SAMPLES, seed: int = 0) -> dict | None:
     """{"count", "base", "tuned", "difference", "ci95", "verdict"} for one metric over (base, tuned) score pairs;
     None when no pair has the metric on both sides. Values are fractions in [0, 1] (a reward: its own units)."""
-    terms = [(_terms(b, name), _terms(t, name)) for b, t in pairs]
+    terms = [(metric_terms(b, name), metric_terms(t, name)) for b, t in pairs]
     kept = [(b, t) for b, t in terms if b is not None and t is not None]
     if not kept:
         return None

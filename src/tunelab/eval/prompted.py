@@ -17,7 +17,6 @@ import math
 import re
 from collections import Counter
 from collections.abc import Sequence
-from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -82,7 +81,6 @@ class ShotIndex:
     """
 
     def __init__(self, records: Sequence[dict[str, Any]]):
-        from scipy.sparse import csr_matrix
 
         self.records = list(records)
         counts = [_ngrams(_user_text(r)) for r in self.records]
@@ -90,7 +88,6 @@ class ShotIndex:
         self.vocabulary = {gram: i for i, gram in enumerate(documents)}
         total = len(self.records)
         self.idf = np.array([math.log((1 + total) / (1 + documents[g])) + 1 for g in self.vocabulary])
-        self._csr = csr_matrix
         self.matrix = self._vectors(counts)
 
     def _vectors(self, counts: list[Counter]):
@@ -100,10 +97,12 @@ class ShotIndex:
             rows += [row] * len(known)
             cols += [col for col, _ in known]
             values += [n * self.idf[col] for col, n in known]
-        matrix = self._csr((values, (rows, cols)), shape=(len(counts), len(self.vocabulary)))
+        from scipy.sparse import csr_matrix
+
+        matrix = csr_matrix((values, (rows, cols)), shape=(len(counts), len(self.vocabulary)))
         norms = np.sqrt(np.asarray(matrix.multiply(matrix).sum(axis=1)).ravel())
         norms[norms == 0] = 1.0
-        return self._csr(matrix.multiply(1 / norms[:, None]))
+        return csr_matrix(matrix.multiply(1 / norms[:, None]))
 
     def nearest(self, records: Sequence[dict[str, Any]], k: int) -> list[list[dict[str, Any]]]:
         """For each record, the k most similar training records, least similar first (the most similar sits next
@@ -143,8 +142,7 @@ def evaluate_prompted(stage, model, tokenizer, test_records, train_records, reci
         return
     schema = None
     if recipe.eval.json_schema:
-        load_json_schema(recipe.eval.json_schema)  # the metric's own check: a bad schema is named, not a traceback
-        schema = json.loads(Path(recipe.eval.json_schema).read_text(encoding="utf-8"))
+        schema = load_json_schema(recipe.eval.json_schema).schema  # checked as the metric checks it
     for label in pending:
         records = baseline_records(label, test_records, train_records, recipe.eval.k_shot, schema)
         shots = f" with {recipe.eval.k_shot} similar training examples in each prompt" if label == "k_shot" else ""
