@@ -38,12 +38,14 @@ def library_versions() -> dict[str, str]:
 
 
 def saved_recipe(recipe: Recipe) -> dict[str, Any]:
-    """The recipe as the run saves it: every default written out, and `export.merge` as it applies (a method that
-    saves a full model has nothing to merge), so that `tunelab run runs/<name>/recipe.yaml --resume` validates."""
+    """The recipe as the run saves it: every default written out, and `export.merge` and `eval.base` as they apply (a
+    method that saves a full model has nothing to merge; without a test set there is no base evaluation), so that
+    `tunelab run runs/<name>/recipe.yaml --resume` validates."""
     from tunelab.model.methods import method_spec
 
     document = recipe.model_dump(mode="json")
     document["export"]["merge"] = recipe.export.merge and method_spec(recipe.method).can_merge
+    document["eval"]["base"] = recipe.eval.base and recipe.data.test is not None
     return document
 
 

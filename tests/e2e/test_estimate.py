@@ -51,3 +51,13 @@ def test_bad_estimate_arguments_are_named(tmp_path, tiny_model_dir, capsys, argu
     recipe = tiny_recipe(tmp_path, tiny_model_dir)
     result = cli(["estimate", recipe, *arguments], capsys)
     assert result.exit_code != 0 and named in result.err and "Traceback" not in result.err
+
+
+def test_a_recipe_without_test_or_validation_data_is_estimated(tmp_path, tiny_model_dir, capsys):
+    recipe = tiny_recipe(tmp_path, tiny_model_dir, data={"test": None, "validation": None},
+                         train={"eval_steps": None}, eval={"forgetting": {"enabled": False}})  # fmt: skip
+    result = cli(["estimate", recipe, "--steps", "3", "--gpu", "t4"], capsys)
+    assert result.exit_code == 0, result.err
+    estimate = read_json(tmp_path / "runs" / "tiny.estimate.json")
+    assert estimate["workload"]["validation_passes"] == 0 and estimate["workload"]["test"] == 0
+    assert estimate["this_machine"]["train_seconds"] > 0 and estimate["this_machine"]["peak_rss_bytes"] > 0

@@ -120,6 +120,15 @@ def test_merged_folder_loads_with_plain_transformers(tmp_path, tiny_model_dir, c
     assert tokenizer.chat_template and model.config.vocab_size == len(tokenizer)
 
 
+def test_a_run_without_a_test_set_resumes_from_its_saved_recipe(tmp_path, tiny_model_dir, capsys):
+    recipe = tiny_recipe(tmp_path, tiny_model_dir, data={"test": None}, train={"max_steps": 2},
+                         eval={"forgetting": {"enabled": False}}, export={"merge": False})  # fmt: skip
+    assert cli(["run", recipe], capsys).exit_code == 0
+    saved = tmp_path / "runs" / "tiny" / "recipe.yaml"
+    assert cli(["validate", saved], capsys).exit_code == 0  # was: "eval.base: base evaluation needs a test set"
+    assert cli(["run", saved, "--resume"], capsys).exit_code == 0
+
+
 def test_resume_continues_at_the_saved_step(tmp_path, tiny_model_dir, capsys):
     recipe = tiny_recipe(tmp_path, tiny_model_dir, eval={"base": False}, export={"merge": False})
     assert cli(["run", recipe, "train.max_steps=4", "train.save_steps=4"], capsys).exit_code == 0
